@@ -1,0 +1,132 @@
+use super::*;
+use crate::profile::{DEFAULT_AUDIO_ENCODER, DEFAULT_VIDEO_ENCODER, Plan, VIDEO_COPY};
+
+const PORTS: LegPorts = LegPorts { video: 40000, audio: 40001 };
+
+fn plan(yaml: &str) -> Plan {
+    Plan::from_yaml(yaml, "t.yaml").unwrap()
+}
+
+fn strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Splits an argv's tail into outputs: each is the options up to and
+/// including the next `rtp://` URL.
+fn legs_of(argv: &[String]) -> Vec<&[String]> {
+    let first = argv.iter().position(|a| a == "-map").expect("no leg");
+    let mut legs = Vec::new();
+    let mut start = first;
+    for (i, a) in argv.iter().enumerate().skip(first) {
+        if a.starts_with("rtp://") {
+            legs.push(&argv[start..=i]);
+            start = i + 1;
+        }
+    }
+    assert_eq!(start, argv.len(), "tokens after the last leg");
+    legs
+}
+
+#[test]
+fn builds_both_legs_with_default_payload_types() {
+    let p = plan("id: s\ninput: [{address: in.mp4}]\n");
+    let argv = build(&p, PORTS);
+    let legs = legs_of(&argv);
+    assert_eq!(legs.len(), 2);
+    let (v, a) = (legs[0], legs[1]);
+    let mut want_v = strings(&["-map", "0:v:0"]);
+    want_v.extend(strings(DEFAULT_VIDEO_ENCODER));
+    want_v.extend(strings(&["-f", "rtp", "-payload_type", "102", "-ssrc"]));
+    want_v.push(p.video.as_ref().unwrap().ssrc.to_string());
+    want_v.push("rtp://127.0.0.1:40000?pkt_size=1200&rtcpport=40000".into());
+    assert_eq!(v, &want_v[..]);
+    let mut want_a = strings(&["-map", "0:a:0"]);
+    want_a.extend(strings(DEFAULT_AUDIO_ENCODER));
+    want_a.extend(strings(&["-f", "rtp", "-payload_type", "111", "-ssrc"]));
+    want_a.push(p.audio.as_ref().unwrap().ssrc.to_string());
+    want_a.push("rtp://127.0.0.1:40001?pkt_size=1200&rtcpport=40001".into());
+    assert_eq!(a, &want_a[..]);
+}
+
+#[test]
+fn legs_split_into_separate_outputs() {
+    let p = plan("id: s\ninput: [{address: in.mp4}]\n");
+    let legs = rtp_legs(&p, PORTS);
+    assert_eq!(legs.len(), 2);
+    for (leg, port) in legs.iter().zip([40000, 40001]) {
+        assert_eq!(leg.options[0], "-map", "each leg starts with its map");
+        assert_eq!(leg.options.iter().filter(|o| *o == "-map").count(), 1);
+        assert_eq!(leg.address, rtp_url(port), "each leg's address is its URL");
+        assert!(!leg.options.iter().any(|o| o.starts_with("rtp://")));
+    }
+    assert!(legs[0].options.iter().any(|o| o == "-c:v"));
+    assert!(!legs[1].options.iter().any(|o| o == "-c:v"), "video options leaked into audio");
+}
+
+#[test]
+fn order_is_globals_inputs_outputs_legs() {
+    let p = plan(
+        "id: s\noptions: [-y]\ninput:\n  - {address: a.mp4, options: [-re]}\n  - {address: b.wav}\n\
+         output: [{address: rec.mkv, options: [-map, '0', -c, copy]}]\n",
+    );
+    let argv = build(&p, PORTS);
+    assert_eq!(
+        &argv[..13],
+        &strings(&[
+            "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", "-y", "-re", "-i",
+            "a.mp4", "-i", "b.wav", "-map", "0"
+        ])[..]
+    );
+    assert_eq!(&argv[13..16], &strings(&["-c", "copy", "rec.mkv"])[..]);
+    assert_eq!(legs_of(&argv[16..].to_vec()).len(), 2);
+}
+
+#[test]
+fn payload_type_and_ssrc_overrides_reach_the_legs() {
+    let p = plan(
+        "id: s\ninput: [{address: a}]\nwebrtc: {video_pt: 96, audio_pt: 97, video: {ssrc: 5}, audio: {ssrc: 6}}\n",
+    );
+    let legs = rtp_legs(&p, PORTS);
+    let after = |leg: &Io, flag: &str| {
+        let i = leg.options.iter().position(|o| o == flag).unwrap();
+        leg.options[i + 1].clone()
+    };
+    assert_eq!((after(&legs[0], "-payload_type"), after(&legs[0], "-ssrc")), ("96".into(), "5".into()));
+    assert_eq!((after(&legs[1], "-payload_type"), after(&legs[1], "-ssrc")), ("97".into(), "6".into()));
+}
+
+#[test]
+fn audio_only_and_video_only_build_one_leg() {
+    let audio_only = plan("id: s\ninput: [{address: a}]\nwebrtc: {video: {enabled: false}}\n");
+    let legs = rtp_legs(&audio_only, PORTS);
+    assert_eq!(legs.len(), 1);
+    assert_eq!(legs[0].address, rtp_url(40001));
+    let video_only = plan("id: s\ninput: [{address: a}]\nwebrtc: {audio: {enabled: false}}\n");
+    let legs = rtp_legs(&video_only, PORTS);
+    assert_eq!(legs.len(), 1);
+    assert_eq!(legs[0].address, rtp_url(40000));
+    let none = plan("id: s\ninput: [{address: a}]\nwebrtc: {enabled: false}\n");
+    assert!(rtp_legs(&none, PORTS).is_empty());
+    assert!(!build(&none, PORTS).iter().any(|a| a.starts_with("rtp://")));
+}
+
+#[test]
+fn copy_passes_h264_through() {
+    let p = plan("id: s\ninput: [{address: rtsp://cam}]\nwebrtc: {video: {copy: true}}\n");
+    let legs = rtp_legs(&p, PORTS);
+    assert_eq!(&legs[0].options[2..2 + VIDEO_COPY.len()], &strings(VIDEO_COPY)[..]);
+    assert!(!legs[0].options.iter().any(|o| o == "libx264"));
+}
+
+#[test]
+fn profile_loglevel_is_not_overridden() {
+    let p = plan("id: s\noptions: [-loglevel, debug]\ninput: [{address: a}]\n");
+    let argv = build(&p, PORTS);
+    assert_eq!(argv.iter().filter(|a| *a == "-loglevel").count(), 1);
+}
+
+#[test]
+fn shell_line_quotes_what_needs_it() {
+    let line = shell_line("ffmpeg", &strings(&["-i", "a b.mp4", "expr:gte(t,n_forced*1)", "x&y"]));
+    assert_eq!(line, "ffmpeg -i 'a b.mp4' 'expr:gte(t,n_forced*1)' 'x&y'");
+}

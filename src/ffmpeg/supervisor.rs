@@ -1,0 +1,310 @@
+//! Spawning FFmpeg and seeing it through to its exit: its output lines go to
+//! tracing at their own severity, the last ones are kept for error reports,
+//! and a stop request becomes SIGINT, then SIGKILL after a grace period.
+//!
+//! Knows nothing of WebRTC, HTTP or ports.
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io;
+use std::process::ExitStatus;
+use std::time::Duration;
+use tokio::process::Command;
+use tokio_process_stream::{Item, ProcessChunkStream};
+use tokio_util::sync::CancellationToken;
+
+/// How many of FFmpeg's last lines are kept for the error report.
+pub const TAIL_LINES: usize = 20;
+
+/// FFmpeg could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("FFmpeg not found: {program:?} is not an executable on PATH or at that path \
+             (install it, e.g. `apt-get install -y ffmpeg`, or pass --ffmpeg PATH / set FFWHEP_FFMPEG)")]
+    NotFound { program: OsString },
+    #[error("cannot start FFmpeg ({program:?}): {source}")]
+    Other { program: OsString, source: io::Error },
+}
+
+/// How a run of FFmpeg ended.
+#[derive(Debug)]
+pub struct Exit {
+    pub status: ExitStatus,
+    /// True when the exit followed a stop request from ffwhep.
+    pub stopped: bool,
+    /// FFmpeg's last lines, oldest first.
+    pub tail: Vec<String>,
+}
+
+/// A running FFmpeg.
+pub struct Ffmpeg {
+    stream: ProcessChunkStream,
+    pid: Option<u32>,
+    tail: VecDeque<String>,
+    stdout: LineSplitter,
+    stderr: LineSplitter,
+}
+
+impl Ffmpeg {
+    /// Spawns `program argv`: stdin closed, stdout and stderr piped, killed
+    /// if ffwhep dies (parent-death signal) or drops it.
+    pub fn spawn(program: &OsString, argv: &[String]) -> Result<Self, SpawnError> {
+        let mut cmd = Command::new(program);
+        cmd.args(argv).stdin(std::process::Stdio::null()).kill_on_drop(true);
+        set_parent_death_signal(&mut cmd);
+        let stream = ProcessChunkStream::try_from(cmd).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                SpawnError::NotFound { program: program.clone() }
+            } else {
+                SpawnError::Other { program: program.clone(), source }
+            }
+        })?;
+        let pid = stream.child().and_then(|c| c.id());
+        Ok(Self {
+            stream,
+            pid,
+            tail: VecDeque::with_capacity(TAIL_LINES),
+            stdout: LineSplitter::default(),
+            stderr: LineSplitter::default(),
+        })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// Relays FFmpeg's output until it exits. When `stop` fires, FFmpeg gets
+    /// SIGINT, and SIGKILL if it is still running `grace` later.
+    pub async fn wait(mut self, stop: CancellationToken, grace: Duration) -> io::Result<Exit> {
+        let mut stopped = false;
+        let kill_at = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(kill_at);
+        let mut killed = false;
+        loop {
+            tokio::select! {
+                item = self.stream.next() => match item {
+                    Some(Item::Stdout(chunk)) => self.take_chunk(chunk, false),
+                    Some(Item::Stderr(chunk)) => self.take_chunk(chunk, true),
+                    Some(Item::Done(status)) => {
+                        self.flush();
+                        let tail = self.tail.into_iter().collect();
+                        return status.map(|status| Exit { status, stopped, tail });
+                    }
+                    None => return Err(io::Error::other("FFmpeg's output ended without an exit status")),
+                },
+                _ = stop.cancelled(), if !stopped => {
+                    stopped = true;
+                    tracing::info!(pid = self.pid, grace_ms = grace.as_millis() as u64, "asking FFmpeg to stop (SIGINT)");
+                    self.signal(libc::SIGINT);
+                    kill_at.as_mut().reset(tokio::time::Instant::now() + grace);
+                },
+                _ = &mut kill_at, if stopped && !killed => {
+                    killed = true;
+                    tracing::warn!(pid = self.pid, "FFmpeg did not stop within the grace period: SIGKILL");
+                    self.signal(libc::SIGKILL);
+                },
+            }
+        }
+    }
+
+    fn signal(&mut self, sig: libc::c_int) {
+        let Some(pid) = self.pid.and_then(|p| libc::pid_t::try_from(p).ok()) else {
+            return;
+        };
+        // The child has not been reaped yet (its Done item is still to come),
+        // so the pid still names it.
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe { libc::kill(pid, sig) };
+    }
+
+    fn take_chunk(&mut self, chunk: Bytes, stderr: bool) {
+        let splitter = if stderr { &mut self.stderr } else { &mut self.stdout };
+        let mut lines = Vec::new();
+        splitter.push(&chunk, |l| lines.push(l));
+        for line in lines {
+            self.emit(line, stderr);
+        }
+    }
+
+    fn flush(&mut self) {
+        let mut lines = Vec::new();
+        self.stdout.finish(|l| lines.push((l, false)));
+        self.stderr.finish(|l| lines.push((l, true)));
+        for (line, stderr) in lines {
+            self.emit(line, stderr);
+        }
+    }
+
+    fn emit(&mut self, line: String, stderr: bool) {
+        if line.trim().is_empty() {
+            return;
+        }
+        log_line(&line, stderr);
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line);
+    }
+}
+
+/// Logs one FFmpeg line at the severity its `[level]` tag gives.
+fn log_line(line: &str, stderr: bool) {
+    let severity = if stderr { Severity::of(line) } else { Severity::Debug };
+    match severity {
+        Severity::Error => tracing::error!(target: "ffmpeg", "{line}"),
+        Severity::Warn => tracing::warn!(target: "ffmpeg", "{line}"),
+        Severity::Info => tracing::info!(target: "ffmpeg", "{line}"),
+        Severity::Debug => tracing::debug!(target: "ffmpeg", "{line}"),
+        Severity::Trace => tracing::trace!(target: "ffmpeg", "{line}"),
+    }
+}
+
+/// The severity of an FFmpeg log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl Severity {
+    /// Reads the `[level]` tag that `-loglevel level+...` puts on each line;
+    /// an untagged line is info.
+    pub fn of(line: &str) -> Self {
+        const TAGS: &[(&str, Severity)] = &[
+            ("[panic]", Severity::Error),
+            ("[fatal]", Severity::Error),
+            ("[error]", Severity::Error),
+            ("[warning]", Severity::Warn),
+            ("[info]", Severity::Info),
+            ("[verbose]", Severity::Debug),
+            ("[debug]", Severity::Debug),
+            ("[trace]", Severity::Trace),
+        ];
+        // The tag follows an optional "[component @ 0x...] " prefix.
+        let head = &line[..line.len().min(96)];
+        TAGS.iter()
+            .filter_map(|(tag, sev)| head.find(tag).map(|i| (i, *sev)))
+            .min_by_key(|(i, _)| *i)
+            .map_or(Severity::Info, |(_, sev)| sev)
+    }
+}
+
+/// Splits a byte stream into lines at `\n` or `\r`, decoding each lossily,
+/// so bytes that are not UTF-8 cannot break the relay.
+#[derive(Default)]
+struct LineSplitter {
+    partial: BytesMut,
+}
+
+/// A line longer than this is cut, so a stream without newlines cannot grow
+/// memory without bound.
+const MAX_LINE: usize = 8 * 1024;
+
+impl LineSplitter {
+    fn push(&mut self, chunk: &[u8], mut out: impl FnMut(String)) {
+        for &b in chunk {
+            if b == b'\n' || b == b'\r' {
+                if !self.partial.is_empty() {
+                    out(String::from_utf8_lossy(&self.partial).into_owned());
+                    self.partial.clear();
+                }
+            } else if self.partial.len() < MAX_LINE {
+                self.partial.extend_from_slice(&[b]);
+            }
+        }
+    }
+
+    fn finish(&mut self, out: impl FnOnce(String)) {
+        if !self.partial.is_empty() {
+            out(String::from_utf8_lossy(&self.partial).into_owned());
+            self.partial.clear();
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn set_parent_death_signal(cmd: &mut Command) {
+    // SAFETY: the closure runs in the forked child before exec and only
+    // calls prctl(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_parent_death_signal(_cmd: &mut Command) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_follows_the_level_tag() {
+        assert_eq!(Severity::of("[libx264 @ 0x55] [info] frame I:3"), Severity::Info);
+        assert_eq!(Severity::of("[error] Error opening input file x"), Severity::Error);
+        assert_eq!(Severity::of("[fatal] Conversion failed!"), Severity::Error);
+        assert_eq!(Severity::of("[rtp @ 0x1] [warning] Non-monotonous DTS"), Severity::Warn);
+        assert_eq!(Severity::of("[h264 @ 0x1] [debug] nal_unit_type: 5"), Severity::Debug);
+        assert_eq!(Severity::of("SDP:"), Severity::Info);
+        // A tag quoted later in the message does not count over the real one.
+        assert_eq!(Severity::of("[info] file named [error].mp4"), Severity::Info);
+    }
+
+    #[test]
+    fn splits_lines_across_chunks_and_carriage_returns() {
+        let mut s = LineSplitter::default();
+        let mut lines = Vec::new();
+        s.push(b"one\ntw", |l| lines.push(l));
+        s.push(b"o\r\nthree\rfo", |l| lines.push(l));
+        s.push(b"\xffur", |l| lines.push(l));
+        s.finish(|l| lines.push(l));
+        assert_eq!(lines, ["one", "two", "three", "fo\u{fffd}ur"]);
+    }
+
+    #[tokio::test]
+    async fn missing_program_is_not_found() {
+        let err = Ffmpeg::spawn(&"/nonexistent/ffmpeg".into(), &[]).err().unwrap();
+        assert!(matches!(err, SpawnError::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("FFmpeg not found"));
+    }
+
+    #[tokio::test]
+    async fn keeps_the_tail_and_the_exit_status() {
+        let script = "for i in $(seq 1 30); do echo \"[error] line $i\" >&2; done; exit 3";
+        let argv = vec!["-c".to_owned(), script.to_owned()];
+        let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
+        let exit = ff.wait(CancellationToken::new(), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(exit.status.code(), Some(3));
+        assert!(!exit.stopped);
+        assert_eq!(exit.tail.len(), TAIL_LINES);
+        assert_eq!(exit.tail.last().unwrap(), "[error] line 30");
+    }
+
+    #[tokio::test]
+    async fn stop_sends_sigint_then_sigkill() {
+        // Ignores SIGINT, so only SIGKILL after the grace ends it.
+        let argv = vec!["-c".to_owned(), "trap '' INT; echo ready; exec sleep 30".to_owned()];
+        let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
+        let stop = CancellationToken::new();
+        let later = stop.clone();
+        // Give sh time to install its trap before the stop request.
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            later.cancel();
+        });
+        let exit = ff.wait(stop, Duration::from_millis(200)).await.unwrap();
+        assert!(exit.stopped);
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
+    }
+}

@@ -1,0 +1,6 @@
+mod ffmpeg;
+mod ports;
+mod profile;
+mod rtp;
+mod source;
+fn main() {}

@@ -1,0 +1,483 @@
+//! The YAML stream profile: its schema, defaults and validation, turned into
+//! a typed [`Plan`] that nothing downstream has to re-check.
+//!
+//! Every check that can fail runs while serde_yaml walks the document, so each
+//! error carries the line and column of the value that is wrong.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use std::fmt;
+use std::path::Path;
+
+/// The profile compiled into the binary: `profiles/testsrc.yaml`.
+pub const BUILTIN_TESTSRC: &str = include_str!("../profiles/testsrc.yaml");
+/// The name the built-in profile goes by in messages.
+pub const BUILTIN_NAME: &str = "<built-in testsrc>";
+
+/// Default RTP payload type of the H.264 leg.
+pub const DEFAULT_VIDEO_PT: u8 = 102;
+/// Default RTP payload type of the Opus leg.
+pub const DEFAULT_AUDIO_PT: u8 = 111;
+
+/// Encoder options for the video leg when the profile gives none (NOTES §2):
+/// WebRTC-safe H.264 with no B-frames and a keyframe every second.
+pub const DEFAULT_VIDEO_ENCODER: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-tune",
+    "zerolatency",
+    "-profile:v",
+    "baseline",
+    "-pix_fmt",
+    "yuv420p",
+    "-bf",
+    "0",
+    "-force_key_frames",
+    "expr:gte(t,n_forced*1)",
+];
+/// Encoder options for the audio leg when the profile gives none.
+pub const DEFAULT_AUDIO_ENCODER: &[&str] = &["-c:a", "libopus", "-ar", "48000", "-ac", "2", "-b:a", "64k"];
+/// Video options for `copy: true`: pass H.264 through, with SPS/PPS in-band
+/// before every IDR so a viewer can start decoding.
+pub const VIDEO_COPY: &[&str] = &["-c:v", "copy", "-bsf:v", "h264_mp4toannexb,dump_extra=freq=keyframe"];
+/// Audio options for `copy: true`: pass Opus through.
+pub const AUDIO_COPY: &[&str] = &["-c:a", "copy"];
+
+/// A profile that could not be used, with where it went wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileError {
+    pub file: String,
+    /// 1-based line and column, when the error points into the document.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for ProfileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(f, "{}:{line}:{column}: {}", self.file, self.message),
+            None => write!(f, "{}: {}", self.file, self.message),
+        }
+    }
+}
+
+impl std::error::Error for ProfileError {}
+
+/// A stream id: 1 to 64 of letters, digits, `_` and `-`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StreamId(String);
+
+impl StreamId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if s.is_empty() || s.len() > 64 || !s.chars().all(ok_char) {
+            return Err(format!(
+                "invalid stream id {s:?}: expected 1 to 64 letters, digits, '_' or '-'"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor("a stream id", StreamId::parse))
+    }
+}
+
+/// Validates a string scalar inside the visitor, so serde_yaml marks the
+/// error with the scalar's own line and column.
+struct StrVisitor<F>(&'static str, F);
+
+impl<T, F: FnOnce(&str) -> Result<T, String>> de::Visitor<'_> for StrVisitor<F> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.1)(v).map_err(E::custom)
+    }
+}
+
+/// A dynamic RTP payload type, 96 to 127.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadType(pub u8);
+
+impl<'de> Deserialize<'de> for PayloadType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_i64(PtVisitor)
+    }
+}
+
+struct PtVisitor;
+
+impl de::Visitor<'_> for PtVisitor {
+    type Value = PayloadType;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a dynamic payload type, 96 to 127")
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<PayloadType, E> {
+        match u8::try_from(n) {
+            Ok(pt @ 96..=127) => Ok(PayloadType(pt)),
+            _ => Err(E::custom(format!(
+                "invalid payload type {n}: expected a dynamic payload type, 96 to 127"
+            ))),
+        }
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<PayloadType, E> {
+        self.visit_i64(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+}
+
+/// A string that must not be empty (addresses, stream maps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NonEmpty(String);
+
+impl<'de> Deserialize<'de> for NonEmpty {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor("a non-empty string", |s: &str| {
+            if s.trim().is_empty() {
+                return Err("empty string: expected a non-empty string".to_owned());
+            }
+            Ok(NonEmpty(s.to_owned()))
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProfile {
+    id: StreamId,
+    #[serde(default)]
+    options: Vec<String>,
+    input: Inputs,
+    #[serde(default)]
+    output: Vec<RawIo>,
+    #[serde(default)]
+    webrtc: RawWebRtc,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIo {
+    address: NonEmpty,
+    #[serde(default)]
+    options: Vec<String>,
+}
+
+/// The `input` list, which must hold at least one input.
+struct Inputs(Vec<RawIo>);
+
+impl<'de> Deserialize<'de> for Inputs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_seq(InputsVisitor)
+    }
+}
+
+struct InputsVisitor;
+
+impl<'de> de::Visitor<'de> for InputsVisitor {
+    type Value = Inputs;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list of inputs")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Inputs, A::Error> {
+        let mut list = Vec::new();
+        while let Some(io) = seq.next_element::<RawIo>()? {
+            list.push(io);
+        }
+        if list.is_empty() {
+            return Err(de::Error::custom("empty input list: expected at least one input"));
+        }
+        Ok(Inputs(list))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawWebRtcFields")]
+struct RawWebRtc {
+    enabled: bool,
+    video_pt: PayloadType,
+    audio_pt: PayloadType,
+    video: RawLeg,
+    audio: RawLeg,
+}
+
+impl Default for RawWebRtc {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            video_pt: PayloadType(DEFAULT_VIDEO_PT),
+            audio_pt: PayloadType(DEFAULT_AUDIO_PT),
+            video: RawLeg::default(),
+            audio: RawLeg::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebRtcFields {
+    #[serde(default = "yes")]
+    enabled: bool,
+    #[serde(default = "default_video_pt")]
+    video_pt: PayloadType,
+    #[serde(default = "default_audio_pt")]
+    audio_pt: PayloadType,
+    #[serde(default)]
+    video: RawLeg,
+    #[serde(default)]
+    audio: RawLeg,
+}
+
+impl TryFrom<RawWebRtcFields> for RawWebRtc {
+    type Error = String;
+
+    fn try_from(w: RawWebRtcFields) -> Result<Self, String> {
+        if w.enabled && !w.video.enabled && !w.audio.enabled {
+            return Err("webrtc is enabled but both video and audio legs are disabled; \
+                 expected at least one leg, or `enabled: false`"
+                .into());
+        }
+        if w.video.enabled && w.audio.enabled && w.video_pt == w.audio_pt {
+            return Err(format!(
+                "video_pt and audio_pt are both {}: expected two different payload types",
+                w.video_pt.0
+            ));
+        }
+        Ok(Self {
+            enabled: w.enabled,
+            video_pt: w.video_pt,
+            audio_pt: w.audio_pt,
+            video: w.video,
+            audio: w.audio,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawLegFields")]
+struct RawLeg {
+    enabled: bool,
+    map: Option<NonEmpty>,
+    codec: Codec,
+    ssrc: Option<u32>,
+}
+
+/// How a leg gets its codec: the default encoder, the profile's own options,
+/// or a pass-through copy.
+enum Codec {
+    Default,
+    Encoder(Vec<String>),
+    Copy,
+}
+
+impl Default for RawLeg {
+    fn default() -> Self {
+        Self { enabled: true, map: None, codec: Codec::Default, ssrc: None }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLegFields {
+    #[serde(default = "yes")]
+    enabled: bool,
+    map: Option<NonEmpty>,
+    #[serde(default)]
+    copy: bool,
+    encoder: Option<Vec<String>>,
+    ssrc: Option<u32>,
+}
+
+impl TryFrom<RawLegFields> for RawLeg {
+    type Error = String;
+
+    fn try_from(l: RawLegFields) -> Result<Self, String> {
+        let codec = match (l.copy, l.encoder) {
+            (true, Some(_)) => {
+                return Err("`copy: true` and `encoder` exclude each other: expected one of them".into());
+            }
+            (true, None) => Codec::Copy,
+            (false, Some(opts)) if opts.is_empty() => {
+                return Err("`encoder` is empty: expected encoder options such as [\"-c:v\", \"libx264\"], or leave it out for the defaults".into());
+            }
+            (false, Some(opts)) => Codec::Encoder(opts),
+            (false, None) => Codec::Default,
+        };
+        Ok(Self { enabled: l.enabled, map: l.map, codec, ssrc: l.ssrc })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_video_pt() -> PayloadType {
+    PayloadType(DEFAULT_VIDEO_PT)
+}
+fn default_audio_pt() -> PayloadType {
+    PayloadType(DEFAULT_AUDIO_PT)
+}
+
+/// An FFmpeg input or output: its options, then its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Io {
+    pub address: String,
+    pub options: Vec<String>,
+}
+
+/// The kind of media a leg carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Video,
+    Audio,
+}
+
+impl fmt::Display for MediaKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            MediaKind::Video => "video",
+            MediaKind::Audio => "audio",
+        })
+    }
+}
+
+/// One injected RTP leg, ready to be turned into FFmpeg arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegPlan {
+    pub kind: MediaKind,
+    /// The `-map` specifier of the input stream this leg carries.
+    pub map: String,
+    /// Codec options: the defaults, the profile's own, or a copy.
+    pub codec_args: Vec<String>,
+    pub payload_type: u8,
+    pub ssrc: u32,
+}
+
+/// A validated profile: everything needed to run one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub id: StreamId,
+    pub global_options: Vec<String>,
+    pub inputs: Vec<Io>,
+    pub outputs: Vec<Io>,
+    pub video: Option<LegPlan>,
+    pub audio: Option<LegPlan>,
+}
+
+impl Plan {
+    /// Reads and validates the profile at `path`.
+    pub fn from_file(path: &Path) -> Result<Self, ProfileError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ProfileError {
+            file: file.clone(),
+            position: None,
+            message: format!("cannot read the profile: {e}"),
+        })?;
+        Self::from_yaml(&text, &file)
+    }
+
+    /// The built-in test-pattern profile.
+    pub fn builtin() -> Result<Self, ProfileError> {
+        Self::from_yaml(BUILTIN_TESTSRC, BUILTIN_NAME)
+    }
+
+    /// Parses and validates profile text; `file` names it in errors.
+    pub fn from_yaml(text: &str, file: &str) -> Result<Self, ProfileError> {
+        let raw: RawProfile = serde_yaml::from_str(text).map_err(|e| yaml_error(file, &e))?;
+        Ok(Self::from_raw(raw))
+    }
+
+    /// The media kinds this stream carries over WebRTC.
+    pub fn kinds(&self) -> impl Iterator<Item = MediaKind> + '_ {
+        [&self.video, &self.audio].into_iter().flatten().map(|l| l.kind)
+    }
+
+    fn from_raw(raw: RawProfile) -> Self {
+        let w = raw.webrtc;
+        let leg = |kind: MediaKind, l: RawLeg, pt: PayloadType| -> Option<LegPlan> {
+            if !w.enabled || !l.enabled {
+                return None;
+            }
+            let (default_map, default_enc, copy) = match kind {
+                MediaKind::Video => ("0:v:0", DEFAULT_VIDEO_ENCODER, VIDEO_COPY),
+                MediaKind::Audio => ("0:a:0", DEFAULT_AUDIO_ENCODER, AUDIO_COPY),
+            };
+            let codec_args = match l.codec {
+                Codec::Default => to_strings(default_enc),
+                Codec::Copy => to_strings(copy),
+                Codec::Encoder(opts) => opts,
+            };
+            Some(LegPlan {
+                kind,
+                map: l.map.map_or_else(|| default_map.to_owned(), |m| m.0),
+                codec_args,
+                payload_type: pt.0,
+                ssrc: l.ssrc.unwrap_or_else(|| default_ssrc(&raw.id, kind)),
+            })
+        };
+        let video = leg(MediaKind::Video, w.video, w.video_pt);
+        let audio = leg(MediaKind::Audio, w.audio, w.audio_pt);
+        let io = |v: Vec<RawIo>| {
+            v.into_iter().map(|r| Io { address: r.address.0, options: r.options }).collect()
+        };
+        Plan {
+            global_options: raw.options,
+            inputs: io(raw.input.0),
+            outputs: io(raw.output),
+            video,
+            audio,
+            id: raw.id,
+        }
+    }
+}
+
+fn to_strings(s: &[&str]) -> Vec<String> {
+    s.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A stable SSRC for FFmpeg's leg, so `ffwhep args` prints exactly what
+/// `run` spawns. Viewers never see it: each gets its own SSRC.
+fn default_ssrc(id: &StreamId, kind: MediaKind) -> u32 {
+    // FNV-1a over the id and the kind.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in id.as_str().bytes().chain([kind as u8]) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    // FFmpeg reads -ssrc as a signed 32-bit integer: keep it positive.
+    h & 0x7fff_ffff
+}
+
+fn yaml_error(file: &str, e: &serde_yaml::Error) -> ProfileError {
+    let position = e.location().map(|l| (l.line(), l.column()));
+    // serde_yaml appends " at line L column C"; the position is shown in front instead.
+    let mut message = e.to_string();
+    if let Some(i) = message.find(" at line ") {
+        message.truncate(i);
+    }
+    ProfileError { file: file.to_owned(), position, message }
+}
+
+#[cfg(test)]
+#[path = "profile_tests.rs"]
+mod tests;

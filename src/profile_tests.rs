@@ -1,0 +1,132 @@
+use super::*;
+
+fn parse(yaml: &str) -> Result<Plan, ProfileError> {
+    Plan::from_yaml(yaml, "p.yaml")
+}
+
+fn err(yaml: &str) -> ProfileError {
+    parse(yaml).expect_err("profile should be rejected")
+}
+
+const MINIMAL: &str = "id: cam1\ninput:\n  - address: in.mp4\n";
+
+#[test]
+fn builtin_profile_is_valid_and_has_both_legs() {
+    let plan = Plan::builtin().unwrap();
+    assert_eq!(plan.id.as_str(), "testsrc");
+    assert_eq!(plan.inputs.len(), 2);
+    assert_eq!(plan.video.as_ref().unwrap().map, "0:v:0");
+    assert_eq!(plan.audio.as_ref().unwrap().map, "1:a:0");
+}
+
+#[test]
+fn defaults_fill_a_minimal_profile() {
+    let plan = parse(MINIMAL).unwrap();
+    let video = plan.video.unwrap();
+    let audio = plan.audio.unwrap();
+    assert_eq!(video.payload_type, 102);
+    assert_eq!(audio.payload_type, 111);
+    assert_eq!(video.map, "0:v:0");
+    assert_eq!(audio.map, "0:a:0");
+    assert_eq!(video.codec_args, to_strings(DEFAULT_VIDEO_ENCODER));
+    assert_eq!(audio.codec_args, to_strings(DEFAULT_AUDIO_ENCODER));
+    assert!(plan.outputs.is_empty());
+    assert_ne!(video.ssrc, audio.ssrc);
+    assert!(video.ssrc <= i32::MAX as u32, "FFmpeg takes -ssrc as a signed int");
+}
+
+#[test]
+fn overrides_are_taken() {
+    let plan = parse(
+        "id: cam1\ninput: [{address: rtsp://cam, options: [-rtsp_transport, tcp]}]\n\
+         output: [{address: rec.mkv, options: [-c, copy]}]\noptions: [-y]\n\
+         webrtc:\n  video_pt: 96\n  audio_pt: 97\n  video: {copy: true, ssrc: 42}\n  \
+         audio: {encoder: [-c:a, libopus, -b:a, 32k]}\n",
+    )
+    .unwrap();
+    assert_eq!(plan.global_options, ["-y"]);
+    assert_eq!(plan.outputs[0].address, "rec.mkv");
+    let video = plan.video.unwrap();
+    assert_eq!((video.payload_type, video.ssrc), (96, 42));
+    assert_eq!(video.codec_args, to_strings(VIDEO_COPY));
+    assert_eq!(plan.audio.unwrap().codec_args, ["-c:a", "libopus", "-b:a", "32k"]);
+}
+
+#[test]
+fn a_disabled_leg_is_not_planned() {
+    let plan = parse(&format!("{MINIMAL}webrtc: {{audio: {{enabled: false}}}}\n")).unwrap();
+    assert!(plan.video.is_some() && plan.audio.is_none());
+    let plan = parse(&format!("{MINIMAL}webrtc: {{video: {{enabled: false}}}}\n")).unwrap();
+    assert!(plan.video.is_none() && plan.audio.is_some());
+    let plan = parse(&format!("{MINIMAL}webrtc: {{enabled: false}}\n")).unwrap();
+    assert_eq!(plan.kinds().count(), 0);
+}
+
+#[test]
+fn unknown_key_names_its_line_and_column() {
+    let e = err("id: cam1\ninput:\n  - address: a\n    optoins: []\n");
+    assert_eq!(e.position, Some((4, 5)), "{e}");
+    assert!(e.message.contains("unknown field `optoins`"), "{e}");
+    assert!(e.to_string().starts_with("p.yaml:4:5: "), "{e}");
+}
+
+#[test]
+fn bad_stream_id_is_located() {
+    let e = err("id: \"cam 1\"\ninput: [{address: a}]\n");
+    assert_eq!(e.position, Some((1, 5)), "{e}");
+    assert!(e.message.contains("invalid stream id"), "{e}");
+}
+
+#[test]
+fn payload_type_out_of_range_is_located() {
+    let e = err(&format!("{MINIMAL}webrtc:\n  video_pt: 300\n"));
+    assert_eq!(e.position, Some((5, 13)), "{e}");
+    assert!(e.message.contains("96 to 127"), "{e}");
+}
+
+#[test]
+fn equal_payload_types_are_rejected() {
+    let e = err(&format!("{MINIMAL}webrtc:\n  video_pt: 100\n  audio_pt: 100\n"));
+    assert!(e.message.contains("both 100"), "{e}");
+    assert!(e.position.is_some(), "{e}");
+}
+
+#[test]
+fn copy_and_encoder_exclude_each_other() {
+    let e = err(&format!("{MINIMAL}webrtc:\n  video:\n    copy: true\n    encoder: [-c:v, libx264]\n"));
+    assert!(e.message.contains("exclude each other"), "{e}");
+    assert!(e.position.is_some(), "{e}");
+}
+
+#[test]
+fn both_legs_disabled_is_an_error() {
+    let e = err(&format!(
+        "{MINIMAL}webrtc:\n  video: {{enabled: false}}\n  audio: {{enabled: false}}\n"
+    ));
+    assert!(e.message.contains("both video and audio legs are disabled"), "{e}");
+}
+
+#[test]
+fn missing_input_and_wrong_types_are_located() {
+    let e = err("id: cam1\n");
+    assert!(e.message.contains("missing field `input`"), "{e}");
+    let e = err("id: cam1\ninput: []\n");
+    assert!(e.message.contains("at least one input"), "{e}");
+    assert_eq!(e.position, Some((2, 8)), "{e}");
+    let e = err("id: cam1\ninput: [{address: a}]\nwebrtc:\n  enabled: maybe\n");
+    assert_eq!(e.position, Some((4, 12)), "{e}");
+    let e = err("id: cam1\ninput: [{address: \"\"}]\n");
+    assert!(e.message.contains("non-empty"), "{e}");
+}
+
+#[test]
+fn yaml_syntax_error_is_located() {
+    let e = err("id: cam1\ninput: [\n");
+    assert!(e.position.is_some(), "{e}");
+}
+
+#[test]
+fn unreadable_file_says_so() {
+    let e = Plan::from_file(Path::new("/nonexistent/x.yaml")).unwrap_err();
+    assert!(e.to_string().starts_with("/nonexistent/x.yaml: cannot read the profile"), "{e}");
+}
