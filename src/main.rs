@@ -1,6 +1,36 @@
+//! ffwhep: run FFmpeg and serve its output to WebRTC viewers over WHEP.
+
+mod app;
+mod cli;
+mod exit;
 mod ffmpeg;
+mod offer;
+mod peer;
 mod ports;
 mod profile;
 mod rtp;
 mod source;
-fn main() {}
+mod stream;
+mod whep;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match app::main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("error: {failure:#}");
+            ExitCode::from(failure.code())
+        }
+    }
+}

@@ -15,6 +15,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Largest datagram read; FFmpeg sends at most 1200 bytes.
 const RECV_BUFFER: usize = 2048;
@@ -65,7 +66,7 @@ impl Source {
         let (subscribe_tx, subscribe_rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let reader = Reader { socket, stats: stats.clone(), subscribers: Vec::new(), name };
-        let task = tokio::spawn(reader.run(subscribe_rx, cancel.clone()));
+        let task = tokio::spawn(reader.run(subscribe_rx, cancel.clone()).in_current_span());
         Ok(Self { handle: SourceHandle { subscribe_tx, stats, port }, cancel, task })
     }
 

@@ -1,0 +1,66 @@
+//! The command line: clap definitions only, no I/O.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "ffwhep", version, about = "Run FFmpeg and serve its output to WebRTC viewers over WHEP")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a stream: spawn FFmpeg and serve it over WHEP until FFmpeg exits.
+    Run(RunArgs),
+    /// Print the FFmpeg command line `run` would spawn, shell-quoted, without spawning it.
+    Args(ArgsArgs),
+    /// Validate a profile and say OK or what is wrong.
+    Check(ProfileArg),
+}
+
+#[derive(Debug, Args)]
+pub struct ProfileArg {
+    /// The stream profile (YAML). Without it, the built-in test pattern (profiles/testsrc.yaml).
+    pub profile: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FfmpegArg {
+    /// The FFmpeg executable: a path, or a name looked up on PATH.
+    #[arg(long, env = "FFWHEP_FFMPEG", default_value = "ffmpeg")]
+    pub ffmpeg: OsString,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub profile: ProfileArg,
+    #[command(flatten)]
+    pub ffmpeg: FfmpegArg,
+    /// HTTP address to serve WHEP on.
+    #[arg(long, env = "FFWHEP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Local UDP address for viewers' WebRTC traffic (repeatable; port 0 picks a free one;
+    /// 0.0.0.0 means every non-loopback interface).
+    #[arg(long = "ice-addr", default_values = ["0.0.0.0:0", "127.0.0.1:0"])]
+    pub ice_addrs: Vec<SocketAddr>,
+    /// Seconds FFmpeg has to finish after SIGINT before it is killed.
+    #[arg(long, default_value_t = 5.0)]
+    pub stop_grace: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ArgsArgs {
+    #[command(flatten)]
+    pub profile: ProfileArg,
+    #[command(flatten)]
+    pub ffmpeg: FfmpegArg,
+    /// The video port V to show (audio is V+1). Without it, a pair free right now is used;
+    /// `run` binds its own pair when it starts.
+    #[arg(long)]
+    pub port: Option<u16>,
+}

@@ -1,0 +1,334 @@
+//! A WebRTC viewer made from an SDP offer. The only module that touches the
+//! webrtc crate.
+//!
+//! Each viewer gets its own H.264 and Opus tracks. Once its connection is up,
+//! one forwarder per track takes packets from that kind's source and rewrites
+//! them to the payload type the viewer negotiated and the viewer's own SSRC.
+
+use crate::offer::{OfferError, Offered};
+use crate::rtp::RtpPacket;
+use crate::source::SourceHandle;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+/// Packets queued between a source and one viewer's track.
+const VIEWER_QUEUE: usize = 512;
+
+/// How a viewer's peer connections are set up.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// Local UDP addresses the viewer's ICE agent binds (port 0: ephemeral).
+    pub ice_addrs: Vec<SocketAddr>,
+    /// The longest wait for candidate gathering before answering.
+    pub gather_timeout: Duration,
+}
+
+/// The sources of one stream, by kind.
+#[derive(Clone, Default)]
+pub struct StreamMedia {
+    pub video: Option<SourceHandle>,
+    pub audio: Option<SourceHandle>,
+}
+
+/// Why no viewer could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error("WebRTC setup failed: {0:#}")]
+    Internal(anyhow::Error),
+}
+
+fn internal(context: &'static str) -> impl FnOnce(webrtc::error::Error) -> PeerError {
+    move |e| PeerError::Internal(anyhow::Error::new(e).context(context))
+}
+
+/// A connected (or connecting) viewer.
+pub struct Viewer {
+    pc: Arc<dyn PeerConnection>,
+    cancel: CancellationToken,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    /// The SDP answer, with the gathered candidates.
+    pub answer: String,
+}
+
+impl Viewer {
+    /// Stops forwarding at once and closes the peer connection.
+    pub async fn hang_up(&self) {
+        self.cancel.cancel();
+        if let Err(e) = self.pc.close().await {
+            tracing::debug!(error = %e, "closing peer connection");
+        }
+    }
+
+    /// Resolves when the connection has failed or closed.
+    pub fn ended(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut state = self.state.clone();
+        let cancel = self.cancel.clone();
+        async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = state.wait_for(|s| is_over(*s)) => {}
+            }
+        }
+    }
+}
+
+fn is_over(s: RTCPeerConnectionState) -> bool {
+    matches!(s, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
+}
+
+struct Events {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathered: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.notify_one();
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        tracing::debug!(%state, "viewer connection state");
+        self.state.send_replace(state);
+    }
+}
+
+/// Answers `offer` with a viewer of `media`, negotiating H.264 and Opus.
+pub async fn accept_offer(
+    cfg: &PeerConfig,
+    media: &StreamMedia,
+    offer: &str,
+) -> Result<Viewer, PeerError> {
+    let offered = Offered::parse(offer)?;
+    let video = media.video.as_ref().filter(|_| offered.h264);
+    let audio = media.audio.as_ref().filter(|_| offered.opus);
+    if video.is_none() && audio.is_none() {
+        return Err(OfferError::NoCommonCodec(offered.mismatch(media.video.is_some(), media.audio.is_some())).into());
+    }
+    let desc = RTCSessionDescription::offer(offer.to_owned())
+        .map_err(|e| OfferError::Unparsable(e.to_string()))?;
+
+    let mut engine = MediaEngine::default();
+    register_codecs(&mut engine).map_err(internal("registering codecs"))?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)
+        .map_err(internal("registering interceptors"))?;
+    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let gathered = Arc::new(Notify::new());
+    let events = Arc::new(Events { state: state_tx, gathered: gathered.clone() });
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_media_engine(engine)
+            .with_interceptor_registry(registry)
+            .with_handler(events)
+            .with_udp_addrs(cfg.ice_addrs.clone())
+            .build()
+            .await
+            .map_err(internal("creating the peer connection"))?,
+    );
+    let viewer_ssrc = rand::random::<u32>();
+    let mut tracks = Vec::new();
+    for (kind, source) in [(RtpCodecKind::Video, video), (RtpCodecKind::Audio, audio)] {
+        let Some(source) = source else { continue };
+        let ssrc = viewer_ssrc.wrapping_add(kind as u32);
+        let track = Arc::new(TrackLocalStaticRTP::new(local_track(kind, ssrc)));
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(internal("adding a track"))?;
+        tracks.push((kind, source.clone(), track, sender, ssrc));
+    }
+    let result = negotiate(&pc, desc, &gathered, cfg.gather_timeout).await;
+    let answer = match result {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = pc.close().await;
+            return Err(e);
+        }
+    };
+    let cancel = CancellationToken::new();
+    for (kind, source, track, sender, ssrc) in tracks {
+        let Some(pt) = negotiated_pt(&sender, kind).await else {
+            let _ = pc.close().await;
+            return Err(OfferError::NoCommonCodec(format!(
+                "the offer's {kind} section accepts no {} codec ffwhep can send",
+                if kind == RtpCodecKind::Video { "H.264 (packetization-mode=1)" } else { "Opus" }
+            ))
+            .into());
+        };
+        let fwd = Forwarder { track, source, pt, ssrc, state: state_rx.clone(), cancel: cancel.clone() };
+        tokio::spawn(fwd.run());
+    }
+    Ok(Viewer { pc, cancel, state: state_rx, answer })
+}
+
+async fn negotiate(
+    pc: &Arc<dyn PeerConnection>,
+    offer: RTCSessionDescription,
+    gathered: &Notify,
+    gather_timeout: Duration,
+) -> Result<String, PeerError> {
+    pc.set_remote_description(offer)
+        .await
+        .map_err(|e| OfferError::Unparsable(format!("the offer was refused: {e}")))?;
+    let answer = pc.create_answer(None).await.map_err(internal("creating the answer"))?;
+    pc.set_local_description(answer).await.map_err(internal("applying the answer"))?;
+    if tokio::time::timeout(gather_timeout, gathered.notified()).await.is_err() {
+        tracing::warn!(timeout_ms = gather_timeout.as_millis() as u64, "ICE gathering incomplete; answering with what was gathered");
+    }
+    let local = pc.local_description().await.ok_or_else(|| {
+        PeerError::Internal(anyhow::anyhow!("no local description after applying the answer"))
+    })?;
+    Ok(local.sdp)
+}
+
+fn h264_fmtp(profile_level_id: &str) -> String {
+    format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}")
+}
+
+fn video_codec(profile_level_id: &str) -> RTCRtpCodec {
+    let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_H264.to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: h264_fmtp(profile_level_id),
+        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+    }
+}
+
+fn audio_codec() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Only what FFmpeg's legs carry: constrained baseline (or baseline) H.264
+/// in packetization mode 1, and Opus.
+fn register_codecs(engine: &mut MediaEngine) -> webrtc::error::Result<()> {
+    for (pt, plid) in [(102, "42e01f"), (104, "42001f")] {
+        engine.register_codec(
+            RTCRtpCodecParameters { rtp_codec: video_codec(plid), payload_type: pt, ..Default::default() },
+            RtpCodecKind::Video,
+        )?;
+    }
+    engine.register_codec(
+        RTCRtpCodecParameters { rtp_codec: audio_codec(), payload_type: 111, ..Default::default() },
+        RtpCodecKind::Audio,
+    )
+}
+
+fn local_track(kind: RtpCodecKind, ssrc: u32) -> MediaStreamTrack {
+    let codec = match kind {
+        RtpCodecKind::Audio => audio_codec(),
+        _ => video_codec("42e01f"),
+    };
+    MediaStreamTrack::new(
+        "ffwhep".to_owned(),
+        format!("ffwhep-{kind}"),
+        format!("ffwhep-{kind}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            active: true,
+            codec,
+            ..Default::default()
+        }],
+    )
+}
+
+/// The payload type this viewer negotiated for `kind`, matched on mime type
+/// (and packetization mode 1 for H.264) rather than trusting list order.
+async fn negotiated_pt(sender: &Arc<dyn RtpSender>, kind: RtpCodecKind) -> Option<u8> {
+    let params = sender.get_parameters().await.ok()?;
+    params.rtp_parameters.codecs.iter().find_map(|c| {
+        let mime = &c.rtp_codec.mime_type;
+        let ok = match kind {
+            RtpCodecKind::Audio => mime.eq_ignore_ascii_case(MIME_TYPE_OPUS),
+            _ => {
+                mime.eq_ignore_ascii_case(MIME_TYPE_H264)
+                    && c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1")
+            }
+        };
+        ok.then_some(c.payload_type)
+    })
+}
+
+/// Moves one kind of media from a source to one viewer's track.
+struct Forwarder {
+    track: Arc<TrackLocalStaticRTP>,
+    source: SourceHandle,
+    pt: u8,
+    ssrc: u32,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    cancel: CancellationToken,
+}
+
+impl Forwarder {
+    async fn run(mut self) {
+        // Forward only once connected: before that, writes cannot be protected.
+        let connected = tokio::select! {
+            _ = self.cancel.cancelled() => return,
+            s = self.state.wait_for(|s| *s == RTCPeerConnectionState::Connected || is_over(*s)) => {
+                matches!(s.as_deref(), Ok(RTCPeerConnectionState::Connected))
+            }
+        };
+        if !connected {
+            return;
+        }
+        let Some(mut rx) = self.source.subscribe(VIEWER_QUEUE).await else { return };
+        let mut errors = 0u64;
+        loop {
+            let packet = tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break,
+                p = rx.recv() => match p { Some(p) => p, None => break },
+            };
+            if let Err(e) = self.track.write_rtp(self.rewrite(&packet)).await {
+                errors += 1;
+                if errors == 1 {
+                    tracing::debug!(error = %e, "write to viewer failed");
+                }
+            }
+        }
+    }
+
+    fn rewrite(&self, p: &RtpPacket) -> rtc::rtp::Packet {
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                marker: p.marker,
+                payload_type: self.pt,
+                sequence_number: p.sequence,
+                timestamp: p.timestamp,
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: p.payload(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Test helpers: the ffwhep binary as a child process, and a WHEP viewer.
+#![allow(dead_code)]
+
+pub mod viewer;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `ffwhep run`, with its log captured.
+pub struct Ffwhep {
+    child: Child,
+    /// The WHEP URL it printed.
+    pub url: String,
+    log: Arc<Mutex<String>>,
+}
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ffwhep"))
+}
+
+impl Ffwhep {
+    /// Starts `ffwhep run` on loopback with `extra` arguments, and waits for
+    /// its WHEP URL.
+    pub fn start(extra: &[&str]) -> Ffwhep {
+        let mut child = bin()
+            .args(["run", "--listen", "127.0.0.1:0", "--ice-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info,ffwhep=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start ffwhep");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (url_tx, url_rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("WHEP ") {
+                    let _ = url_tx.send(url.to_owned());
+                }
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let url = match url_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("ffwhep printed no WHEP URL; log:\n{}", log.lock().unwrap());
+            }
+        };
+        Ffwhep { child, url, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The base URL, e.g. http://127.0.0.1:PORT
+    pub fn base(&self) -> String {
+        let i = self.url.find("/whep/").unwrap();
+        self.url[..i].to_owned()
+    }
+
+    fn field(&self, key: &str) -> Option<u32> {
+        let log = self.log();
+        let pat = format!("{key}=");
+        let at = log.find(&pat)? + pat.len();
+        let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().ok()
+    }
+
+    pub fn ffmpeg_pid(&self) -> i32 {
+        self.field("pid").expect("no FFmpeg pid in the log") as i32
+    }
+
+    pub fn ports(&self) -> (u16, u16) {
+        (self.field("video_port").unwrap() as u16, self.field("audio_port").unwrap() as u16)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for ffwhep to exit; panics after `within`.
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the reader threads drain the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("ffwhep did not exit within {within:?}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Ffwhep {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig}) failed");
+}
+
+/// True while a process with `pid` exists (and is not a zombie we reaped).
+pub fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    let exists = unsafe { libc::kill(pid, 0) == 0 };
+    exists
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+/// Decodes an Annex B H.264 file with ffprobe: (width, height, frames decoded).
+pub fn probe_h264(path: &std::path::Path) -> (u32, u32, u32) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-f", "h264", "-select_streams", "v:0", "-count_frames"])
+        .args(["-show_entries", "stream=width,height,nb_read_frames", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe not found (apt-get install -y ffmpeg)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<u32> = text.trim().split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    assert_eq!(f.len(), 3, "ffprobe said {text:?} {}", String::from_utf8_lossy(&out.stderr));
+    (f[0], f[1], f[2])
+}
