@@ -63,6 +63,8 @@ fn internal(context: &'static str) -> impl FnOnce(webrtc::error::Error) -> PeerE
 /// A connected (or connecting) viewer.
 pub struct Viewer {
     pc: Arc<dyn PeerConnection>,
+    /// Each track with the SSRC the viewer knows it by, for the BYE.
+    tracks: Vec<(Arc<TrackLocalStaticRTP>, u32)>,
     cancel: CancellationToken,
     state: watch::Receiver<RTCPeerConnectionState>,
     /// The SDP answer, with the gathered candidates.
@@ -70,9 +72,18 @@ pub struct Viewer {
 }
 
 impl Viewer {
-    /// Stops forwarding at once and closes the peer connection.
+    /// Stops forwarding at once, says RTCP BYE on each track, and closes the
+    /// peer connection (which sends DTLS close_notify).
     pub async fn hang_up(&self) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
         self.cancel.cancel();
+        for (track, ssrc) in &self.tracks {
+            let bye = rtc::rtcp::goodbye::Goodbye { sources: vec![*ssrc], reason: "stream ended".into() };
+            // Best effort: a viewer that never connected cannot be told.
+            let _ = track.write_rtcp(vec![Box::new(bye)]).await;
+        }
         if let Err(e) = self.pc.close().await {
             tracing::debug!(error = %e, "closing peer connection");
         }
@@ -167,7 +178,9 @@ pub async fn accept_offer(
         }
     };
     let cancel = CancellationToken::new();
+    let mut bye_tracks = Vec::new();
     for (kind, source, track, sender, ssrc) in tracks {
+        bye_tracks.push((track.clone(), ssrc));
         let Some(pt) = negotiated_pt(&sender, kind).await else {
             let _ = pc.close().await;
             return Err(OfferError::NoCommonCodec(format!(
@@ -179,7 +192,7 @@ pub async fn accept_offer(
         let fwd = Forwarder { track, source, pt, ssrc, state: state_rx.clone(), cancel: cancel.clone() };
         tokio::spawn(fwd.run());
     }
-    Ok(Viewer { pc, cancel, state: state_rx, answer })
+    Ok(Viewer { pc, tracks: bye_tracks, cancel, state: state_rx, answer })
 }
 
 async fn negotiate(

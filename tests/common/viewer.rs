@@ -14,8 +14,8 @@ use tokio::sync::{Notify, watch};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    register_default_interceptors,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry,
+    StatsSelector, register_default_interceptors,
 };
 
 /// What a viewer has received so far.
@@ -29,6 +29,8 @@ pub struct Received {
     /// Annex B H.264, as depacketized.
     pub h264: Vec<u8>,
     pub nal_types: Vec<u8>,
+    /// Complete frames (marker bit) since the first IDR arrived.
+    pub frames_since_idr: u64,
 }
 
 impl Received {
@@ -78,6 +80,9 @@ impl PeerConnectionEventHandler for Events {
                     if let Ok(annexb) = h264.depacketize(&pkt.payload) {
                         record_nals(&mut r, &annexb);
                         r.h264.extend_from_slice(&annexb);
+                    }
+                    if pkt.header.marker && r.saw_nal(5) {
+                        r.frames_since_idr += 1;
                     }
                 } else {
                     r.audio_packets += 1;
@@ -222,17 +227,47 @@ impl Viewer {
         tokio::time::timeout(within, self.state.wait_for(|s| f(*s))).await.ok()?.ok().map(|s| *s)
     }
 
-    /// Waits until the connection is over (closed, failed or disconnected).
-    pub async fn wait_hung_up(&mut self, within: Duration) -> Option<RTCPeerConnectionState> {
-        self.wait_state(within, |s| {
-            matches!(
-                s,
-                RTCPeerConnectionState::Closed
-                    | RTCPeerConnectionState::Failed
-                    | RTCPeerConnectionState::Disconnected
-            )
-        })
-        .await
+    /// Waits until the server has ended the connection: its DTLS transport
+    /// closed by the server's close_notify, or the connection closed, failed
+    /// or disconnected. Returns how it ended, or `None` after `within`.
+    pub async fn wait_hung_up(&mut self, within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let state = *self.state.borrow();
+            if matches!(
+                state,
+                RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed | RTCPeerConnectionState::Disconnected
+            ) {
+                return Some(format!("connection {state}"));
+            }
+            if self.dtls_states().await.iter().any(|s| s == "dtls closed" || s == "receiver dtls Ok(Closed)") {
+                return Some("DTLS closed by the server".to_owned());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The DTLS transport states from this viewer's stats, and its
+    /// connection state, for hang-up detection and diagnostics.
+    pub async fn dtls_states(&self) -> Vec<String> {
+        let report = self.pc.get_stats(std::time::Instant::now(), StatsSelector::None).await;
+        let mut v: Vec<String> = report
+            .iter()
+            .filter_map(|e| match e {
+                RTCStatsReportEntry::Transport(t) => Some(format!("dtls {}", t.dtls_state)),
+                _ => None,
+            })
+            .collect();
+        for receiver in self.pc.get_receivers().await {
+            if let Ok(Some(t)) = receiver.transport().await {
+                v.push(format!("receiver dtls {:?}", t.state().await));
+            }
+        }
+        v.push(format!("pc {}", *self.state.borrow()));
+        v
     }
 
     pub fn received(&self) -> Received {
