@@ -38,7 +38,9 @@ fn load(p: &ProfileArg) -> Result<Plan, Failure> {
 }
 
 fn profile_name(p: &ProfileArg) -> String {
-    p.profile.as_ref().map_or_else(|| BUILTIN_NAME.to_owned(), |p| p.display().to_string())
+    p.profile
+        .as_ref()
+        .map_or_else(|| BUILTIN_NAME.to_owned(), |p| p.display().to_string())
 }
 
 fn check(p: &ProfileArg) -> Result<u8, Failure> {
@@ -46,10 +48,24 @@ fn check(p: &ProfileArg) -> Result<u8, Failure> {
     let legs: Vec<String> = [&plan.video, &plan.audio]
         .into_iter()
         .flatten()
-        .map(|l| format!("{} (map {}, payload type {})", l.kind, l.map, l.payload_type))
+        .map(|l| {
+            format!(
+                "{} (map {}, payload type {})",
+                l.kind, l.map, l.payload_type
+            )
+        })
         .collect();
-    let legs = if legs.is_empty() { "no WebRTC legs".to_owned() } else { legs.join(", ") };
-    println!("OK: {}: stream {:?}, {}", profile_name(p), plan.id.as_str(), legs);
+    let legs = if legs.is_empty() {
+        "no WebRTC legs".to_owned()
+    } else {
+        legs.join(", ")
+    };
+    println!(
+        "OK: {}: stream {:?}, {}",
+        profile_name(p),
+        plan.id.as_str(),
+        legs
+    );
     Ok(code::OK)
 }
 
@@ -57,13 +73,24 @@ fn print_args(a: &ArgsArgs) -> Result<u8, Failure> {
     let plan = load(&a.profile)?;
     let video = match a.port {
         Some(0) | Some(u16::MAX) => {
-            return Err(Failure::Setup(anyhow::anyhow!("--port must be 1 to 65534 (audio uses port + 1)")));
+            return Err(Failure::Setup(anyhow::anyhow!(
+                "--port must be 1 to 65534 (audio uses port + 1)"
+            )));
         }
         Some(v) => v,
         None => allocate_pair()?.video_port(),
     };
-    let argv = args::build(&plan, LegPorts { video, audio: video + 1 });
-    println!("{}", args::shell_line(&a.ffmpeg.ffmpeg.to_string_lossy(), &argv));
+    let argv = args::build(
+        &plan,
+        LegPorts {
+            video,
+            audio: video + 1,
+        },
+    );
+    println!(
+        "{}",
+        args::shell_line(&a.ffmpeg.ffmpeg.to_string_lossy(), &argv)
+    );
     Ok(code::OK)
 }
 
@@ -71,11 +98,16 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
     let plan = load(&r.profile)?;
     let grace = Duration::try_from_secs_f64(r.stop_grace)
         .map_err(|e| Failure::Setup(anyhow::anyhow!("--stop-grace {}: {e}", r.stop_grace)))?;
-    let listener = tokio::net::TcpListener::bind(r.listen)
-        .await
-        .map_err(|e| Failure::Setup(anyhow::Error::new(e).context(format!("cannot listen on {}", r.listen))))?;
-    let http_addr = listener.local_addr().map_err(Failure::setup("reading the HTTP address"))?;
-    let streams = Streams::new(PeerConfig { ice_addrs: r.ice_addrs, gather_timeout: Duration::from_secs(5) });
+    let listener = tokio::net::TcpListener::bind(r.listen).await.map_err(|e| {
+        Failure::Setup(anyhow::Error::new(e).context(format!("cannot listen on {}", r.listen)))
+    })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(Failure::setup("reading the HTTP address"))?;
+    let streams = Streams::new(PeerConfig {
+        ice_addrs: r.ice_addrs,
+        gather_timeout: Duration::from_secs(5),
+    });
     let http_stop = CancellationToken::new();
     let server = axum::serve(listener, whep::router(streams.clone()))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());
@@ -91,11 +123,20 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
 
     let url = format!("http://{}/whep/{}", display_addr(http_addr), plan.id);
     let span = tracing::info_span!("stream", stream = %plan.id);
-    let run = StreamRun { plan, ffmpeg: r.ffmpeg.ffmpeg, streams, stop, grace };
+    let run = StreamRun {
+        plan,
+        ffmpeg: r.ffmpeg.ffmpeg,
+        streams,
+        stop,
+        grace,
+    };
     let result = stream::run(run, |_| announce(&url)).instrument(span).await;
 
     http_stop.cancel();
-    if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), server)
+        .await
+        .is_err()
+    {
         tracing::warn!("HTTP server did not stop within 2 s");
     }
     let sig = signalled.load(Ordering::SeqCst);
@@ -121,8 +162,10 @@ fn display_addr(addr: SocketAddr) -> SocketAddr {
 /// the exit code.
 async fn forward_signals(stop: CancellationToken, signalled: Arc<AtomicI32>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

@@ -6,7 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "ffwhep", version, about = "Run FFmpeg and serve its output to WebRTC viewers over WHEP")]
+#[command(
+    name = "ffwhep",
+    version,
+    about = "Run FFmpeg and serve its output to WebRTC viewers over WHEP"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

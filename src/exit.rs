@@ -102,7 +102,11 @@ mod tests {
     use std::process::ExitStatus;
 
     fn exit(raw: i32, stopped: bool) -> Exit {
-        Exit { status: ExitStatus::from_raw(raw), stopped, tail: vec!["[error] boom".into()] }
+        Exit {
+            status: ExitStatus::from_raw(raw),
+            stopped,
+            tail: vec!["[error] boom".into()],
+        }
     }
 
     #[test]
@@ -115,19 +119,28 @@ mod tests {
         let f = judge(&exit(1 << 8, false), None).unwrap_err();
         assert_eq!(f.code(), code::FFMPEG_FAILED);
         let msg = f.to_string();
-        assert!(msg.contains("status 1") && msg.contains("[error] boom"), "{msg}");
+        assert!(
+            msg.contains("status 1") && msg.contains("[error] boom"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn killed_ffmpeg_is_a_failure() {
         let f = judge(&exit(libc::SIGKILL, false), None).unwrap_err();
-        assert!(f.to_string().contains("killed by signal 9 (SIGKILL)"), "{f}");
+        assert!(
+            f.to_string().contains("killed by signal 9 (SIGKILL)"),
+            "{f}"
+        );
     }
 
     #[test]
     fn stop_by_signal_is_128_plus_signal() {
         // FFmpeg exits 255 after SIGINT: still a stop, not a failure.
-        assert_eq!(judge(&exit(255 << 8, true), Some(libc::SIGTERM)).unwrap(), 143);
+        assert_eq!(
+            judge(&exit(255 << 8, true), Some(libc::SIGTERM)).unwrap(),
+            143
+        );
         assert_eq!(judge(&exit(0, true), Some(libc::SIGINT)).unwrap(), 130);
     }
 }

@@ -30,7 +30,12 @@ impl Offered {
         let mut offered = Offered::default();
         let mut section: Option<&str> = None;
         let mut sections = 0;
-        for (i, line) in sdp.lines().map(str::trim_end).filter(|l| !l.is_empty()).enumerate() {
+        for (i, line) in sdp
+            .lines()
+            .map(str::trim_end)
+            .filter(|l| !l.is_empty())
+            .enumerate()
+        {
             let bytes = line.as_bytes();
             if bytes.len() < 2 || bytes[1] != b'=' || !bytes[0].is_ascii_lowercase() {
                 return Err(OfferError::Unparsable(format!(
@@ -58,7 +63,9 @@ impl Offered {
             }
         }
         if sections == 0 {
-            return Err(OfferError::Unparsable("it has no media section (m=)".into()));
+            return Err(OfferError::Unparsable(
+                "it has no media section (m=)".into(),
+            ));
         }
         Ok(offered)
     }
@@ -67,7 +74,9 @@ impl Offered {
     pub fn mismatch(&self, has_video: bool, has_audio: bool) -> String {
         match (has_video, has_audio) {
             (true, true) => "the offer has neither H.264 video nor Opus audio".into(),
-            (true, false) => "the stream carries H.264 video only and the offer has no H.264".into(),
+            (true, false) => {
+                "the stream carries H.264 video only and the offer has no H.264".into()
+            }
             (false, true) => "the stream carries Opus audio only and the offer has no Opus".into(),
             (false, false) => "the stream has no WebRTC media".into(),
         }
@@ -97,7 +106,10 @@ mod tests {
         let sdp = "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
         let o = Offered::parse(sdp).unwrap();
         assert!(o.video_section && !o.h264 && !o.opus);
-        assert!(o.mismatch(true, true).contains("neither H.264 video nor Opus audio"));
+        assert!(
+            o.mismatch(true, true)
+                .contains("neither H.264 video nor Opus audio")
+        );
     }
 
     #[test]
@@ -108,8 +120,17 @@ mod tests {
 
     #[test]
     fn rejects_what_is_not_sdp() {
-        for bad in ["", "hello", "v=0\r\nthis is not sdp\r\n", "v=0\r\ns=-\r\n", "{\"type\":\"offer\"}"] {
-            assert!(matches!(Offered::parse(bad), Err(OfferError::Unparsable(_))), "{bad:?}");
+        for bad in [
+            "",
+            "hello",
+            "v=0\r\nthis is not sdp\r\n",
+            "v=0\r\ns=-\r\n",
+            "{\"type\":\"offer\"}",
+        ] {
+            assert!(
+                matches!(Offered::parse(bad), Err(OfferError::Unparsable(_))),
+                "{bad:?}"
+            );
         }
     }
 }

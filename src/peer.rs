@@ -80,7 +80,10 @@ impl Viewer {
         }
         self.cancel.cancel();
         for (track, ssrc) in &self.tracks {
-            let bye = rtc::rtcp::goodbye::Goodbye { sources: vec![*ssrc], reason: "stream ended".into() };
+            let bye = rtc::rtcp::goodbye::Goodbye {
+                sources: vec![*ssrc],
+                reason: "stream ended".into(),
+            };
             // Best effort: a viewer that never connected cannot be told.
             let _ = track.write_rtcp(vec![Box::new(bye)]).await;
         }
@@ -103,7 +106,10 @@ impl Viewer {
 }
 
 fn is_over(s: RTCPeerConnectionState) -> bool {
-    matches!(s, RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
+    matches!(
+        s,
+        RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+    )
 }
 
 struct Events {
@@ -135,7 +141,10 @@ pub async fn accept_offer(
     let video = media.video.as_ref().filter(|_| offered.h264);
     let audio = media.audio.as_ref().filter(|_| offered.opus);
     if video.is_none() && audio.is_none() {
-        return Err(OfferError::NoCommonCodec(offered.mismatch(media.video.is_some(), media.audio.is_some())).into());
+        return Err(OfferError::NoCommonCodec(
+            offered.mismatch(media.video.is_some(), media.audio.is_some()),
+        )
+        .into());
     }
     let desc = RTCSessionDescription::offer(offer.to_owned())
         .map_err(|e| OfferError::Unparsable(e.to_string()))?;
@@ -146,7 +155,10 @@ pub async fn accept_offer(
         .map_err(internal("registering interceptors"))?;
     let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
     let gathered = Arc::new(Notify::new());
-    let events = Arc::new(Events { state: state_tx, gathered: gathered.clone() });
+    let events = Arc::new(Events {
+        state: state_tx,
+        gathered: gathered.clone(),
+    });
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
             .with_media_engine(engine)
@@ -185,14 +197,31 @@ pub async fn accept_offer(
             let _ = pc.close().await;
             return Err(OfferError::NoCommonCodec(format!(
                 "the offer's {kind} section accepts no {} codec ffwhep can send",
-                if kind == RtpCodecKind::Video { "H.264 (packetization-mode=1)" } else { "Opus" }
+                if kind == RtpCodecKind::Video {
+                    "H.264 (packetization-mode=1)"
+                } else {
+                    "Opus"
+                }
             ))
             .into());
         };
-        let fwd = Forwarder { track, source, pt, ssrc, state: state_rx.clone(), cancel: cancel.clone() };
+        let fwd = Forwarder {
+            track,
+            source,
+            pt,
+            ssrc,
+            state: state_rx.clone(),
+            cancel: cancel.clone(),
+        };
         tokio::spawn(fwd.run());
     }
-    Ok(Viewer { pc, tracks: bye_tracks, cancel, state: state_rx, answer })
+    Ok(Viewer {
+        pc,
+        tracks: bye_tracks,
+        cancel,
+        state: state_rx,
+        answer,
+    })
 }
 
 async fn negotiate(
@@ -204,13 +233,26 @@ async fn negotiate(
     pc.set_remote_description(offer)
         .await
         .map_err(|e| OfferError::Unparsable(format!("the offer was refused: {e}")))?;
-    let answer = pc.create_answer(None).await.map_err(internal("creating the answer"))?;
-    pc.set_local_description(answer).await.map_err(internal("applying the answer"))?;
-    if tokio::time::timeout(gather_timeout, gathered.notified()).await.is_err() {
-        tracing::warn!(timeout_ms = gather_timeout.as_millis() as u64, "ICE gathering incomplete; answering with what was gathered");
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(internal("creating the answer"))?;
+    pc.set_local_description(answer)
+        .await
+        .map_err(internal("applying the answer"))?;
+    if tokio::time::timeout(gather_timeout, gathered.notified())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            timeout_ms = gather_timeout.as_millis() as u64,
+            "ICE gathering incomplete; answering with what was gathered"
+        );
     }
     let local = pc.local_description().await.ok_or_else(|| {
-        PeerError::Internal(anyhow::anyhow!("no local description after applying the answer"))
+        PeerError::Internal(anyhow::anyhow!(
+            "no local description after applying the answer"
+        ))
     })?;
     Ok(local.sdp)
 }
@@ -220,7 +262,10 @@ fn h264_fmtp(profile_level_id: &str) -> String {
 }
 
 fn video_codec(profile_level_id: &str) -> RTCRtpCodec {
-    let fb = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.into(), parameter: parameter.into() };
+    let fb = |typ: &str, parameter: &str| RTCPFeedback {
+        typ: typ.into(),
+        parameter: parameter.into(),
+    };
     RTCRtpCodec {
         mime_type: MIME_TYPE_H264.to_owned(),
         clock_rate: 90000,
@@ -245,12 +290,18 @@ fn audio_codec() -> RTCRtpCodec {
 fn register_codecs(engine: &mut MediaEngine) -> webrtc::error::Result<()> {
     for (pt, plid) in [(102, "42e01f"), (104, "42001f")] {
         engine.register_codec(
-            RTCRtpCodecParameters { rtp_codec: video_codec(plid), payload_type: pt, ..Default::default() },
+            RTCRtpCodecParameters {
+                rtp_codec: video_codec(plid),
+                payload_type: pt,
+            },
             RtpCodecKind::Video,
         )?;
     }
     engine.register_codec(
-        RTCRtpCodecParameters { rtp_codec: audio_codec(), payload_type: 111, ..Default::default() },
+        RTCRtpCodecParameters {
+            rtp_codec: audio_codec(),
+            payload_type: 111,
+        },
         RtpCodecKind::Audio,
     )
 }
@@ -266,7 +317,10 @@ fn local_track(kind: RtpCodecKind, ssrc: u32) -> MediaStreamTrack {
         format!("ffwhep-{kind}"),
         kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
             active: true,
             codec,
             ..Default::default()
@@ -313,7 +367,9 @@ impl Forwarder {
         if !connected {
             return;
         }
-        let Some(mut rx) = self.source.subscribe(VIEWER_QUEUE).await else { return };
+        let Some(mut rx) = self.source.subscribe(VIEWER_QUEUE).await else {
+            return;
+        };
         let mut errors = 0u64;
         loop {
             let packet = tokio::select! {

@@ -73,7 +73,10 @@ pub fn allocate_pair_with(
             }
         }
     }
-    Err(AllocError { attempts: ALLOC_ATTEMPTS, last })
+    Err(AllocError {
+        attempts: ALLOC_ATTEMPTS,
+        last,
+    })
 }
 
 fn bind(port: u16) -> io::Result<UdpSocket> {

@@ -38,10 +38,16 @@ pub const DEFAULT_VIDEO_ENCODER: &[&str] = &[
     "expr:gte(t,n_forced*1)",
 ];
 /// Encoder options for the audio leg when the profile gives none.
-pub const DEFAULT_AUDIO_ENCODER: &[&str] = &["-c:a", "libopus", "-ar", "48000", "-ac", "2", "-b:a", "64k"];
+pub const DEFAULT_AUDIO_ENCODER: &[&str] =
+    &["-c:a", "libopus", "-ar", "48000", "-ac", "2", "-b:a", "64k"];
 /// Video options for `copy: true`: pass H.264 through, with SPS/PPS in-band
 /// before every IDR so a viewer can start decoding.
-pub const VIDEO_COPY: &[&str] = &["-c:v", "copy", "-bsf:v", "h264_mp4toannexb,dump_extra=freq=keyframe"];
+pub const VIDEO_COPY: &[&str] = &[
+    "-c:v",
+    "copy",
+    "-bsf:v",
+    "h264_mp4toannexb,dump_extra=freq=keyframe",
+];
 /// Audio options for `copy: true`: pass Opus through.
 pub const AUDIO_COPY: &[&str] = &["-c:a", "copy"];
 
@@ -206,7 +212,9 @@ impl<'de> de::Visitor<'de> for InputsVisitor {
             list.push(io);
         }
         if list.is_empty() {
-            return Err(de::Error::custom("empty input list: expected at least one input"));
+            return Err(de::Error::custom(
+                "empty input list: expected at least one input",
+            ));
         }
         Ok(Inputs(list))
     }
@@ -254,9 +262,11 @@ impl TryFrom<RawWebRtcFields> for RawWebRtc {
 
     fn try_from(w: RawWebRtcFields) -> Result<Self, String> {
         if w.enabled && !w.video.enabled && !w.audio.enabled {
-            return Err("webrtc is enabled but both video and audio legs are disabled; \
+            return Err(
+                "webrtc is enabled but both video and audio legs are disabled; \
                  expected at least one leg, or `enabled: false`"
-                .into());
+                    .into(),
+            );
         }
         if w.video.enabled && w.audio.enabled && w.video_pt == w.audio_pt {
             return Err(format!(
@@ -293,7 +303,12 @@ enum Codec {
 
 impl Default for RawLeg {
     fn default() -> Self {
-        Self { enabled: true, map: None, codec: Codec::Default, ssrc: None }
+        Self {
+            enabled: true,
+            map: None,
+            codec: Codec::Default,
+            ssrc: None,
+        }
     }
 }
 
@@ -315,7 +330,9 @@ impl TryFrom<RawLegFields> for RawLeg {
     fn try_from(l: RawLegFields) -> Result<Self, String> {
         let codec = match (l.copy, l.encoder) {
             (true, Some(_)) => {
-                return Err("`copy: true` and `encoder` exclude each other: expected one of them".into());
+                return Err(
+                    "`copy: true` and `encoder` exclude each other: expected one of them".into(),
+                );
             }
             (true, None) => Codec::Copy,
             (false, Some(opts)) if opts.is_empty() => {
@@ -324,7 +341,12 @@ impl TryFrom<RawLegFields> for RawLeg {
             (false, Some(opts)) => Codec::Encoder(opts),
             (false, None) => Codec::Default,
         };
-        Ok(Self { enabled: l.enabled, map: l.map, codec, ssrc: l.ssrc })
+        Ok(Self {
+            enabled: l.enabled,
+            map: l.map,
+            codec,
+            ssrc: l.ssrc,
+        })
     }
 }
 
@@ -407,11 +429,6 @@ impl Plan {
         Ok(Self::from_raw(raw))
     }
 
-    /// The media kinds this stream carries over WebRTC.
-    pub fn kinds(&self) -> impl Iterator<Item = MediaKind> + '_ {
-        [&self.video, &self.audio].into_iter().flatten().map(|l| l.kind)
-    }
-
     fn from_raw(raw: RawProfile) -> Self {
         let w = raw.webrtc;
         let leg = |kind: MediaKind, l: RawLeg, pt: PayloadType| -> Option<LegPlan> {
@@ -438,7 +455,12 @@ impl Plan {
         let video = leg(MediaKind::Video, w.video, w.video_pt);
         let audio = leg(MediaKind::Audio, w.audio, w.audio_pt);
         let io = |v: Vec<RawIo>| {
-            v.into_iter().map(|r| Io { address: r.address.0, options: r.options }).collect()
+            v.into_iter()
+                .map(|r| Io {
+                    address: r.address.0,
+                    options: r.options,
+                })
+                .collect()
         };
         Plan {
             global_options: raw.options,
@@ -475,7 +497,11 @@ fn yaml_error(file: &str, e: &serde_yaml::Error) -> ProfileError {
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
     }
-    ProfileError { file: file.to_owned(), position, message }
+    ProfileError {
+        file: file.to_owned(),
+        position,
+        message,
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,10 @@ fn defaults_fill_a_minimal_profile() {
     assert_eq!(audio.codec_args, to_strings(DEFAULT_AUDIO_ENCODER));
     assert!(plan.outputs.is_empty());
     assert_ne!(video.ssrc, audio.ssrc);
-    assert!(video.ssrc <= i32::MAX as u32, "FFmpeg takes -ssrc as a signed int");
+    assert!(
+        video.ssrc <= i32::MAX as u32,
+        "FFmpeg takes -ssrc as a signed int"
+    );
 }
 
 #[test]
@@ -49,7 +52,10 @@ fn overrides_are_taken() {
     let video = plan.video.unwrap();
     assert_eq!((video.payload_type, video.ssrc), (96, 42));
     assert_eq!(video.codec_args, to_strings(VIDEO_COPY));
-    assert_eq!(plan.audio.unwrap().codec_args, ["-c:a", "libopus", "-b:a", "32k"]);
+    assert_eq!(
+        plan.audio.unwrap().codec_args,
+        ["-c:a", "libopus", "-b:a", "32k"]
+    );
 }
 
 #[test]
@@ -59,7 +65,7 @@ fn a_disabled_leg_is_not_planned() {
     let plan = parse(&format!("{MINIMAL}webrtc: {{video: {{enabled: false}}}}\n")).unwrap();
     assert!(plan.video.is_none() && plan.audio.is_some());
     let plan = parse(&format!("{MINIMAL}webrtc: {{enabled: false}}\n")).unwrap();
-    assert_eq!(plan.kinds().count(), 0);
+    assert!(plan.video.is_none() && plan.audio.is_none());
 }
 
 #[test]
@@ -86,14 +92,18 @@ fn payload_type_out_of_range_is_located() {
 
 #[test]
 fn equal_payload_types_are_rejected() {
-    let e = err(&format!("{MINIMAL}webrtc:\n  video_pt: 100\n  audio_pt: 100\n"));
+    let e = err(&format!(
+        "{MINIMAL}webrtc:\n  video_pt: 100\n  audio_pt: 100\n"
+    ));
     assert!(e.message.contains("both 100"), "{e}");
     assert!(e.position.is_some(), "{e}");
 }
 
 #[test]
 fn copy_and_encoder_exclude_each_other() {
-    let e = err(&format!("{MINIMAL}webrtc:\n  video:\n    copy: true\n    encoder: [-c:v, libx264]\n"));
+    let e = err(&format!(
+        "{MINIMAL}webrtc:\n  video:\n    copy: true\n    encoder: [-c:v, libx264]\n"
+    ));
     assert!(e.message.contains("exclude each other"), "{e}");
     assert!(e.position.is_some(), "{e}");
 }
@@ -103,7 +113,10 @@ fn both_legs_disabled_is_an_error() {
     let e = err(&format!(
         "{MINIMAL}webrtc:\n  video: {{enabled: false}}\n  audio: {{enabled: false}}\n"
     ));
-    assert!(e.message.contains("both video and audio legs are disabled"), "{e}");
+    assert!(
+        e.message.contains("both video and audio legs are disabled"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -128,5 +141,9 @@ fn yaml_syntax_error_is_located() {
 #[test]
 fn unreadable_file_says_so() {
     let e = Plan::from_file(Path::new("/nonexistent/x.yaml")).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/x.yaml: cannot read the profile"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/x.yaml: cannot read the profile"),
+        "{e}"
+    );
 }

@@ -76,7 +76,9 @@ fn parse_header(data: &[u8]) -> Result<Layout, &'static str> {
     let csrc_count = usize::from(data[0] & 0x0f);
     let mut offset = FIXED_HEADER + 4 * csrc_count;
     if data[0] & 0x10 != 0 {
-        let ext = data.get(offset..offset + 4).ok_or("truncated header extension")?;
+        let ext = data
+            .get(offset..offset + 4)
+            .ok_or("truncated header extension")?;
         let words = usize::from(u16::from_be_bytes([ext[2], ext[3]]));
         offset += 4 + 4 * words;
     }
@@ -94,7 +96,10 @@ fn parse_header(data: &[u8]) -> Result<Layout, &'static str> {
     if offset == end {
         return Err("no payload");
     }
-    Ok(Layout { payload_offset: offset, payload_end: end })
+    Ok(Layout {
+        payload_offset: offset,
+        payload_end: end,
+    })
 }
 
 #[cfg(test)]
@@ -102,7 +107,9 @@ mod tests {
     use super::*;
 
     fn packet(first: u8, pt: u8, extra: &[u8]) -> Bytes {
-        let mut v = vec![first, pt, 0x12, 0x34, 0, 0, 0x03, 0xe8, 0xde, 0xad, 0xbe, 0xef];
+        let mut v = vec![
+            first, pt, 0x12, 0x34, 0, 0, 0x03, 0xe8, 0xde, 0xad, 0xbe, 0xef,
+        ];
         v.extend_from_slice(extra);
         Bytes::from(v)
     }
@@ -113,7 +120,10 @@ mod tests {
             panic!("not RTP")
         };
         assert!(p.marker);
-        assert_eq!((p.payload_type, p.sequence, p.timestamp, p.ssrc), (102, 0x1234, 1000, 0xdeadbeef));
+        assert_eq!(
+            (p.payload_type, p.sequence, p.timestamp, p.ssrc),
+            (102, 0x1234, 1000, 0xdeadbeef)
+        );
         assert_eq!(&p.payload()[..], &[1, 2, 3]);
     }
 
@@ -143,7 +153,9 @@ mod tests {
             b"hello world, this is not rtp",
             &[0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             &[0x8f, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            &[0x90, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xbe, 0xde, 0xff, 0xff],
+            &[
+                0x90, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xbe, 0xde, 0xff, 0xff,
+            ],
             &[0xa0, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 9],
             &[0x80, 96, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
         ];
@@ -158,7 +170,11 @@ mod tests {
     #[test]
     fn never_panics_on_any_short_input() {
         // Every prefix of a tricky packet, and every first byte.
-        let base = packet(0xb1, 96, &[0, 0, 0, 0, 0xbe, 0xde, 0, 1, 1, 2, 3, 4, 5, 6, 7, 3]);
+        let base = packet(
+            0xb1,
+            96,
+            &[0, 0, 0, 0, 0xbe, 0xde, 0, 1, 1, 2, 3, 4, 5, 6, 7, 3],
+        );
         for n in 0..=base.len() {
             for first in 0..=255u8 {
                 let mut v = base[..n].to_vec();

@@ -65,9 +65,22 @@ impl Source {
         let stats = Arc::new(SourceStats::default());
         let (subscribe_tx, subscribe_rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
-        let reader = Reader { socket, stats: stats.clone(), subscribers: Vec::new(), name };
+        let reader = Reader {
+            socket,
+            stats: stats.clone(),
+            subscribers: Vec::new(),
+            name,
+        };
         let task = tokio::spawn(reader.run(subscribe_rx, cancel.clone()).in_current_span());
-        Ok(Self { handle: SourceHandle { subscribe_tx, stats, port }, cancel, task })
+        Ok(Self {
+            handle: SourceHandle {
+                subscribe_tx,
+                stats,
+                port,
+            },
+            cancel,
+            task,
+        })
     }
 
     pub fn handle(&self) -> SourceHandle {
@@ -118,7 +131,11 @@ impl Reader {
                 },
             }
         }
-        tracing::debug!(source = self.name, subscribers = self.subscribers.len(), "source closed");
+        tracing::debug!(
+            source = self.name,
+            subscribers = self.subscribers.len(),
+            "source closed"
+        );
     }
 
     fn take(&mut self, datagram: bytes::Bytes) {
@@ -131,22 +148,30 @@ impl Reader {
             Datagram::Garbage(why) => {
                 let n = self.stats.garbage_packets.fetch_add(1, Relaxed);
                 if n.is_power_of_two() || n == 0 {
-                    tracing::warn!(source = self.name, reason = why, total = n + 1, "dropped a datagram that is not RTP");
+                    tracing::warn!(
+                        source = self.name,
+                        reason = why,
+                        total = n + 1,
+                        "dropped a datagram that is not RTP"
+                    );
                 }
                 return;
             }
         };
         self.stats.rtp_packets.fetch_add(1, Relaxed);
-        self.stats.rtp_bytes.fetch_add(packet.data.len() as u64, Relaxed);
+        self.stats
+            .rtp_bytes
+            .fetch_add(packet.data.len() as u64, Relaxed);
         let stats = &self.stats;
-        self.subscribers.retain(|tx| match tx.try_send(packet.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                stats.dropped.fetch_add(1, Relaxed);
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+        self.subscribers
+            .retain(|tx| match tx.try_send(packet.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    stats.dropped.fetch_add(1, Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
     }
 }
 
@@ -172,7 +197,10 @@ mod tests {
     }
 
     async fn next(rx: &mut mpsc::Receiver<RtpPacket>) -> RtpPacket {
-        tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
     }
 
     #[tokio::test]
@@ -193,7 +221,10 @@ mod tests {
         assert_eq!(h.stats.garbage_packets.load(Relaxed), 1);
         assert_eq!(h.stats.rtp_packets.load(Relaxed), 2);
         src.close().await;
-        assert!(a.recv().await.is_none(), "queue did not end when the source closed");
+        assert!(
+            a.recv().await.is_none(),
+            "queue did not end when the source closed"
+        );
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use crate::source::Source;
 use crate::whep::Streams;
 use std::ffi::OsString;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -32,10 +33,19 @@ pub async fn run(run: StreamRun, ready: impl FnOnce(LegPorts)) -> Result<Exit, F
     let id = run.plan.id.to_string();
     run.streams.declare(&id);
     let pair = allocate_pair()?;
-    let ports = LegPorts { video: pair.video_port(), audio: pair.audio_port() };
-    let video = Source::start(pair.video, "video").map_err(Failure::setup("starting the video source"))?;
-    let audio = Source::start(pair.audio, "audio").map_err(Failure::setup("starting the audio source"))?;
-    tracing::info!(video_port = ports.video, audio_port = ports.audio, "sources bound");
+    let ports = LegPorts {
+        video: pair.video_port(),
+        audio: pair.audio_port(),
+    };
+    let video =
+        Source::start(pair.video, "video").map_err(Failure::setup("starting the video source"))?;
+    let audio =
+        Source::start(pair.audio, "audio").map_err(Failure::setup("starting the audio source"))?;
+    tracing::info!(
+        video_port = ports.video,
+        audio_port = ports.audio,
+        "sources bound"
+    );
     let media = StreamMedia {
         video: run.plan.video.as_ref().map(|_| video.handle()),
         audio: run.plan.audio.as_ref().map(|_| audio.handle()),
@@ -48,7 +58,9 @@ pub async fn run(run: StreamRun, ready: impl FnOnce(LegPorts)) -> Result<Exit, F
         Ok(ff) => {
             tracing::info!(pid = ff.pid(), "FFmpeg started");
             ready(ports);
-            ff.wait(run.stop.clone(), run.grace).await.map_err(Failure::setup("waiting for FFmpeg"))
+            ff.wait(run.stop.clone(), run.grace)
+                .await
+                .map_err(Failure::setup("waiting for FFmpeg"))
         }
         Err(e) => Err(Failure::from(e)),
     };
@@ -65,7 +77,23 @@ async fn teardown(id: &str, streams: &Streams, video: Source, audio: Source) {
     let viewers = streams.unpublish(id);
     let hung_up = viewers.len();
     futures::future::join_all(viewers.iter().map(|v| v.hang_up())).await;
+    for source in [&video, &audio] {
+        let h = source.handle();
+        let s = &h.stats;
+        tracing::info!(
+            port = h.port,
+            rtp_packets = s.rtp_packets.load(Relaxed),
+            rtp_bytes = s.rtp_bytes.load(Relaxed),
+            rtcp_packets = s.rtcp_packets.load(Relaxed),
+            garbage_packets = s.garbage_packets.load(Relaxed),
+            dropped_for_slow_viewers = s.dropped.load(Relaxed),
+            "source totals"
+        );
+    }
     video.close().await;
     audio.close().await;
-    tracing::info!(viewers_hung_up = hung_up, "teardown done: viewers hung up, sources closed, ports freed");
+    tracing::info!(
+        viewers_hung_up = hung_up,
+        "teardown done: viewers hung up, sources closed, ports freed"
+    );
 }

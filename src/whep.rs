@@ -36,7 +36,10 @@ struct Slot {
 
 impl Streams {
     pub fn new(peer: PeerConfig) -> Arc<Self> {
-        Arc::new(Self { peer, inner: Mutex::new(HashMap::new()) })
+        Arc::new(Self {
+            peer,
+            inner: Mutex::new(HashMap::new()),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
@@ -59,7 +62,9 @@ impl Streams {
     /// caller to hang up before it closes the sources.
     pub fn unpublish(&self, id: &str) -> Vec<Arc<Viewer>> {
         let mut map = self.lock();
-        let Some(slot) = map.get_mut(id) else { return Vec::new() };
+        let Some(slot) = map.get_mut(id) else {
+            return Vec::new();
+        };
         slot.media = None;
         slot.sessions.drain().map(|(_, v)| v).collect()
     }
@@ -133,7 +138,8 @@ impl IntoResponse for WhepError {
         let status = self.status();
         let mut resp = (status, format!("{self}\n")).into_response();
         if status == StatusCode::CONFLICT {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
         resp
     }
@@ -143,7 +149,10 @@ impl IntoResponse for WhepError {
 pub fn router(streams: Arc<Streams>) -> Router {
     Router::new()
         .route("/whep/{id}", post(subscribe).options(endpoint_options))
-        .route("/whep/{id}/{session}", delete(unsubscribe).options(session_options))
+        .route(
+            "/whep/{id}/{session}",
+            delete(unsubscribe).options(session_options),
+        )
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such resource\n") })
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(axum::middleware::map_response(cors))
@@ -152,7 +161,10 @@ pub fn router(streams: Arc<Streams>) -> Router {
 
 async fn cors(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Location, ETag, Link, Accept-Post, Accept-Patch"),
@@ -164,18 +176,25 @@ fn preflight(allow: &'static str) -> Response {
     let mut resp = StatusCode::NO_CONTENT.into_response();
     let h = resp.headers_mut();
     h.insert(header::ALLOW, HeaderValue::from_static(allow));
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static(allow));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(allow),
+    );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
         HeaderValue::from_static("Content-Type, Authorization, If-Match"),
     );
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     resp
 }
 
 async fn endpoint_options() -> Response {
     let mut resp = preflight("OPTIONS, POST");
-    resp.headers_mut().insert("accept-post", HeaderValue::from_static("application/sdp"));
+    resp.headers_mut()
+        .insert("accept-post", HeaderValue::from_static("application/sdp"));
     resp
 }
 
@@ -184,7 +203,9 @@ async fn session_options() -> Response {
 }
 
 fn is_sdp(headers: &HeaderMap) -> Result<(), WhepError> {
-    let ct = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let ct = ct.unwrap_or_default();
     let essence = ct.split(';').next().unwrap_or("").trim();
     if essence.eq_ignore_ascii_case("application/sdp") {
@@ -203,13 +224,15 @@ async fn subscribe(
     let media = streams.media(&id)?;
     is_sdp(&headers)?;
     let offer = std::str::from_utf8(&body).map_err(|_| WhepError::NotText)?;
-    let viewer = accept_offer(&streams.peer, &media, offer).await.map_err(|e| match e {
-        PeerError::Offer(o) => WhepError::Offer(o),
-        PeerError::Internal(e) => {
-            tracing::error!(stream = %id, error = %format!("{e:#}"), "viewer setup failed");
-            WhepError::Internal("WebRTC setup failed".into())
-        }
-    })?;
+    let viewer = accept_offer(&streams.peer, &media, offer)
+        .await
+        .map_err(|e| match e {
+            PeerError::Offer(o) => WhepError::Offer(o),
+            PeerError::Internal(e) => {
+                tracing::error!(stream = %id, error = %format!("{e:#}"), "viewer setup failed");
+                WhepError::Internal("WebRTC setup failed".into())
+            }
+        })?;
     let viewer = Arc::new(viewer);
     let session = random_hex();
     if let Err(e) = streams.add_session(&id, &session, viewer.clone()) {
@@ -221,15 +244,22 @@ async fn subscribe(
 
     let mut resp = (StatusCode::CREATED, viewer.answer.clone()).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     let location = format!("/whep/{id}/{session}");
     h.insert(header::LOCATION, header_value(&location)?);
-    h.insert(header::ETAG, header_value(&format!("\"{}\"", random_hex()))?);
+    h.insert(
+        header::ETAG,
+        header_value(&format!("\"{}\"", random_hex()))?,
+    );
     Ok(resp)
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, WhepError> {
-    HeaderValue::from_str(s).map_err(|_| WhepError::Internal(format!("cannot send header value {s:?}")))
+    HeaderValue::from_str(s)
+        .map_err(|_| WhepError::Internal(format!("cannot send header value {s:?}")))
 }
 
 /// Removes the session once its connection fails or closes on its own.
@@ -249,7 +279,9 @@ async fn unsubscribe(
     State(streams): State<Arc<Streams>>,
     Path((id, session)): Path<(String, String)>,
 ) -> Result<Response, WhepError> {
-    let viewer = streams.remove_session(&id, &session).ok_or(WhepError::UnknownSession)?;
+    let viewer = streams
+        .remove_session(&id, &session)
+        .ok_or(WhepError::UnknownSession)?;
     viewer.hang_up().await;
     tracing::info!(stream = %id, viewer = %session.get(..8).unwrap_or(""), "viewer hung up (DELETE)");
     Ok(StatusCode::OK.into_response())

@@ -18,31 +18,55 @@ fn check_says_ok_for_the_shipped_profiles() {
     for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles")).unwrap() {
         let path = entry.unwrap().path();
         let out = bin().arg("check").arg(&path).output().unwrap();
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK: "));
     }
 }
 
 #[test]
 fn check_names_file_line_and_column() {
-    let p = write("bad.yaml", "id: cam\ninput:\n  - address: a\n    opts: []\n");
+    let p = write(
+        "bad.yaml",
+        "id: cam\ninput:\n  - address: a\n    opts: []\n",
+    );
     let out = bin().arg("check").arg(&p).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with(&format!("error: {}:4:5: ", p.display())), "{err}");
-    assert!(err.contains("unknown field `opts`, expected `address` or `options`"), "{err}");
+    assert!(
+        err.starts_with(&format!("error: {}:4:5: ", p.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("unknown field `opts`, expected `address` or `options`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn args_prints_the_exact_command() {
-    let out = bin().args(["args", "--port", "40000", "--ffmpeg", "/opt/ff/ffmpeg"]).output().unwrap();
+    let out = bin()
+        .args(["args", "--port", "40000", "--ffmpeg", "/opt/ff/ffmpeg"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.starts_with("/opt/ff/ffmpeg -hide_banner "), "{line}");
     assert!(line.contains(" -map 0:v:0 "), "{line}");
     assert!(line.contains(" -payload_type 102 "), "{line}");
-    assert!(line.contains(" 'rtp://127.0.0.1:40000?pkt_size=1200&rtcpport=40000'"), "{line}");
-    assert!(line.trim_end().ends_with("'rtp://127.0.0.1:40001?pkt_size=1200&rtcpport=40001'"), "{line}");
+    assert!(
+        line.contains(" 'rtp://127.0.0.1:40000?pkt_size=1200&rtcpport=40000'"),
+        "{line}"
+    );
+    assert!(
+        line.trim_end()
+            .ends_with("'rtp://127.0.0.1:40001?pkt_size=1200&rtcpport=40001'"),
+        "{line}"
+    );
     // The printed line is valid shell: it splits back into the same words.
     let words = shlex::split(line.trim()).unwrap();
     assert!(words.contains(&"expr:gte(t,n_forced*1)".to_owned()));
@@ -51,7 +75,13 @@ fn args_prints_the_exact_command() {
 #[test]
 fn missing_ffmpeg_exits_three() {
     let out = bin()
-        .args(["run", "--listen", "127.0.0.1:0", "--ffmpeg", "/nonexistent/ffmpeg"])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--ffmpeg",
+            "/nonexistent/ffmpeg",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(3));
@@ -62,11 +92,21 @@ fn missing_ffmpeg_exits_three() {
 
 #[test]
 fn bad_profile_exits_two_before_spawning() {
-    let p = write("pt.yaml", "id: cam\ninput: [{address: a}]\nwebrtc: {video_pt: 12}\n");
-    let out = bin().args(["run", "--listen", "127.0.0.1:0"]).arg(&p).output().unwrap();
+    let p = write(
+        "pt.yaml",
+        "id: cam\ninput: [{address: a}]\nwebrtc: {video_pt: 12}\n",
+    );
+    let out = bin()
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .arg(&p)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(":3:20: webrtc.video_pt: invalid payload type 12"), "{err}");
+    assert!(
+        err.contains(":3:20: webrtc.video_pt: invalid payload type 12"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -11,13 +11,29 @@ use std::time::{Duration, Instant};
 async fn viewer_receives_decodable_h264_and_opus() {
     let ff = Ffwhep::start(&[]);
     let v = Viewer::connect(&ff.url).await;
-    v.wait_for(Duration::from_secs(15), "SPS, PPS, IDR and 45 frames after it", |r| {
-        r.saw_nal(7) && r.saw_nal(8) && r.saw_nal(5) && r.frames_since_idr >= 45 && r.audio_packets > 50
-    })
+    v.wait_for(
+        Duration::from_secs(15),
+        "SPS, PPS, IDR and 45 frames after it",
+        |r| {
+            r.saw_nal(7)
+                && r.saw_nal(8)
+                && r.saw_nal(5)
+                && r.frames_since_idr >= 45
+                && r.audio_packets > 50
+        },
+    )
     .await;
     let r = v.received();
-    assert!(r.video_mime.eq_ignore_ascii_case("video/H264"), "{}", summary(&r));
-    assert!(r.audio_mime.eq_ignore_ascii_case("audio/opus"), "{}", summary(&r));
+    assert!(
+        r.video_mime.eq_ignore_ascii_case("video/H264"),
+        "{}",
+        summary(&r)
+    );
+    assert!(
+        r.audio_mime.eq_ignore_ascii_case("audio/opus"),
+        "{}",
+        summary(&r)
+    );
     // Opus packets of 20 ms at 64 kb/s are far from empty.
     assert!(r.audio_bytes / r.audio_packets > 20, "{}", summary(&r));
     let dir = tempdir();
@@ -30,7 +46,11 @@ async fn viewer_receives_decodable_h264_and_opus() {
 }
 
 fn tempdir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("ffwhep-test-{}-{}", std::process::id(), rand::random::<u32>()));
+    let d = std::env::temp_dir().join(format!(
+        "ffwhep-test-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -42,25 +62,47 @@ async fn two_viewers_and_delete_stops_only_one() {
     let b = Viewer::connect(&ff.url).await;
     assert_ne!(a.location, b.location, "sessions share a URL");
     let session = a.location.rsplit('/').next().unwrap();
-    assert!(session.len() >= 32, "session id {session:?} is shorter than 128 bits");
+    assert!(
+        session.len() >= 32,
+        "session id {session:?} is shorter than 128 bits"
+    );
     for v in [&a, &b] {
-        v.wait_for(Duration::from_secs(10), "video and audio", |r| r.video_packets > 30 && r.audio_packets > 10)
-            .await;
+        v.wait_for(Duration::from_secs(10), "video and audio", |r| {
+            r.video_packets > 30 && r.audio_packets > 10
+        })
+        .await;
     }
 
     let http = reqwest::Client::new();
-    let resp = http.delete(format!("{}{}", ff.base(), a.location)).send().await.unwrap();
+    let resp = http
+        .delete(format!("{}{}", ff.base(), a.location))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let state = a.wait_hung_up(Duration::from_secs(2)).await;
-    assert!(state.is_some(), "the deleted viewer's connection did not end within 2 s");
+    assert!(
+        state.is_some(),
+        "the deleted viewer's connection did not end within 2 s"
+    );
     let a_after = a.received().video_packets;
     let b_before = b.received().video_packets;
     tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(a.received().video_packets <= a_after + 5, "the deleted viewer still receives");
-    assert!(b.received().video_packets > b_before + 20, "the other viewer stopped receiving");
+    assert!(
+        a.received().video_packets <= a_after + 5,
+        "the deleted viewer still receives"
+    );
+    assert!(
+        b.received().video_packets > b_before + 20,
+        "the other viewer stopped receiving"
+    );
 
     // The resource is gone now.
-    let again = http.delete(format!("{}{}", ff.base(), a.location)).send().await.unwrap();
+    let again = http
+        .delete(format!("{}{}", ff.base(), a.location))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(again.status(), 404);
     b.close().await;
 }
@@ -71,14 +113,19 @@ async fn sigkill_to_ffmpeg_hangs_up_viewers_and_frees_ports() {
     let mut a = Viewer::connect(&ff.url).await;
     let mut b = Viewer::connect(&ff.url).await;
     for v in [&a, &b] {
-        v.wait_for(Duration::from_secs(10), "video", |r| r.video_packets > 30 && r.audio_packets > 5).await;
+        v.wait_for(Duration::from_secs(10), "video", |r| {
+            r.video_packets > 30 && r.audio_packets > 5
+        })
+        .await;
     }
     let (vport, aport) = ff.ports();
 
     kill(ff.ffmpeg_pid(), libc::SIGKILL);
     let t0 = Instant::now();
     for (name, v) in [("a", &mut a), ("b", &mut b)] {
-        let state = v.wait_hung_up(Duration::from_secs(2).saturating_sub(t0.elapsed())).await;
+        let state = v
+            .wait_hung_up(Duration::from_secs(2).saturating_sub(t0.elapsed()))
+            .await;
         assert!(
             state.is_some(),
             "viewer {name} was not hung up within 2 s ({}; {:?}); log:\n{}",
@@ -90,9 +137,13 @@ async fn sigkill_to_ffmpeg_hangs_up_viewers_and_frees_ports() {
     let status = ff.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "log:\n{}", ff.log());
     let log = ff.log();
-    assert!(log.contains("error: FFmpeg was killed by signal 9 (SIGKILL); its last lines:"), "{log}");
+    assert!(
+        log.contains("error: FFmpeg was killed by signal 9 (SIGKILL); its last lines:"),
+        "{log}"
+    );
     for port in [vport, aport] {
-        std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("port {port} not freed: {e}"));
+        std::net::UdpSocket::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("port {port} not freed: {e}"));
     }
 }
 
@@ -100,10 +151,14 @@ async fn sigkill_to_ffmpeg_hangs_up_viewers_and_frees_ports() {
 async fn sigterm_stops_ffmpeg_gracefully_and_tears_down() {
     let mut ff = Ffwhep::start(&[]);
     let mut v = Viewer::connect(&ff.url).await;
-    v.wait_for(Duration::from_secs(10), "video", |r| r.video_packets > 30).await;
+    v.wait_for(Duration::from_secs(10), "video", |r| r.video_packets > 30)
+        .await;
     let ffmpeg = ff.ffmpeg_pid();
     kill(ff.pid(), libc::SIGTERM);
-    assert!(v.wait_hung_up(Duration::from_secs(5)).await.is_some(), "viewer not hung up");
+    assert!(
+        v.wait_hung_up(Duration::from_secs(5)).await.is_some(),
+        "viewer not hung up"
+    );
     let status = ff.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(143), "log:\n{}", ff.log());
     assert!(!alive(ffmpeg), "FFmpeg outlived ffwhep");
@@ -128,7 +183,8 @@ fn finite_input_ends_cleanly_with_exit_zero() {
     let status = ff.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "log:\n{}", ff.log());
     for port in [vport, aport] {
-        std::net::UdpSocket::bind(("127.0.0.1", port)).unwrap_or_else(|e| panic!("port {port} not freed: {e}"));
+        std::net::UdpSocket::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("port {port} not freed: {e}"));
     }
 }
 
@@ -136,13 +192,23 @@ fn finite_input_ends_cleanly_with_exit_zero() {
 fn failing_ffmpeg_exits_one_with_its_last_lines() {
     let dir = tempdir();
     let profile = dir.join("missing.yaml");
-    std::fs::write(&profile, "id: missing\ninput: [{address: /nonexistent/input.mp4}]\n").unwrap();
+    std::fs::write(
+        &profile,
+        "id: missing\ninput: [{address: /nonexistent/input.mp4}]\n",
+    )
+    .unwrap();
     let mut ff = Ffwhep::start(&[profile.to_str().unwrap()]);
     let status = ff.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(1));
     let log = ff.log();
-    assert!(log.contains("error: FFmpeg exited with status 1; its last lines:"), "{log}");
-    assert!(log.contains("/nonexistent/input.mp4: No such file or directory"), "{log}");
+    assert!(
+        log.contains("error: FFmpeg exited with status 1; its last lines:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("/nonexistent/input.mp4: No such file or directory"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,52 +219,116 @@ async fn whep_statuses_and_cors() {
     let (_pc, _state, _rx, offer) = common::viewer::offer().await;
 
     // Unknown stream: 404 with a reason.
-    let r = http.post(format!("{base}/whep/nope")).header("content-type", "application/sdp").body(offer.clone()).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/whep/nope"))
+        .header("content-type", "application/sdp")
+        .body(offer.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.text().await.unwrap().contains("no such stream"));
 
     // Wrong content type: 415.
-    let r = http.post(&ff.url).header("content-type", "application/json").body("{}").send().await.unwrap();
+    let r = http
+        .post(&ff.url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     assert!(r.text().await.unwrap().contains("expected application/sdp"));
 
     // Not SDP: 400 with the reason.
-    let r = http.post(&ff.url).header("content-type", "application/sdp").body("hello").send().await.unwrap();
+    let r = http
+        .post(&ff.url)
+        .header("content-type", "application/sdp")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("not valid SDP"));
 
     // SDP offering neither H.264 nor Opus: 400.
     let vp8_only = offer
         .lines()
-        .filter(|l| !l.contains("H264") && !l.contains("opus") && !l.starts_with("a=fmtp:125") && !l.starts_with("a=fmtp:109"))
+        .filter(|l| {
+            !l.contains("H264")
+                && !l.contains("opus")
+                && !l.starts_with("a=fmtp:125")
+                && !l.starts_with("a=fmtp:109")
+        })
         .collect::<Vec<_>>()
         .join("\r\n")
         + "\r\n";
-    let r = http.post(&ff.url).header("content-type", "application/sdp").body(vp8_only).send().await.unwrap();
+    let r = http
+        .post(&ff.url)
+        .header("content-type", "application/sdp")
+        .body(vp8_only)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("neither H.264 video nor Opus audio"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("neither H.264 video nor Opus audio")
+    );
 
     // Unknown session: 404. GET on the endpoint: 405 with Allow.
-    let r = http.delete(format!("{}/whep/testsrc/0123456789abcdef0123456789abcdef", base)).send().await.unwrap();
+    let r = http
+        .delete(format!(
+            "{}/whep/testsrc/0123456789abcdef0123456789abcdef",
+            base
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let r = http.get(&ff.url).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert!(r.headers()["allow"].to_str().unwrap().contains("POST"));
 
     // CORS preflight on the endpoint and on a session.
-    let r = http.request(reqwest::Method::OPTIONS, &ff.url)
+    let r = http
+        .request(reqwest::Method::OPTIONS, &ff.url)
         .header("origin", "http://example.test")
         .header("access-control-request-method", "POST")
-        .send().await.unwrap();
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
     let h = r.headers();
     assert_eq!(h["access-control-allow-origin"], "*");
-    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
-    assert!(h["access-control-allow-headers"].to_str().unwrap().to_lowercase().contains("content-type"));
+    assert!(
+        h["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert!(
+        h["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("content-type")
+    );
     assert_eq!(h["accept-post"], "application/sdp");
     let v = Viewer::connect(&ff.url).await;
-    let r = http.request(reqwest::Method::OPTIONS, format!("{base}{}", v.location)).send().await.unwrap();
+    let r = http
+        .request(reqwest::Method::OPTIONS, format!("{base}{}", v.location))
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success());
-    assert!(r.headers()["access-control-allow-methods"].to_str().unwrap().contains("DELETE"));
+    assert!(
+        r.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("DELETE")
+    );
     v.close().await;
 }

@@ -19,8 +19,14 @@ pub struct LegPorts {
 /// no `\r` progress lines, and a `[level]` tag on every log line so each can
 /// be logged at its own severity.
 fn own_globals(profile_globals: &[String]) -> Vec<String> {
-    let mut v = vec!["-hide_banner".to_owned(), "-nostdin".to_owned(), "-nostats".to_owned()];
-    let sets_level = profile_globals.iter().any(|o| o == "-loglevel" || o == "-v");
+    let mut v = vec![
+        "-hide_banner".to_owned(),
+        "-nostdin".to_owned(),
+        "-nostats".to_owned(),
+    ];
+    let sets_level = profile_globals
+        .iter()
+        .any(|o| o == "-loglevel" || o == "-v");
     if !sets_level {
         v.extend(["-loglevel".to_owned(), "level+info".to_owned()]);
     }
@@ -50,12 +56,19 @@ pub fn rtp_leg(leg: &LegPlan, ports: LegPorts) -> Io {
         "-ssrc".to_owned(),
         leg.ssrc.to_string(),
     ]);
-    Io { address: rtp_url(port), options }
+    Io {
+        address: rtp_url(port),
+        options,
+    }
 }
 
 /// The RTP legs of a plan, video first; a leg the profile disabled is absent.
 pub fn rtp_legs(plan: &Plan, ports: LegPorts) -> Vec<Io> {
-    [&plan.video, &plan.audio].into_iter().flatten().map(|l| rtp_leg(l, ports)).collect()
+    [&plan.video, &plan.audio]
+        .into_iter()
+        .flatten()
+        .map(|l| rtp_leg(l, ports))
+        .collect()
 }
 
 /// The full argv after the program name.

@@ -1,7 +1,10 @@
 use super::*;
 use crate::profile::{DEFAULT_AUDIO_ENCODER, DEFAULT_VIDEO_ENCODER, Plan, VIDEO_COPY};
 
-const PORTS: LegPorts = LegPorts { video: 40000, audio: 40001 };
+const PORTS: LegPorts = LegPorts {
+    video: 40000,
+    audio: 40001,
+};
 
 fn plan(yaml: &str) -> Plan {
     Plan::from_yaml(yaml, "t.yaml").unwrap()
@@ -60,7 +63,10 @@ fn legs_split_into_separate_outputs() {
         assert!(!leg.options.iter().any(|o| o.starts_with("rtp://")));
     }
     assert!(legs[0].options.iter().any(|o| o == "-c:v"));
-    assert!(!legs[1].options.iter().any(|o| o == "-c:v"), "video options leaked into audio");
+    assert!(
+        !legs[1].options.iter().any(|o| o == "-c:v"),
+        "video options leaked into audio"
+    );
 }
 
 #[test]
@@ -73,12 +79,23 @@ fn order_is_globals_inputs_outputs_legs() {
     assert_eq!(
         &argv[..13],
         &strings(&[
-            "-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info", "-y", "-re", "-i",
-            "a.mp4", "-i", "b.wav", "-map", "0"
+            "-hide_banner",
+            "-nostdin",
+            "-nostats",
+            "-loglevel",
+            "level+info",
+            "-y",
+            "-re",
+            "-i",
+            "a.mp4",
+            "-i",
+            "b.wav",
+            "-map",
+            "0"
         ])[..]
     );
     assert_eq!(&argv[13..16], &strings(&["-c", "copy", "rec.mkv"])[..]);
-    assert_eq!(legs_of(&argv[16..].to_vec()).len(), 2);
+    assert_eq!(legs_of(&argv[16..]).len(), 2);
 }
 
 #[test]
@@ -91,8 +108,14 @@ fn payload_type_and_ssrc_overrides_reach_the_legs() {
         let i = leg.options.iter().position(|o| o == flag).unwrap();
         leg.options[i + 1].clone()
     };
-    assert_eq!((after(&legs[0], "-payload_type"), after(&legs[0], "-ssrc")), ("96".into(), "5".into()));
-    assert_eq!((after(&legs[1], "-payload_type"), after(&legs[1], "-ssrc")), ("97".into(), "6".into()));
+    assert_eq!(
+        (after(&legs[0], "-payload_type"), after(&legs[0], "-ssrc")),
+        ("96".into(), "5".into())
+    );
+    assert_eq!(
+        (after(&legs[1], "-payload_type"), after(&legs[1], "-ssrc")),
+        ("97".into(), "6".into())
+    );
 }
 
 #[test]
@@ -114,7 +137,10 @@ fn audio_only_and_video_only_build_one_leg() {
 fn copy_passes_h264_through() {
     let p = plan("id: s\ninput: [{address: rtsp://cam}]\nwebrtc: {video: {copy: true}}\n");
     let legs = rtp_legs(&p, PORTS);
-    assert_eq!(&legs[0].options[2..2 + VIDEO_COPY.len()], &strings(VIDEO_COPY)[..]);
+    assert_eq!(
+        &legs[0].options[2..2 + VIDEO_COPY.len()],
+        &strings(VIDEO_COPY)[..]
+    );
     assert!(!legs[0].options.iter().any(|o| o == "libx264"));
 }
 
@@ -127,6 +153,9 @@ fn profile_loglevel_is_not_overridden() {
 
 #[test]
 fn shell_line_quotes_what_needs_it() {
-    let line = shell_line("ffmpeg", &strings(&["-i", "a b.mp4", "expr:gte(t,n_forced*1)", "x&y"]));
+    let line = shell_line(
+        "ffmpeg",
+        &strings(&["-i", "a b.mp4", "expr:gte(t,n_forced*1)", "x&y"]),
+    );
     assert_eq!(line, "ffmpeg -i 'a b.mp4' 'expr:gte(t,n_forced*1)' 'x&y'");
 }

@@ -21,11 +21,16 @@ pub const TAIL_LINES: usize = 20;
 /// FFmpeg could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error("FFmpeg not found: {program:?} is not an executable on PATH or at that path \
-             (install it, e.g. `apt-get install -y ffmpeg`, or pass --ffmpeg PATH / set FFWHEP_FFMPEG)")]
+    #[error(
+        "FFmpeg not found: {program:?} is not an executable on PATH or at that path \
+             (install it, e.g. `apt-get install -y ffmpeg`, or pass --ffmpeg PATH / set FFWHEP_FFMPEG)"
+    )]
     NotFound { program: OsString },
     #[error("cannot start FFmpeg ({program:?}): {source}")]
-    Other { program: OsString, source: io::Error },
+    Other {
+        program: OsString,
+        source: io::Error,
+    },
 }
 
 /// How a run of FFmpeg ended.
@@ -52,13 +57,20 @@ impl Ffmpeg {
     /// if ffwhep dies (parent-death signal) or drops it.
     pub fn spawn(program: &OsString, argv: &[String]) -> Result<Self, SpawnError> {
         let mut cmd = Command::new(program);
-        cmd.args(argv).stdin(std::process::Stdio::null()).kill_on_drop(true);
+        cmd.args(argv)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
         set_parent_death_signal(&mut cmd);
         let stream = ProcessChunkStream::try_from(cmd).map_err(|source| {
             if source.kind() == io::ErrorKind::NotFound {
-                SpawnError::NotFound { program: program.clone() }
+                SpawnError::NotFound {
+                    program: program.clone(),
+                }
             } else {
-                SpawnError::Other { program: program.clone(), source }
+                SpawnError::Other {
+                    program: program.clone(),
+                    source,
+                }
             }
         })?;
         let pid = stream.child().and_then(|c| c.id());
@@ -120,7 +132,11 @@ impl Ffmpeg {
     }
 
     fn take_chunk(&mut self, chunk: Bytes, stderr: bool) {
-        let splitter = if stderr { &mut self.stderr } else { &mut self.stdout };
+        let splitter = if stderr {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
         let mut lines = Vec::new();
         splitter.push(&chunk, |l| lines.push(l));
         for line in lines {
@@ -151,7 +167,11 @@ impl Ffmpeg {
 
 /// Logs one FFmpeg line at the severity its `[level]` tag gives.
 fn log_line(line: &str, stderr: bool) {
-    let severity = if stderr { Severity::of(line) } else { Severity::Debug };
+    let severity = if stderr {
+        Severity::of(line)
+    } else {
+        Severity::Debug
+    };
     match severity {
         Severity::Error => tracing::error!(target: "ffmpeg", "{line}"),
         Severity::Warn => tracing::warn!(target: "ffmpeg", "{line}"),
@@ -250,14 +270,29 @@ mod tests {
 
     #[test]
     fn severity_follows_the_level_tag() {
-        assert_eq!(Severity::of("[libx264 @ 0x55] [info] frame I:3"), Severity::Info);
-        assert_eq!(Severity::of("[error] Error opening input file x"), Severity::Error);
+        assert_eq!(
+            Severity::of("[libx264 @ 0x55] [info] frame I:3"),
+            Severity::Info
+        );
+        assert_eq!(
+            Severity::of("[error] Error opening input file x"),
+            Severity::Error
+        );
         assert_eq!(Severity::of("[fatal] Conversion failed!"), Severity::Error);
-        assert_eq!(Severity::of("[rtp @ 0x1] [warning] Non-monotonous DTS"), Severity::Warn);
-        assert_eq!(Severity::of("[h264 @ 0x1] [debug] nal_unit_type: 5"), Severity::Debug);
+        assert_eq!(
+            Severity::of("[rtp @ 0x1] [warning] Non-monotonous DTS"),
+            Severity::Warn
+        );
+        assert_eq!(
+            Severity::of("[h264 @ 0x1] [debug] nal_unit_type: 5"),
+            Severity::Debug
+        );
         assert_eq!(Severity::of("SDP:"), Severity::Info);
         // A tag quoted later in the message does not count over the real one.
-        assert_eq!(Severity::of("[info] file named [error].mp4"), Severity::Info);
+        assert_eq!(
+            Severity::of("[info] file named [error].mp4"),
+            Severity::Info
+        );
     }
 
     #[test]
@@ -273,7 +308,9 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_not_found() {
-        let err = Ffmpeg::spawn(&"/nonexistent/ffmpeg".into(), &[]).err().unwrap();
+        let err = Ffmpeg::spawn(&"/nonexistent/ffmpeg".into(), &[])
+            .err()
+            .unwrap();
         assert!(matches!(err, SpawnError::NotFound { .. }), "{err}");
         assert!(err.to_string().contains("FFmpeg not found"));
     }
@@ -283,7 +320,10 @@ mod tests {
         let script = "for i in $(seq 1 30); do echo \"[error] line $i\" >&2; done; exit 3";
         let argv = vec!["-c".to_owned(), script.to_owned()];
         let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
-        let exit = ff.wait(CancellationToken::new(), Duration::from_secs(5)).await.unwrap();
+        let exit = ff
+            .wait(CancellationToken::new(), Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(exit.status.code(), Some(3));
         assert!(!exit.stopped);
         assert_eq!(exit.tail.len(), TAIL_LINES);
@@ -293,7 +333,10 @@ mod tests {
     #[tokio::test]
     async fn stop_sends_sigint_then_sigkill() {
         // Ignores SIGINT, so only SIGKILL after the grace ends it.
-        let argv = vec!["-c".to_owned(), "trap '' INT; echo ready; exec sleep 30".to_owned()];
+        let argv = vec![
+            "-c".to_owned(),
+            "trap '' INT; echo ready; exec sleep 30".to_owned(),
+        ];
         let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
         let stop = CancellationToken::new();
         let later = stop.clone();

@@ -26,7 +26,13 @@ impl Ffwhep {
     /// its WHEP URL.
     pub fn start(extra: &[&str]) -> Ffwhep {
         let mut child = bin()
-            .args(["run", "--listen", "127.0.0.1:0", "--ice-addr", "127.0.0.1:0"])
+            .args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--ice-addr",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .env("RUST_LOG", "info,ffwhep=debug")
             .stdout(Stdio::piped())
@@ -85,7 +91,10 @@ impl Ffwhep {
     }
 
     pub fn ports(&self) -> (u16, u16) {
-        (self.field("video_port").unwrap() as u16, self.field("audio_port").unwrap() as u16)
+        (
+            self.field("video_port").unwrap() as u16,
+            self.field("audio_port").unwrap() as u16,
+        )
     }
 
     pub fn pid(&self) -> i32 {
@@ -103,7 +112,10 @@ impl Ffwhep {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("ffwhep did not exit within {within:?}; log:\n{}", self.log());
+                panic!(
+                    "ffwhep did not exit within {within:?}; log:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -119,7 +131,11 @@ impl Drop for Ffwhep {
 
 pub fn kill(pid: i32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill({pid}, {sig}) failed");
+    assert_eq!(
+        unsafe { libc::kill(pid, sig) },
+        0,
+        "kill({pid}, {sig}) failed"
+    );
 }
 
 /// True while a process with `pid` exists (and is not a zombie we reaped).
@@ -133,13 +149,35 @@ pub fn alive(pid: i32) -> bool {
 /// Decodes an Annex B H.264 file with ffprobe: (width, height, frames decoded).
 pub fn probe_h264(path: &std::path::Path) -> (u32, u32, u32) {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-f", "h264", "-select_streams", "v:0", "-count_frames"])
-        .args(["-show_entries", "stream=width,height,nb_read_frames", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "h264",
+            "-select_streams",
+            "v:0",
+            "-count_frames",
+        ])
+        .args([
+            "-show_entries",
+            "stream=width,height,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe not found (apt-get install -y ffmpeg)");
     let text = String::from_utf8_lossy(&out.stdout);
-    let f: Vec<u32> = text.trim().split(',').filter_map(|s| s.trim().parse().ok()).collect();
-    assert_eq!(f.len(), 3, "ffprobe said {text:?} {}", String::from_utf8_lossy(&out.stderr));
+    let f: Vec<u32> = text
+        .trim()
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    assert_eq!(
+        f.len(),
+        3,
+        "ffprobe said {text:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (f[0], f[1], f[2])
 }

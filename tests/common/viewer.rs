@@ -14,8 +14,8 @@ use tokio::sync::{Notify, watch};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry,
-    StatsSelector, register_default_interceptors,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry,
+    Registry, StatsSelector, register_default_interceptors,
 };
 
 /// What a viewer has received so far.
@@ -68,7 +68,9 @@ impl PeerConnectionEventHandler for Events {
         tokio::spawn(async move {
             let mut h264 = H264Packet::default();
             while let Some(evt) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(pkt) = evt else { continue };
+                let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
+                    continue;
+                };
                 let mime = match track.codec(pkt.header.ssrc).await {
                     Some(c) => c.mime_type,
                     None => continue,
@@ -120,7 +122,6 @@ fn engine() -> MediaEngine {
                 ..Default::default()
             },
             payload_type: 96,
-            ..Default::default()
         },
         RtpCodecKind::Video,
     )
@@ -130,12 +131,12 @@ fn engine() -> MediaEngine {
             rtp_codec: RTCRtpCodec {
                 mime_type: MIME_TYPE_H264.into(),
                 clock_rate: 90000,
-                sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+                sdp_fmtp_line:
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
                 ..Default::default()
             },
             // Deliberately not ffwhep's 102: the server must rewrite.
             payload_type: 125,
-            ..Default::default()
         },
         RtpCodecKind::Video,
     )
@@ -150,7 +151,6 @@ fn engine() -> MediaEngine {
                 ..Default::default()
             },
             payload_type: 109,
-            ..Default::default()
         },
         RtpCodecKind::Audio,
     )
@@ -159,13 +159,22 @@ fn engine() -> MediaEngine {
 }
 
 /// Builds a recvonly offer with candidates gathered.
-pub async fn offer() -> (Arc<dyn PeerConnection>, watch::Receiver<RTCPeerConnectionState>, Arc<Mutex<Received>>, String) {
+pub async fn offer() -> (
+    Arc<dyn PeerConnection>,
+    watch::Receiver<RTCPeerConnectionState>,
+    Arc<Mutex<Received>>,
+    String,
+) {
     let mut m = engine();
     let registry = register_default_interceptors(Registry::new(), &mut m).unwrap();
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let gathered = Arc::new(Notify::new());
     let received = Arc::new(Mutex::new(Received::default()));
-    let events = Arc::new(Events { state: state_tx, gathered: gathered.clone(), received: received.clone() });
+    let events = Arc::new(Events {
+        state: state_tx,
+        gathered: gathered.clone(),
+        received: received.clone(),
+    });
     let pc: Arc<dyn PeerConnection> = Arc::new(
         PeerConnectionBuilder::new()
             .with_media_engine(m)
@@ -179,14 +188,19 @@ pub async fn offer() -> (Arc<dyn PeerConnection>, watch::Receiver<RTCPeerConnect
     for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
         pc.add_transceiver_from_kind(
             kind,
-            Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() }),
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
         )
         .await
         .unwrap();
     }
     let offer = pc.create_offer(None).await.unwrap();
     pc.set_local_description(offer).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), gathered.notified()).await.ok();
+    tokio::time::timeout(Duration::from_secs(5), gathered.notified())
+        .await
+        .ok();
     let sdp = pc.local_description().await.unwrap().sdp;
     (pc, state, received, sdp)
 }
@@ -208,13 +222,29 @@ impl Viewer {
         assert!(resp.headers().contains_key("etag"));
         assert_eq!(resp.headers()["content-type"], "application/sdp");
         let answer = resp.text().await.unwrap();
-        assert!(answer.contains("a=sendonly"), "answer is not sendonly:\n{answer}");
-        assert!(answer.contains("a=candidate:"), "answer has no candidates:\n{answer}");
-        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
-        let mut v = Viewer { pc, state, received, location, status };
-        v.wait_state(Duration::from_secs(10), |s| s == RTCPeerConnectionState::Connected)
+        assert!(
+            answer.contains("a=sendonly"),
+            "answer is not sendonly:\n{answer}"
+        );
+        assert!(
+            answer.contains("a=candidate:"),
+            "answer has no candidates:\n{answer}"
+        );
+        pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
             .await
-            .expect("viewer did not connect");
+            .unwrap();
+        let mut v = Viewer {
+            pc,
+            state,
+            received,
+            location,
+            status,
+        };
+        v.wait_state(Duration::from_secs(10), |s| {
+            s == RTCPeerConnectionState::Connected
+        })
+        .await
+        .expect("viewer did not connect");
         v
     }
 
@@ -224,7 +254,11 @@ impl Viewer {
         within: Duration,
         f: impl Fn(RTCPeerConnectionState) -> bool,
     ) -> Option<RTCPeerConnectionState> {
-        tokio::time::timeout(within, self.state.wait_for(|s| f(*s))).await.ok()?.ok().map(|s| *s)
+        tokio::time::timeout(within, self.state.wait_for(|s| f(*s)))
+            .await
+            .ok()?
+            .ok()
+            .map(|s| *s)
     }
 
     /// Waits until the server has ended the connection: its DTLS transport
@@ -236,11 +270,18 @@ impl Viewer {
             let state = *self.state.borrow();
             if matches!(
                 state,
-                RTCPeerConnectionState::Closed | RTCPeerConnectionState::Failed | RTCPeerConnectionState::Disconnected
+                RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Disconnected
             ) {
                 return Some(format!("connection {state}"));
             }
-            if self.dtls_states().await.iter().any(|s| s == "dtls closed" || s == "receiver dtls Ok(Closed)") {
+            if self
+                .dtls_states()
+                .await
+                .iter()
+                .any(|s| s == "dtls closed" || s == "receiver dtls Ok(Closed)")
+            {
                 return Some("DTLS closed by the server".to_owned());
             }
             if tokio::time::Instant::now() >= deadline {
@@ -253,7 +294,10 @@ impl Viewer {
     /// The DTLS transport states from this viewer's stats, and its
     /// connection state, for hang-up detection and diagnostics.
     pub async fn dtls_states(&self) -> Vec<String> {
-        let report = self.pc.get_stats(std::time::Instant::now(), StatsSelector::None).await;
+        let report = self
+            .pc
+            .get_stats(std::time::Instant::now(), StatsSelector::None)
+            .await;
         let mut v: Vec<String> = report
             .iter()
             .filter_map(|e| match e {
@@ -278,7 +322,11 @@ impl Viewer {
     pub async fn wait_for(&self, within: Duration, what: &str, f: impl Fn(&Received) -> bool) {
         let deadline = tokio::time::Instant::now() + within;
         while !f(&self.received()) {
-            assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", summary(&self.received()));
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                summary(&self.received())
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -291,6 +339,11 @@ impl Viewer {
 pub fn summary(r: &Received) -> String {
     format!(
         "video_packets={} audio_packets={} nal_types={:?} h264_bytes={} video_mime={} audio_mime={}",
-        r.video_packets, r.audio_packets, r.nal_types, r.h264.len(), r.video_mime, r.audio_mime
+        r.video_packets,
+        r.audio_packets,
+        r.nal_types,
+        r.h264.len(),
+        r.video_mime,
+        r.audio_mime
     )
 }

@@ -1,0 +1,64 @@
+//! A viewer nobody here wrote: aiortc (Python, `pip install aiortc`) decodes
+//! the stream, and sees the hang-up when FFmpeg is killed.
+
+mod common;
+
+use common::{Ffwhep, kill};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn aiortc_decodes_the_stream_and_is_hung_up_when_ffmpeg_dies() {
+    let mut ff = Ffwhep::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
+    let mut viewer = Command::new("python3")
+        .args([script, &ff.url, "--seconds", "3", "--wait-hangup", "5"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 not found");
+    let mut lines = BufReader::new(viewer.stdout.take().unwrap()).lines();
+    let ready = lines
+        .next()
+        .expect("aiortc viewer printed nothing")
+        .unwrap();
+    assert!(
+        ready.contains("\"ready\": true"),
+        "{ready}; log:\n{}",
+        ff.log()
+    );
+
+    kill(ff.ffmpeg_pid(), libc::SIGKILL);
+    let killed = Instant::now();
+    let line = lines
+        .next()
+        .expect("no summary from the aiortc viewer")
+        .unwrap();
+    let hung_up_after = killed.elapsed();
+    let _ = viewer.wait();
+    let stats: serde_json::Value = serde_json::from_str(&line).unwrap();
+
+    assert_eq!(stats["status"], 201, "{stats}");
+    assert_eq!(
+        (stats["width"].as_u64(), stats["height"].as_u64()),
+        (Some(640), Some(360)),
+        "{stats}"
+    );
+    assert!(
+        stats["video_frames"].as_u64().unwrap() >= 45,
+        "too few frames decoded: {stats}"
+    );
+    assert!(
+        stats["audio_frames"].as_u64().unwrap() >= 50,
+        "too little audio decoded: {stats}"
+    );
+    assert!(
+        stats["hangup_seconds"].is_number(),
+        "aiortc never saw the hang-up: {stats}"
+    );
+    assert!(
+        hung_up_after < Duration::from_secs(2),
+        "hang-up took {hung_up_after:?}: {stats}"
+    );
+    assert_ne!(ff.wait_exit(Duration::from_secs(10)).code(), Some(0));
+}
