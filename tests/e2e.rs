@@ -332,3 +332,33 @@ async fn whep_statuses_and_cors() {
     );
     v.close().await;
 }
+
+#[test]
+fn ffmpeg_does_not_outlive_a_killed_ffwhep() {
+    let mut ff = Ffwhep::start(&[]);
+    let ffmpeg = ff.ffmpeg_pid();
+    assert!(alive(ffmpeg));
+    kill(ff.pid(), libc::SIGKILL);
+    ff.wait_exit(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while alive(ffmpeg) {
+        assert!(
+            Instant::now() < deadline,
+            "FFmpeg {ffmpeg} outlived ffwhep killed with SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_only_profile_serves_opus() {
+    let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/audio-only.yaml");
+    let ff = Ffwhep::start(&[profile]);
+    let v = Viewer::connect(&ff.url).await;
+    v.wait_for(Duration::from_secs(10), "audio", |r| r.audio_packets > 50)
+        .await;
+    let r = v.received();
+    assert_eq!(r.video_packets, 0, "{}", summary(&r));
+    assert!(r.audio_mime.eq_ignore_ascii_case("audio/opus"));
+    v.close().await;
+}

@@ -78,12 +78,25 @@ impl Ffwhep {
         self.url[..i].to_owned()
     }
 
+    /// The first `key=NUMBER` in the log, waiting a little for it: stderr
+    /// is read by another thread than the one that saw the WHEP URL.
     fn field(&self, key: &str) -> Option<u32> {
-        let log = self.log();
         let pat = format!("{key}=");
-        let at = log.find(&pat)? + pat.len();
-        let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().ok()
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.log();
+            if let Some(at) = log.find(&pat) {
+                let digits: String = log[at + pat.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                return digits.parse().ok();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     pub fn ffmpeg_pid(&self) -> i32 {
