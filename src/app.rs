@@ -96,8 +96,7 @@ fn print_args(a: &ArgsArgs) -> Result<u8, Failure> {
 
 async fn run(r: RunArgs) -> Result<u8, Failure> {
     let plan = load(&r.profile)?;
-    let grace = Duration::try_from_secs_f64(r.stop_grace)
-        .map_err(|e| Failure::Setup(anyhow::anyhow!("--stop-grace {}: {e}", r.stop_grace)))?;
+    let grace = r.stop_grace;
     let listener = tokio::net::TcpListener::bind(r.listen).await.map_err(|e| {
         Failure::Setup(anyhow::Error::new(e).context(format!("cannot listen on {}", r.listen)))
     })?;

@@ -4,6 +4,16 @@ use clap::{Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// Seconds as a non-negative decimal number, e.g. `2.5`.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?}: expected a non-negative number of seconds"))
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -53,8 +63,8 @@ pub struct RunArgs {
     #[arg(long = "ice-addr", default_values = ["0.0.0.0:0", "127.0.0.1:0"])]
     pub ice_addrs: Vec<SocketAddr>,
     /// Seconds FFmpeg has to finish after SIGINT before it is killed.
-    #[arg(long, default_value_t = 5.0)]
-    pub stop_grace: f64,
+    #[arg(long, default_value = "5", value_parser = parse_secs)]
+    pub stop_grace: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -67,4 +77,16 @@ pub struct ArgsArgs {
     /// `run` binds its own pair when it starts.
     #[arg(long)]
     pub port: Option<u16>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_parse_and_refuse_nonsense() {
+        assert_eq!(parse_secs("2.5"), Ok(Duration::from_millis(2500)));
+        assert!(parse_secs("-1").is_err());
+        assert!(parse_secs("soon").is_err());
+    }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
@@ -115,6 +116,7 @@ fn is_over(s: RTCPeerConnectionState) -> bool {
 struct Events {
     state: watch::Sender<RTCPeerConnectionState>,
     gathered: Arc<Notify>,
+    label: String,
 }
 
 #[async_trait::async_trait]
@@ -126,64 +128,55 @@ impl PeerConnectionEventHandler for Events {
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        tracing::debug!(%state, "viewer connection state");
+        tracing::debug!(viewer = %self.label, %state, "viewer connection state");
         self.state.send_replace(state);
     }
 }
 
 /// Answers `offer` with a viewer of `media`, negotiating H.264 and Opus.
+/// Log lines of the viewer carry `label` (e.g. the session id).
 pub async fn accept_offer(
     cfg: &PeerConfig,
     media: &StreamMedia,
     offer: &str,
+    label: &str,
 ) -> Result<Viewer, PeerError> {
     let offered = Offered::parse(offer)?;
-    let video = media.video.as_ref().filter(|_| offered.h264);
-    let audio = media.audio.as_ref().filter(|_| offered.opus);
+    let video = media.video.clone().filter(|_| offered.h264);
+    let audio = media.audio.clone().filter(|_| offered.opus);
     if video.is_none() && audio.is_none() {
-        return Err(OfferError::NoCommonCodec(
-            offered.mismatch(media.video.is_some(), media.audio.is_some()),
-        )
-        .into());
+        let why = offered.mismatch(media.video.is_some(), media.audio.is_some());
+        return Err(OfferError::NoCommonCodec(why).into());
     }
     let desc = RTCSessionDescription::offer(offer.to_owned())
         .map_err(|e| OfferError::Unparsable(e.to_string()))?;
-
-    let mut engine = MediaEngine::default();
-    register_codecs(&mut engine).map_err(internal("registering codecs"))?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)
-        .map_err(internal("registering interceptors"))?;
-    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+    let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let gathered = Arc::new(Notify::new());
-    let events = Arc::new(Events {
+    let events = Events {
         state: state_tx,
         gathered: gathered.clone(),
-    });
-    let pc: Arc<dyn PeerConnection> = Arc::new(
-        PeerConnectionBuilder::new()
-            .with_media_engine(engine)
-            .with_interceptor_registry(registry)
-            .with_handler(events)
-            .with_udp_addrs(cfg.ice_addrs.clone())
-            .build()
-            .await
-            .map_err(internal("creating the peer connection"))?,
-    );
-    let viewer_ssrc = rand::random::<u32>();
-    let mut tracks = Vec::new();
-    for (kind, source) in [(RtpCodecKind::Video, video), (RtpCodecKind::Audio, audio)] {
-        let Some(source) = source else { continue };
-        let ssrc = viewer_ssrc.wrapping_add(kind as u32);
-        let track = Arc::new(TrackLocalStaticRTP::new(local_track(kind, ssrc)));
-        let sender = pc
-            .add_track(track.clone() as Arc<dyn TrackLocal>)
-            .await
-            .map_err(internal("adding a track"))?;
-        tracks.push((kind, source.clone(), track, sender, ssrc));
+        label: label.to_owned(),
+    };
+    let pc = build_peer(cfg, events).await?;
+    let result = async {
+        let tracks = add_tracks(
+            &pc,
+            [(RtpCodecKind::Video, video), (RtpCodecKind::Audio, audio)],
+        )
+        .await?;
+        let answer = negotiate(&pc, desc, &gathered, cfg.gather_timeout).await?;
+        let mut forwarders = Vec::new();
+        for t in tracks {
+            let pt = negotiated_pt(&t.sender, t.kind)
+                .await
+                .ok_or_else(|| no_codec_for(t.kind))?;
+            forwarders.push((t, pt));
+        }
+        Ok::<_, PeerError>((answer, forwarders))
     }
-    let result = negotiate(&pc, desc, &gathered, cfg.gather_timeout).await;
-    let answer = match result {
-        Ok(a) => a,
+    .await;
+    let (answer, forwarders) = match result {
+        Ok(r) => r,
         Err(e) => {
             let _ = pc.close().await;
             return Err(e);
@@ -191,37 +184,90 @@ pub async fn accept_offer(
     };
     let cancel = CancellationToken::new();
     let mut bye_tracks = Vec::new();
-    for (kind, source, track, sender, ssrc) in tracks {
-        bye_tracks.push((track.clone(), ssrc));
-        let Some(pt) = negotiated_pt(&sender, kind).await else {
-            let _ = pc.close().await;
-            return Err(OfferError::NoCommonCodec(format!(
-                "the offer's {kind} section accepts no {} codec ffwhep can send",
-                if kind == RtpCodecKind::Video {
-                    "H.264 (packetization-mode=1)"
-                } else {
-                    "Opus"
-                }
-            ))
-            .into());
-        };
+    for (t, pt) in forwarders {
+        bye_tracks.push((t.track.clone(), t.ssrc));
         let fwd = Forwarder {
-            track,
-            source,
+            track: t.track,
+            source: t.source,
             pt,
-            ssrc,
-            state: state_rx.clone(),
+            ssrc: t.ssrc,
+            state: state.clone(),
             cancel: cancel.clone(),
         };
-        tokio::spawn(fwd.run());
+        tokio::spawn(fwd.run().in_current_span());
     }
     Ok(Viewer {
         pc,
         tracks: bye_tracks,
         cancel,
-        state: state_rx,
+        state,
         answer,
     })
+}
+
+fn no_codec_for(kind: RtpCodecKind) -> PeerError {
+    let codec = if kind == RtpCodecKind::Video {
+        "H.264 (packetization-mode=1)"
+    } else {
+        "Opus"
+    };
+    OfferError::NoCommonCodec(format!(
+        "the offer's {kind} section accepts no {codec} that ffwhep can send"
+    ))
+    .into()
+}
+
+async fn build_peer(
+    cfg: &PeerConfig,
+    events: Events,
+) -> Result<Arc<dyn PeerConnection>, PeerError> {
+    let mut engine = MediaEngine::default();
+    register_codecs(&mut engine).map_err(internal("registering codecs"))?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine)
+        .map_err(internal("registering interceptors"))?;
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(events))
+        .with_udp_addrs(cfg.ice_addrs.clone())
+        .build()
+        .await
+        .map_err(internal("creating the peer connection"))?;
+    Ok(Arc::new(pc))
+}
+
+/// A track added to a viewer's connection, before negotiation.
+struct AddedTrack {
+    kind: RtpCodecKind,
+    source: SourceHandle,
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    ssrc: u32,
+}
+
+async fn add_tracks(
+    pc: &Arc<dyn PeerConnection>,
+    sources: [(RtpCodecKind, Option<SourceHandle>); 2],
+) -> Result<Vec<AddedTrack>, PeerError> {
+    let base_ssrc = rand::random::<u32>();
+    let mut added = Vec::new();
+    for (i, (kind, source)) in sources.into_iter().enumerate() {
+        let Some(source) = source else { continue };
+        let ssrc = base_ssrc.wrapping_add(i as u32);
+        let track = Arc::new(TrackLocalStaticRTP::new(local_track(kind, ssrc)));
+        let sender = pc
+            .add_track(track.clone() as Arc<dyn TrackLocal>)
+            .await
+            .map_err(internal("adding a track"))?;
+        added.push(AddedTrack {
+            kind,
+            source,
+            track,
+            sender,
+            ssrc,
+        });
+    }
+    Ok(added)
 }
 
 async fn negotiate(

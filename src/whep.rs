@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use tracing::Instrument;
 
 /// An SDP offer is a few kilobytes; anything far larger is refused.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -224,17 +225,20 @@ async fn subscribe(
     let media = streams.media(&id)?;
     is_sdp(&headers)?;
     let offer = std::str::from_utf8(&body).map_err(|_| WhepError::NotText)?;
-    let viewer = accept_offer(&streams.peer, &media, offer)
-        .await
-        .map_err(|e| match e {
-            PeerError::Offer(o) => WhepError::Offer(o),
-            PeerError::Internal(e) => {
-                tracing::error!(stream = %id, error = %format!("{e:#}"), "viewer setup failed");
-                WhepError::Internal("WebRTC setup failed".into())
-            }
-        })?;
-    let viewer = Arc::new(viewer);
     let session = random_hex();
+    let label = &session[..8];
+    let span = tracing::info_span!("viewer", stream = %id, viewer = %label);
+    let accepted = accept_offer(&streams.peer, &media, offer, label)
+        .instrument(span)
+        .await;
+    let viewer = accepted.map_err(|e| match e {
+        PeerError::Offer(o) => WhepError::Offer(o),
+        PeerError::Internal(e) => {
+            tracing::error!(stream = %id, error = %format!("{e:#}"), "viewer setup failed");
+            WhepError::Internal("WebRTC setup failed".into())
+        }
+    })?;
+    let viewer = Arc::new(viewer);
     if let Err(e) = streams.add_session(&id, &session, viewer.clone()) {
         viewer.hang_up().await;
         return Err(e);
