@@ -1,19 +1,8 @@
 //! ffwhep: run FFmpeg and serve its output to WebRTC viewers over WHEP.
 
-mod app;
-mod cli;
-mod exit;
-mod ffmpeg;
-mod offer;
-mod peer;
-mod ports;
-mod profile;
-mod rtp;
-mod source;
-mod stream;
-mod whep;
 
 use clap::Parser;
+use ffwhep::{app, cli};
 
 /// Without RUST_LOG: ffwhep and FFmpeg at info; the WebRTC stack's per-viewer
 /// chatter (state changes, handshake notes) only when it is a real problem.

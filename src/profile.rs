@@ -7,7 +7,9 @@
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use std::fmt;
+use crate::restart::{RestartConfig, Secs};
 use std::path::Path;
+use std::time::Duration;
 
 /// The profile compiled into the binary: `profiles/testsrc.yaml`.
 pub const BUILTIN_TESTSRC: &str = include_str!("../profiles/testsrc.yaml");
@@ -178,6 +180,18 @@ struct RawProfile {
     output: Vec<RawIo>,
     #[serde(default)]
     webrtc: RawWebRtc,
+    #[serde(default)]
+    restart: RestartConfig,
+    #[serde(default = "default_stale_timeout")]
+    stale_timeout: Secs,
+}
+
+/// How long FFmpeg may go without progress (or a source without RTP) before
+/// it is treated as stalled.
+pub const DEFAULT_STALE_TIMEOUT: Duration = Duration::from_secs(15);
+
+fn default_stale_timeout() -> Secs {
+    Secs(DEFAULT_STALE_TIMEOUT)
 }
 
 #[derive(Deserialize)]
@@ -396,7 +410,7 @@ pub struct LegPlan {
 }
 
 /// A validated profile: everything needed to run one stream.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     pub id: StreamId,
     pub global_options: Vec<String>,
@@ -404,6 +418,9 @@ pub struct Plan {
     pub outputs: Vec<Io>,
     pub video: Option<LegPlan>,
     pub audio: Option<LegPlan>,
+    pub restart: RestartConfig,
+    /// `None` when stall detection is off (`stale_timeout: 0`).
+    pub stale_timeout: Option<Duration>,
 }
 
 impl Plan {
@@ -463,6 +480,8 @@ impl Plan {
                 .collect()
         };
         Plan {
+            restart: raw.restart,
+            stale_timeout: Some(raw.stale_timeout.0).filter(|d| !d.is_zero()),
             global_options: raw.options,
             inputs: io(raw.input.0),
             outputs: io(raw.output),

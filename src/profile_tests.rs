@@ -147,3 +147,32 @@ fn unreadable_file_says_so() {
         "{e}"
     );
 }
+
+#[test]
+fn restart_and_stale_timeout_are_read() {
+    let plan = parse(&format!(
+        "{MINIMAL}restart:\n  policy: on-failure\n  initial_delay: 500ms\n  max_attempts: 3\nstale_timeout: 4\n"
+    ))
+    .unwrap();
+    assert_eq!(plan.restart.policy, crate::restart::Policy::OnFailure);
+    assert_eq!(plan.restart.initial_delay.0, Duration::from_millis(500));
+    assert_eq!(plan.restart.max_attempts, 3);
+    assert_eq!(plan.stale_timeout, Some(Duration::from_secs(4)));
+    let defaults = parse(MINIMAL).unwrap();
+    assert_eq!(defaults.restart.policy, crate::restart::Policy::Never);
+    assert_eq!(defaults.stale_timeout, Some(DEFAULT_STALE_TIMEOUT));
+    let off = parse(&format!("{MINIMAL}stale_timeout: 0\n")).unwrap();
+    assert_eq!(off.stale_timeout, None);
+}
+
+#[test]
+fn bad_restart_values_are_located() {
+    let e = err(&format!("{MINIMAL}restart:\n  policy: sometimes\n"));
+    assert_eq!(e.position.map(|p| p.0), Some(5), "{e}");
+    assert!(e.message.contains("unknown variant `sometimes`"), "{e}");
+    let e = err(&format!("{MINIMAL}restart:\n  factor: 0.5\n"));
+    assert_eq!(e.position, Some((5, 11)), "{e}");
+    let e = err(&format!("{MINIMAL}stale_timeout: soon\n"));
+    assert_eq!(e.position, Some((4, 16)), "{e}");
+    assert!(e.message.contains("expected a duration"), "{e}");
+}

@@ -1,0 +1,20 @@
+//! ffwhep: run FFmpeg and serve its output to WebRTC viewers over WHEP.
+//!
+//! Layers, bottom up: `profile` (the typed plan), `ffmpeg` (argv and the
+//! supervisor), `ports`, `rtp` and `source` (RTP in), `offer` and `peer`
+//! (WebRTC out), `whep` (HTTP), `stream` (one stream's lifecycle), `app`
+//! (the commands) and `smoke` (the built-in viewer that checks a profile).
+
+pub mod app;
+pub mod cli;
+pub mod exit;
+pub mod ffmpeg;
+pub mod offer;
+pub mod peer;
+pub mod ports;
+pub mod profile;
+pub mod restart;
+pub mod rtp;
+pub mod source;
+pub mod stream;
+pub mod whep;
