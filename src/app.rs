@@ -1,19 +1,22 @@
 //! The commands: `check` and `args` (no side effects beyond printing) and
-//! `run`, which wires the HTTP server, signals and one stream together.
+//! `run`, which wires the HTTP server, signals, `--duration` and the streams
+//! together and turns their endings into one exit code.
 
 use crate::cli::{ArgsArgs, Command, ProfileArg, RunArgs};
-use crate::exit::{self, Failure, code};
+use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
+use crate::ffmpeg::supervisor::StopControl;
 use crate::peer::PeerConfig;
 use crate::ports::allocate_pair;
-use crate::profile::{BUILTIN_NAME, Plan};
+use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::stream::{self, StreamRun};
 use crate::whep::{self, Streams};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -94,9 +97,32 @@ fn print_args(a: &ArgsArgs) -> Result<u8, Failure> {
     Ok(code::OK)
 }
 
+/// Loads every profile of `run`, refusing two streams with one id.
+fn load_all(paths: &[PathBuf]) -> Result<Vec<Plan>, Failure> {
+    if paths.is_empty() {
+        return Ok(vec![Plan::builtin()?]);
+    }
+    let mut plans: Vec<(Plan, &PathBuf)> = Vec::new();
+    for path in paths {
+        let plan = Plan::from_file(path)?;
+        if let Some((_, first)) = plans.iter().find(|(p, _)| p.id == plan.id) {
+            return Err(Failure::Profile(ProfileError {
+                file: path.display().to_string(),
+                position: None,
+                message: format!(
+                    "stream id {:?} is already used by {}: ids must be unique",
+                    plan.id.as_str(),
+                    first.display()
+                ),
+            }));
+        }
+        plans.push((plan, path));
+    }
+    Ok(plans.into_iter().map(|(p, _)| p).collect())
+}
+
 async fn run(r: RunArgs) -> Result<u8, Failure> {
-    let plan = load(&r.profile)?;
-    let grace = r.stop_grace;
+    let plans = load_all(&r.profiles)?;
     let listener = tokio::net::TcpListener::bind(r.listen).await.map_err(|e| {
         Failure::Setup(anyhow::Error::new(e).context(format!("cannot listen on {}", r.listen)))
     })?;
@@ -116,21 +142,34 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
         }
     });
 
-    let stop = CancellationToken::new();
-    let signalled = Arc::new(AtomicI32::new(0));
-    tokio::spawn(forward_signals(stop.clone(), signalled.clone()));
+    let ctl = StopControl::new(r.stop_grace);
+    let reason = Arc::new(Mutex::new(None));
+    tokio::spawn(forward_signals(ctl.clone(), reason.clone()));
+    if let Some(d) = r.duration {
+        tokio::spawn(stop_after(d, ctl.clone(), reason.clone()));
+    }
 
-    let url = format!("http://{}/whep/{}", display_addr(http_addr), plan.id);
-    let span = tracing::info_span!("stream", stream = %plan.id);
-    let run = StreamRun {
-        plan,
-        ffmpeg: r.ffmpeg.ffmpeg,
-        streams,
-        stop,
-        grace,
-    };
-    let result = stream::run(run, |_| announce(&url)).instrument(span).await;
-
+    let mut set = JoinSet::new();
+    for plan in plans {
+        let id = plan.id.to_string();
+        let url = format!("http://{}/whep/{}", display_addr(http_addr), plan.id);
+        let span = tracing::info_span!("stream", stream = %plan.id);
+        let run = StreamRun {
+            plan,
+            ffmpeg: r.ffmpeg.ffmpeg.clone(),
+            streams: streams.clone(),
+            ctl: ctl.clone(),
+        };
+        let announce_once = Once::new();
+        let fut = stream::run(run, move |_, _| announce_once.call_once(|| announce(&url)));
+        set.spawn(async move { (id, fut.await) }.instrument(span));
+    }
+    let mut outcomes = Vec::new();
+    while let Some(joined) = set.join_next().await {
+        let (id, result) = joined.map_err(Failure::setup("a stream task failed"))?;
+        let stop = *reason.lock().unwrap_or_else(|p| p.into_inner());
+        outcomes.push((id, result.and_then(|ended| exit::judge(&ended, stop))));
+    }
     http_stop.cancel();
     if tokio::time::timeout(Duration::from_secs(2), server)
         .await
@@ -138,8 +177,7 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
     {
         tracing::warn!("HTTP server did not stop within 2 s");
     }
-    let sig = signalled.load(Ordering::SeqCst);
-    exit::judge(&result?, (sig != 0).then_some(sig))
+    exit::worst(outcomes)
 }
 
 fn announce(url: &str) {
@@ -157,9 +195,9 @@ fn display_addr(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The first SIGINT or SIGTERM asks the stream to stop and is remembered for
-/// the exit code.
-async fn forward_signals(stop: CancellationToken, signalled: Arc<AtomicI32>) {
+/// The first SIGINT or SIGTERM asks every stream to stop (and is
+/// remembered for the exit code); a second one kills FFmpeg at once.
+async fn forward_signals(ctl: StopControl, reason: Arc<Mutex<Option<StopReason>>>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -168,11 +206,35 @@ async fn forward_signals(stop: CancellationToken, signalled: Arc<AtomicI32>) {
         tracing::error!("cannot install signal handlers");
         return;
     };
-    let sig = tokio::select! {
-        _ = int.recv() => libc::SIGINT,
-        _ = term.recv() => libc::SIGTERM,
-    };
-    tracing::info!(signal = exit::signal_name(sig), "stopping");
-    signalled.store(sig, Ordering::SeqCst);
-    stop.cancel();
+    for n in 0.. {
+        let sig = tokio::select! {
+            _ = int.recv() => libc::SIGINT,
+            _ = term.recv() => libc::SIGTERM,
+        };
+        if n == 0 {
+            tracing::info!(signal = exit::signal_name(sig), "stopping");
+            reason
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(StopReason::Signal(sig));
+            ctl.stop.cancel();
+        } else {
+            tracing::warn!(
+                signal = exit::signal_name(sig),
+                "second signal: killing FFmpeg without waiting"
+            );
+            ctl.kill_now.cancel();
+        }
+    }
+}
+
+/// `--duration`: a clean stop once the time is up.
+async fn stop_after(d: Duration, ctl: StopControl, reason: Arc<Mutex<Option<StopReason>>>) {
+    tokio::time::sleep(d).await;
+    tracing::info!(duration_s = d.as_secs_f64(), "duration reached: stopping");
+    reason
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_or_insert(StopReason::Duration);
+    ctl.stop.cancel();
 }

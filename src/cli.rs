@@ -6,6 +6,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::restart::parse_duration(s)
+        .ok_or_else(|| format!("{s:?}: expected a duration such as 30s, 5m or 1.5"))
+}
+
 /// Seconds as a non-negative decimal number, e.g. `2.5`.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -24,11 +29,21 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log format on stderr: `human` lines, or `json`, one object per line.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a stream: spawn FFmpeg and serve it over WHEP until FFmpeg exits.
+    /// Run streams: spawn FFmpeg and serve it over WHEP until the stream ends
+    /// (FFmpeg exits and the restart policy does not start it again).
     Run(RunArgs),
     /// Print the FFmpeg command line `run` would spawn, shell-quoted, without spawning it.
     Args(ArgsArgs),
@@ -51,8 +66,12 @@ pub struct FfmpegArg {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub profile: ProfileArg,
+    /// Stream profiles (YAML), each run as its own stream on one HTTP server.
+    /// Without any, the built-in test pattern (profiles/testsrc.yaml).
+    pub profiles: Vec<PathBuf>,
+    /// Stop cleanly (exit 0) after this long, e.g. `30s`, `5m`, `1.5`.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
     #[command(flatten)]
     pub ffmpeg: FfmpegArg,
     /// HTTP address to serve WHEP on.

@@ -4,6 +4,7 @@
 use crate::ffmpeg::supervisor::{Exit, SpawnError};
 use crate::ports::AllocError;
 use crate::profile::ProfileError;
+use crate::stream::Ended;
 use std::os::unix::process::ExitStatusExt;
 
 /// Exit codes, as documented in README.md.
@@ -37,6 +38,9 @@ pub enum Failure {
     Ffmpeg(String),
     #[error("{0:#}")]
     Setup(anyhow::Error),
+    /// Several streams failed: each with its id. The code is the worst one's.
+    #[error("{}", .0.iter().map(|(id, f)| format!("stream {id}: {f}")).collect::<Vec<_>>().join("\nerror: "))]
+    Several(Vec<(String, Failure)>),
 }
 
 impl Failure {
@@ -47,6 +51,11 @@ impl Failure {
             Failure::Ports(_) => code::PORTS,
             Failure::Ffmpeg(_) => code::FFMPEG_FAILED,
             Failure::Setup(_) => code::SETUP,
+            Failure::Several(list) => list
+                .iter()
+                .map(|(_, f)| f.code())
+                .max_by_key(|c| severity(*c))
+                .unwrap_or(code::OK),
         }
     }
 
@@ -59,21 +68,75 @@ impl Failure {
     }
 }
 
-/// How a finished run maps to an exit code: `Ok` with the code for a clean
-/// end or a stop by signal, `Err` for a failure to report.
-pub fn judge(exit: &Exit, stopped_by: Option<i32>) -> Result<u8, Failure> {
-    if let Some(sig) = stopped_by.filter(|_| exit.stopped) {
-        return Ok(code::SIGNAL_BASE + u8::try_from(sig).unwrap_or(0));
+/// Why ffwhep asked its streams to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// SIGINT or SIGTERM (the number).
+    Signal(i32),
+    /// `--duration` ran out: a clean end.
+    Duration,
+}
+
+impl StopReason {
+    fn code(self) -> u8 {
+        match self {
+            StopReason::Signal(sig) => code::SIGNAL_BASE + u8::try_from(sig).unwrap_or(0),
+            StopReason::Duration => code::OK,
+        }
     }
-    if exit.status.success() {
-        return Ok(code::OK);
+}
+
+/// How an ended stream maps to an exit code: `Ok` with the code for a clean
+/// end or a requested stop, `Err` for a failure to report.
+pub fn judge(ended: &Ended, stop: Option<StopReason>) -> Result<u8, Failure> {
+    match ended {
+        Ended::Stopped => Ok(stop.map_or(code::OK, StopReason::code)),
+        Ended::Exited {
+            exit,
+            stalled: None,
+        } if exit.stopped && stop.is_some() => Ok(stop.map_or(code::OK, StopReason::code)),
+        Ended::Exited {
+            exit,
+            stalled: None,
+        } if exit.status.success() => Ok(code::OK),
+        Ended::Exited { exit, stalled } => {
+            Err(Failure::Ffmpeg(describe(exit, stalled.as_deref(), None)))
+        }
+        Ended::Exhausted {
+            exit,
+            stalled,
+            restarts,
+            window,
+        } => {
+            let gave_up = format!(
+                "restarts exhausted ({restarts} within {} s)",
+                window.as_secs()
+            );
+            Err(Failure::Ffmpeg(describe(
+                exit,
+                stalled.as_deref(),
+                Some(&gave_up),
+            )))
+        }
     }
+}
+
+/// What happened to FFmpeg, with its last lines.
+fn describe(exit: &Exit, stalled: Option<&str>, prefix: Option<&str>) -> String {
     let how = match (exit.status.code(), exit.status.signal()) {
         (Some(c), _) => format!("FFmpeg exited with status {c}"),
         (None, Some(s)) => format!("FFmpeg was killed by signal {s} ({})", signal_name(s)),
         _ => format!("FFmpeg ended: {}", exit.status),
     };
-    let mut msg = how;
+    let mut msg = String::new();
+    if let Some(p) = prefix {
+        msg.push_str(p);
+        msg.push_str("; last run: ");
+    }
+    if let Some(why) = stalled {
+        msg.push_str(&format!("FFmpeg stalled ({why}) and was stopped; "));
+    }
+    msg.push_str(&how);
     if !exit.tail.is_empty() {
         msg.push_str("; its last lines:");
         for line in &exit.tail {
@@ -81,7 +144,37 @@ pub fn judge(exit: &Exit, stopped_by: Option<i32>) -> Result<u8, Failure> {
             msg.push_str(line);
         }
     }
-    Err(Failure::Ffmpeg(msg))
+    msg
+}
+
+/// One exit for several streams: the worst outcome decides the code; every
+/// failure is reported.
+pub fn worst(outcomes: Vec<(String, Result<u8, Failure>)>) -> Result<u8, Failure> {
+    let single = outcomes.len() == 1;
+    let mut best_ok = code::OK;
+    let mut failures = Vec::new();
+    for (id, outcome) in outcomes {
+        match outcome {
+            Ok(c) if severity(c) > severity(best_ok) => best_ok = c,
+            Ok(_) => {}
+            Err(f) => failures.push((id, f)),
+        }
+    }
+    match failures.len() {
+        0 => Ok(best_ok),
+        1 if single => Err(failures.pop().map(|(_, f)| f).expect("one failure")),
+        _ => Err(Failure::Several(failures)),
+    }
+}
+
+/// Orders exit codes from best to worst, for a process that ran several
+/// streams: clean, then stopped by a signal, then failures.
+pub fn severity(code: u8) -> u16 {
+    match code {
+        code::OK => 0,
+        c if c >= code::SIGNAL_BASE => 1,
+        c => 2 + u16::from(c),
+    }
 }
 
 pub fn signal_name(sig: i32) -> &'static str {
@@ -100,23 +193,28 @@ pub fn signal_name(sig: i32) -> &'static str {
 mod tests {
     use super::*;
     use std::process::ExitStatus;
+    use std::time::Duration;
 
-    fn exit(raw: i32, stopped: bool) -> Exit {
-        Exit {
+    fn exited(raw: i32, stopped: bool) -> Ended {
+        let exit = Exit {
             status: ExitStatus::from_raw(raw),
             stopped,
             tail: vec!["[error] boom".into()],
+        };
+        Ended::Exited {
+            exit,
+            stalled: None,
         }
     }
 
     #[test]
     fn clean_exit_is_zero() {
-        assert_eq!(judge(&exit(0, false), None).unwrap(), code::OK);
+        assert_eq!(judge(&exited(0, false), None).unwrap(), code::OK);
     }
 
     #[test]
     fn failure_carries_status_and_tail() {
-        let f = judge(&exit(1 << 8, false), None).unwrap_err();
+        let f = judge(&exited(1 << 8, false), None).unwrap_err();
         assert_eq!(f.code(), code::FFMPEG_FAILED);
         let msg = f.to_string();
         assert!(
@@ -127,7 +225,7 @@ mod tests {
 
     #[test]
     fn killed_ffmpeg_is_a_failure() {
-        let f = judge(&exit(libc::SIGKILL, false), None).unwrap_err();
+        let f = judge(&exited(libc::SIGKILL, false), None).unwrap_err();
         assert!(
             f.to_string().contains("killed by signal 9 (SIGKILL)"),
             "{f}"
@@ -135,12 +233,62 @@ mod tests {
     }
 
     #[test]
-    fn stop_by_signal_is_128_plus_signal() {
+    fn stop_by_signal_is_128_plus_signal_and_duration_is_clean() {
         // FFmpeg exits 255 after SIGINT: still a stop, not a failure.
+        let sigterm = Some(StopReason::Signal(libc::SIGTERM));
+        assert_eq!(judge(&exited(255 << 8, true), sigterm).unwrap(), 143);
         assert_eq!(
-            judge(&exit(255 << 8, true), Some(libc::SIGTERM)).unwrap(),
-            143
+            judge(&exited(0, true), Some(StopReason::Signal(libc::SIGINT))).unwrap(),
+            130
         );
-        assert_eq!(judge(&exit(0, true), Some(libc::SIGINT)).unwrap(), 130);
+        assert_eq!(
+            judge(&exited(255 << 8, true), Some(StopReason::Duration)).unwrap(),
+            0
+        );
+        assert_eq!(judge(&Ended::Stopped, sigterm).unwrap(), 143);
+    }
+
+    #[test]
+    fn stall_and_exhaustion_are_failures_that_say_so() {
+        let exit = Exit {
+            status: ExitStatus::from_raw(255 << 8),
+            stopped: true,
+            tail: vec![],
+        };
+        let stalled = Ended::Exited {
+            exit,
+            stalled: Some("no RTP on the video source for 5 s".into()),
+        };
+        let msg = judge(&stalled, None).unwrap_err().to_string();
+        assert!(
+            msg.contains("FFmpeg stalled (no RTP on the video source for 5 s)"),
+            "{msg}"
+        );
+        let exit = Exit {
+            status: ExitStatus::from_raw(1 << 8),
+            stopped: false,
+            tail: vec![],
+        };
+        let gave_up = Ended::Exhausted {
+            exit,
+            stalled: None,
+            restarts: 3,
+            window: Duration::from_secs(60),
+        };
+        let f = judge(&gave_up, None).unwrap_err();
+        assert_eq!(f.code(), code::FFMPEG_FAILED);
+        assert!(
+            f.to_string().starts_with(
+                "restarts exhausted (3 within 60 s); last run: FFmpeg exited with status 1"
+            ),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn severity_ranks_failures_over_signals_over_clean() {
+        assert!(severity(0) < severity(130));
+        assert!(severity(143) < severity(1));
+        assert!(severity(1) < severity(3));
     }
 }

@@ -4,10 +4,10 @@
 //! Every check that can fail runs while serde_yaml walks the document, so each
 //! error carries the line and column of the value that is wrong.
 
+use crate::restart::{RestartConfig, Secs};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use std::fmt;
-use crate::restart::{RestartConfig, Secs};
 use std::path::Path;
 use std::time::Duration;
 

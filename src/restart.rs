@@ -78,7 +78,8 @@ impl<'de> Deserialize<'de> for Secs {
 
 struct SecsVisitor;
 
-const DURATION_EXPECTED: &str = "a duration: seconds (e.g. 2.5) or a number with ms, s, m or h (e.g. \"500ms\")";
+const DURATION_EXPECTED: &str =
+    "a duration: seconds (e.g. 2.5) or a number with ms, s, m or h (e.g. \"500ms\")";
 
 impl de::Visitor<'_> for SecsVisitor {
     type Value = Secs;
@@ -92,22 +93,30 @@ impl de::Visitor<'_> for SecsVisitor {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Secs, E> {
-        u64::try_from(v).map(|v| Secs(Duration::from_secs(v))).map_err(|_| E::custom(format!("{v}: expected {DURATION_EXPECTED}")))
+        u64::try_from(v)
+            .map(|v| Secs(Duration::from_secs(v)))
+            .map_err(|_| E::custom(format!("{v}: expected {DURATION_EXPECTED}")))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Secs, E> {
-        Duration::try_from_secs_f64(v).map(Secs).map_err(|_| E::custom(format!("{v}: expected {DURATION_EXPECTED}")))
+        Duration::try_from_secs_f64(v)
+            .map(Secs)
+            .map_err(|_| E::custom(format!("{v}: expected {DURATION_EXPECTED}")))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Secs, E> {
-        parse_duration(v).map(Secs).ok_or_else(|| E::custom(format!("{v:?}: expected {DURATION_EXPECTED}")))
+        parse_duration(v)
+            .map(Secs)
+            .ok_or_else(|| E::custom(format!("{v:?}: expected {DURATION_EXPECTED}")))
     }
 }
 
 /// Parses `1.5`, `500ms`, `2s`, `5m`, `1h`.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().ok()?;
     let scale = match unit.trim() {
@@ -126,8 +135,12 @@ pub struct Factor(pub f64);
 
 impl<'de> Deserialize<'de> for Factor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_f64(RangeVisitor { min: 1.0, max: 100.0, what: "a backoff factor from 1 to 100" })
-            .map(Factor)
+        d.deserialize_f64(RangeVisitor {
+            min: 1.0,
+            max: 100.0,
+            what: "a backoff factor from 1 to 100",
+        })
+        .map(Factor)
     }
 }
 
@@ -137,7 +150,12 @@ pub struct Fraction(pub f64);
 
 impl<'de> Deserialize<'de> for Fraction {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_f64(RangeVisitor { min: 0.0, max: 1.0, what: "a fraction from 0 to 1" }).map(Fraction)
+        d.deserialize_f64(RangeVisitor {
+            min: 0.0,
+            max: 1.0,
+            what: "a fraction from 0 to 1",
+        })
+        .map(Fraction)
     }
 }
 
@@ -202,7 +220,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(cfg: RestartConfig) -> Self {
-        Self { cfg, attempt: 0, recent: VecDeque::new() }
+        Self {
+            cfg,
+            attempt: 0,
+            recent: VecDeque::new(),
+        }
     }
 
     pub fn policy(&self) -> Policy {
@@ -224,19 +246,31 @@ impl Backoff {
             self.attempt = 0;
         }
         let window = self.cfg.window.0;
-        while self.recent.front().is_some_and(|t| now.saturating_duration_since(*t) >= window) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= window)
+        {
             self.recent.pop_front();
         }
         if self.recent.len() >= self.cfg.max_attempts as usize {
-            return Decision::Exhausted { restarts: self.recent.len(), window };
+            return Decision::Exhausted {
+                restarts: self.recent.len(),
+                window,
+            };
         }
-        let base = self.cfg.initial_delay.0.as_secs_f64() * self.cfg.factor.0.powi(self.attempt.min(64) as i32);
+        let base = self.cfg.initial_delay.0.as_secs_f64()
+            * self.cfg.factor.0.powi(self.attempt.min(64) as i32);
         let capped = base.min(self.cfg.max_delay.0.as_secs_f64());
         let jitter = self.cfg.jitter.0 * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
-        let delay = Duration::try_from_secs_f64((capped * (1.0 + jitter)).max(0.0)).unwrap_or(self.cfg.max_delay.0);
+        let delay = Duration::try_from_secs_f64((capped * (1.0 + jitter)).max(0.0))
+            .unwrap_or(self.cfg.max_delay.0);
         self.attempt += 1;
         self.recent.push_back(now);
-        Decision::RestartAfter { delay, attempt: self.attempt }
+        Decision::RestartAfter {
+            delay,
+            attempt: self.attempt,
+        }
     }
 }
 

@@ -13,8 +13,14 @@ fn cfg(policy: Policy) -> RestartConfig {
     }
 }
 
-const FAIL: RunEnd = RunEnd { clean: false, ran_for: Duration::from_secs(1) };
-const CLEAN: RunEnd = RunEnd { clean: true, ran_for: Duration::from_secs(1) };
+const FAIL: RunEnd = RunEnd {
+    clean: false,
+    ran_for: Duration::from_secs(1),
+};
+const CLEAN: RunEnd = RunEnd {
+    clean: true,
+    ran_for: Duration::from_secs(1),
+};
 
 fn delay(d: Decision) -> Duration {
     match d {
@@ -26,7 +32,10 @@ fn delay(d: Decision) -> Duration {
 #[test]
 fn never_stops_and_on_failure_skips_clean_ends() {
     let now = Instant::now();
-    assert_eq!(Backoff::new(cfg(Policy::Never)).after(FAIL, now, 0.5), Decision::Stop);
+    assert_eq!(
+        Backoff::new(cfg(Policy::Never)).after(FAIL, now, 0.5),
+        Decision::Stop
+    );
     let mut b = Backoff::new(cfg(Policy::OnFailure));
     assert_eq!(b.after(CLEAN, now, 0.5), Decision::Stop);
     assert_eq!(delay(b.after(FAIL, now, 0.5)), Duration::from_secs(1));
@@ -55,7 +64,10 @@ fn jitter_stays_within_its_fraction() {
     let low = delay(Backoff::new(c.clone()).after(FAIL, now, 0.0));
     let high = delay(Backoff::new(c.clone()).after(FAIL, now, 0.999_999));
     assert_eq!(low, Duration::from_millis(800));
-    assert!(high > Duration::from_millis(1199) && high <= Duration::from_millis(1200), "{high:?}");
+    assert!(
+        high > Duration::from_millis(1199) && high <= Duration::from_millis(1200),
+        "{high:?}"
+    );
 }
 
 #[test]
@@ -67,10 +79,16 @@ fn too_many_restarts_in_the_window_exhaust() {
     }
     assert_eq!(
         b.after(FAIL, now, 0.5),
-        Decision::Exhausted { restarts: 5, window: Duration::from_secs(60) }
+        Decision::Exhausted {
+            restarts: 5,
+            window: Duration::from_secs(60)
+        }
     );
     // Once the window has moved past them, restarts are allowed again.
-    assert!(matches!(b.after(FAIL, now + Duration::from_secs(61), 0.5), Decision::RestartAfter { .. }));
+    assert!(matches!(
+        b.after(FAIL, now + Duration::from_secs(61), 0.5),
+        Decision::RestartAfter { .. }
+    ));
 }
 
 #[test]
@@ -80,8 +98,17 @@ fn a_healthy_run_resets_the_backoff() {
     for _ in 0..3 {
         delay(b.after(FAIL, now, 0.5));
     }
-    let healthy = RunEnd { clean: false, ran_for: Duration::from_secs(31) };
-    assert_eq!(b.after(healthy, now, 0.5), Decision::RestartAfter { delay: Duration::from_secs(1), attempt: 1 });
+    let healthy = RunEnd {
+        clean: false,
+        ran_for: Duration::from_secs(31),
+    };
+    assert_eq!(
+        b.after(healthy, now, 0.5),
+        Decision::RestartAfter {
+            delay: Duration::from_secs(1),
+            attempt: 1
+        }
+    );
 }
 
 #[test]

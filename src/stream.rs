@@ -1,37 +1,122 @@
-//! One stream's lifecycle: bind the port pair and start the sources, publish
-//! them, spawn FFmpeg, and when it exits run the teardown broadcast in order:
-//! every viewer hung up, then the sources closed, then the ports are free.
+//! One stream's lifecycle. Each FFmpeg run is a full cycle: bind the port
+//! pair and start the sources, publish them, spawn FFmpeg and watch it for
+//! stalls, and when it exits run the teardown broadcast in order: every
+//! viewer hung up, then the sources closed, then the ports are free. The
+//! restart policy then decides whether another run follows.
 
 use crate::exit::Failure;
 use crate::ffmpeg::args::{self, LegPorts};
-use crate::ffmpeg::supervisor::{Exit, Ffmpeg};
+use crate::ffmpeg::progress::Progress;
+use crate::ffmpeg::supervisor::{Exit, Ffmpeg, StopControl};
 use crate::peer::StreamMedia;
 use crate::ports::allocate_pair;
 use crate::profile::Plan;
-use crate::source::Source;
+use crate::restart::{Backoff, Decision, RunEnd};
+use crate::source::{Source, SourceStats};
 use crate::whep::Streams;
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// How often the watchdog looks at progress and the sources.
+const WATCH_TICK: Duration = Duration::from_secs(1);
+/// How often progress is logged.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(30);
 
 /// What a stream needs to run.
 pub struct StreamRun {
     pub plan: Plan,
     pub ffmpeg: OsString,
     pub streams: Arc<Streams>,
-    /// Fires to ask FFmpeg to stop.
-    pub stop: CancellationToken,
-    /// How long FFmpeg has to stop after SIGINT before SIGKILL.
-    pub grace: Duration,
+    /// Stops the stream: the running FFmpeg, or the wait for the next run.
+    pub ctl: StopControl,
 }
 
-/// Runs the stream until FFmpeg exits, then tears it down. `ready` is called
-/// once FFmpeg has been spawned, with the port pair.
-pub async fn run(run: StreamRun, ready: impl FnOnce(LegPorts)) -> Result<Exit, Failure> {
+/// How a stream ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// FFmpeg exited and no restart follows. `stalled` says why ffwhep
+    /// stopped it, when it did.
+    Exited { exit: Exit, stalled: Option<String> },
+    /// The restart policy gave up: too many restarts within its window.
+    Exhausted {
+        exit: Exit,
+        stalled: Option<String>,
+        restarts: usize,
+        window: Duration,
+    },
+    /// Stopped on request while waiting to restart.
+    Stopped,
+}
+
+/// Runs the stream until it ends for good. `ready` is called after each
+/// spawn of FFmpeg, with the run number and the port pair.
+pub async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended, Failure> {
     let id = run.plan.id.to_string();
     run.streams.declare(&id);
+    let mut backoff = Backoff::new(run.plan.restart.clone());
+    let mut number = 0;
+    let ended = loop {
+        number += 1;
+        let started = Instant::now();
+        let span = tracing::info_span!("run", run = number);
+        let (exit, stalled) = match one_run(&run, &id, number, &ready).instrument(span).await {
+            Ok(r) => r,
+            Err(f) => {
+                run.streams.remove(&id);
+                return Err(f);
+            }
+        };
+        if run.ctl.stop.is_cancelled() {
+            break Ended::Exited {
+                exit,
+                stalled: None,
+            };
+        }
+        let end = RunEnd {
+            clean: exit.status.success() && stalled.is_none(),
+            ran_for: started.elapsed(),
+        };
+        let decision = backoff.after(end, std::time::Instant::now(), rand::random::<f64>());
+        let (delay, attempt) = match decision {
+            Decision::Stop => break Ended::Exited { exit, stalled },
+            Decision::Exhausted { restarts, window } => {
+                tracing::error!(stream = %id, run = number, restarts, window_s = window.as_secs(), status = %exit.status, "restarts exhausted");
+                break Ended::Exhausted {
+                    exit,
+                    stalled,
+                    restarts,
+                    window,
+                };
+            }
+            Decision::RestartAfter { delay, attempt } => (delay, attempt),
+        };
+        tracing::warn!(
+            stream = %id, run = number, attempt, status = %exit.status, stalled = stalled.as_deref(),
+            delay_ms = delay.as_millis() as u64, policy = %backoff.policy(), "FFmpeg exited; restarting after the delay"
+        );
+        run.streams
+            .wait_for_restart(&id, std::time::Instant::now() + delay);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = run.ctl.stop.cancelled() => break Ended::Stopped,
+        }
+    };
+    run.streams.remove(&id);
+    Ok(ended)
+}
+
+/// One FFmpeg run, from binding the ports to the end of the teardown.
+async fn one_run(
+    run: &StreamRun,
+    id: &str,
+    number: u32,
+    ready: &impl Fn(u32, LegPorts),
+) -> Result<(Exit, Option<String>), Failure> {
     let pair = allocate_pair()?;
     let ports = LegPorts {
         video: pair.video_port(),
@@ -50,25 +135,114 @@ pub async fn run(run: StreamRun, ready: impl FnOnce(LegPorts)) -> Result<Exit, F
         video: run.plan.video.as_ref().map(|_| video.handle()),
         audio: run.plan.audio.as_ref().map(|_| audio.handle()),
     };
-    run.streams.publish(&id, media);
+    let watched: Vec<_> = [(&media.video, "video"), (&media.audio, "audio")]
+        .into_iter()
+        .filter_map(|(h, name)| h.as_ref().map(|h| (name, h.stats.clone())))
+        .collect();
+    run.streams.publish(id, media);
 
     let argv = args::build(&run.plan, ports);
     tracing::debug!(command = %args::shell_line(&run.ffmpeg.to_string_lossy(), &argv), "spawning FFmpeg");
     let result = match Ffmpeg::spawn(&run.ffmpeg, &argv) {
         Ok(ff) => {
             tracing::info!(pid = ff.pid(), "FFmpeg started");
-            ready(ports);
-            ff.wait(run.stop.clone(), run.grace)
-                .await
-                .map_err(Failure::setup("waiting for FFmpeg"))
+            ready(number, ports);
+            supervise(ff, run, watched).await
         }
         Err(e) => Err(Failure::from(e)),
     };
-    if let Ok(exit) = &result {
+    if let Ok((exit, _)) = &result {
         tracing::info!(status = %exit.status, "FFmpeg exited");
     }
-    teardown(&id, &run.streams, video, audio).await;
+    teardown(id, &run.streams, video, audio).await;
     result
+}
+
+/// Waits for FFmpeg while a watchdog looks for stalls; a stall stops this run
+/// (SIGINT, then SIGKILL after the grace) without stopping the stream.
+async fn supervise(
+    ff: Ffmpeg,
+    run: &StreamRun,
+    sources: Vec<(&'static str, Arc<SourceStats>)>,
+) -> Result<(Exit, Option<String>), Failure> {
+    let ctl = StopControl {
+        stop: run.ctl.stop.child_token(),
+        kill_now: run.ctl.kill_now.clone(),
+        grace: run.ctl.grace,
+    };
+    let (progress_tx, progress_rx) = watch::channel(None);
+    let wait = ff.wait(ctl.clone(), progress_tx);
+    tokio::pin!(wait);
+    let mut stalled = None;
+    let dog = watchdog(progress_rx, sources, run.plan.stale_timeout);
+    tokio::pin!(dog);
+    loop {
+        tokio::select! {
+            exit = &mut wait => {
+                let exit = exit.map_err(Failure::setup("waiting for FFmpeg"))?;
+                return Ok((exit, stalled));
+            }
+            why = &mut dog, if stalled.is_none() => {
+                tracing::warn!(reason = %why, "FFmpeg stalled; stopping it");
+                stalled = Some(why);
+                ctl.stop.cancel();
+            }
+        }
+    }
+}
+
+/// Resolves with the reason once FFmpeg has made no progress, or a source
+/// has had no RTP, for `timeout`; never when `timeout` is `None`. Logs
+/// progress now and then.
+async fn watchdog(
+    mut progress: watch::Receiver<Option<Progress>>,
+    sources: Vec<(&'static str, Arc<SourceStats>)>,
+    timeout: Option<Duration>,
+) -> String {
+    let start = Instant::now();
+    let mut last_progress = (start, Progress::default());
+    let mut last_rtp: Vec<(Instant, u64)> = sources.iter().map(|_| (start, 0)).collect();
+    let mut logged = start;
+    let mut tick = tokio::time::interval(WATCH_TICK);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        if let Some(p) = progress.borrow_and_update().clone() {
+            if p.advanced_from(&last_progress.1) {
+                last_progress = (now, p.clone());
+            }
+            if now.duration_since(logged) >= PROGRESS_LOG_EVERY {
+                logged = now;
+                tracing::info!(
+                    frame = p.frame,
+                    fps = p.fps,
+                    bitrate_kbps = p.bitrate_kbps,
+                    speed = p.speed,
+                    drop_frames = p.drop_frames,
+                    dup_frames = p.dup_frames,
+                    "progress"
+                );
+            }
+        }
+        for ((_, stats), last) in sources.iter().zip(&mut last_rtp) {
+            let n = stats.rtp_packets.load(Relaxed);
+            if n != last.1 {
+                *last = (now, n);
+            }
+        }
+        let Some(timeout) = timeout else { continue };
+        if now.duration_since(last_progress.0) >= timeout {
+            return format!("no progress from FFmpeg for {} s", timeout.as_secs_f64());
+        }
+        for ((name, _), last) in sources.iter().zip(&last_rtp) {
+            if now.duration_since(last.0) >= timeout {
+                return format!(
+                    "no RTP on the {name} source for {} s",
+                    timeout.as_secs_f64()
+                );
+            }
+        }
+    }
 }
 
 /// Hangs up every viewer, then closes both sources; the ports are free when
@@ -96,4 +270,68 @@ async fn teardown(id: &str, streams: &Streams, video: Source, audio: Source) {
         viewers_hung_up = hung_up,
         "teardown done: viewers hung up, sources closed, ports freed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_fires_on_missing_progress() {
+        let (tx, rx) = watch::channel(None);
+        let dog = tokio::spawn(watchdog(rx, vec![], Some(Duration::from_secs(5))));
+        // Progress for 3 s, then silence.
+        for frame in 1..=3 {
+            tx.send_replace(Some(Progress {
+                frame,
+                ..Default::default()
+            }));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let started_silence = Instant::now();
+        let why = dog.await.unwrap();
+        assert!(why.contains("no progress from FFmpeg for 5 s"), "{why}");
+        let waited = Instant::now().duration_since(started_silence);
+        assert!(
+            waited >= Duration::from_secs(4) && waited <= Duration::from_secs(6),
+            "{waited:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_fires_on_a_silent_source() {
+        let (tx, rx) = watch::channel(None);
+        let video = Arc::new(SourceStats::default());
+        let dog = tokio::spawn(watchdog(
+            rx,
+            vec![("video", video.clone())],
+            Some(Duration::from_secs(5)),
+        ));
+        for frame in 1..=20 {
+            tx.send_replace(Some(Progress {
+                frame,
+                ..Default::default()
+            }));
+            if frame < 3 {
+                video.rtp_packets.fetch_add(10, Relaxed);
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if dog.is_finished() {
+                break;
+            }
+        }
+        let why = dog.await.unwrap();
+        assert!(why.contains("no RTP on the video source"), "{why}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_without_timeout_never_fires() {
+        let (_tx, rx) = watch::channel(None);
+        let dog = watchdog(rx, vec![], None);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(3600), dog)
+                .await
+                .is_err()
+        );
+    }
 }

@@ -15,12 +15,24 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 use tracing::Instrument;
 
 /// An SDP offer is a few kilobytes; anything far larger is refused.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
-/// Seconds a client is told to wait before retrying a stream with no media.
+/// Seconds a client is told to wait when no restart time is known (the
+/// stream is starting or tearing down).
 const RETRY_AFTER_SECS: u64 = 1;
+
+/// Whole seconds until `next_run`, at least 1.
+fn retry_after(next_run: Option<Instant>) -> u64 {
+    next_run
+        .map_or(RETRY_AFTER_SECS, |at| {
+            let left = at.saturating_duration_since(Instant::now());
+            left.as_secs() + u64::from(left.subsec_nanos() > 0)
+        })
+        .max(1)
+}
 
 /// Every stream this process serves, and their viewers.
 pub struct Streams {
@@ -32,6 +44,8 @@ pub struct Streams {
 struct Slot {
     /// The live sources; `None` while no FFmpeg run feeds the stream.
     media: Option<StreamMedia>,
+    /// When the next run is due, while the stream waits to restart.
+    next_run: Option<Instant>,
     sessions: HashMap<String, Arc<Viewer>>,
 }
 
@@ -56,7 +70,22 @@ impl Streams {
 
     /// Puts live sources behind `id`.
     pub fn publish(&self, id: &str, media: StreamMedia) {
-        self.lock().entry(id.to_owned()).or_default().media = Some(media);
+        let mut map = self.lock();
+        let slot = map.entry(id.to_owned()).or_default();
+        slot.media = Some(media);
+        slot.next_run = None;
+    }
+
+    /// Marks `id` as waiting to restart at `at` (for `Retry-After`).
+    pub fn wait_for_restart(&self, id: &str, at: Instant) {
+        if let Some(slot) = self.lock().get_mut(id) {
+            slot.next_run = Some(at);
+        }
+    }
+
+    /// Forgets `id`: the stream has ended for good.
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
     }
 
     /// Takes the sources away from `id` and hands back every viewer, for the
@@ -78,8 +107,12 @@ impl Streams {
     fn media(&self, id: &str) -> Result<StreamMedia, WhepError> {
         match self.lock().get(id) {
             None => Err(WhepError::UnknownStream),
-            Some(Slot { media: None, .. }) => Err(WhepError::NotLive),
             Some(Slot { media: Some(m), .. }) => Ok(m.clone()),
+            Some(Slot {
+                media: None,
+                next_run,
+                ..
+            }) => Err(WhepError::NotLive(retry_after(*next_run))),
         }
     }
 
@@ -91,7 +124,7 @@ impl Streams {
                 slot.sessions.insert(session.to_owned(), viewer);
                 Ok(())
             }
-            Some(_) => Err(WhepError::NotLive),
+            Some(slot) => Err(WhepError::NotLive(retry_after(slot.next_run))),
             None => Err(WhepError::UnknownStream),
         }
     }
@@ -108,8 +141,8 @@ enum WhepError {
     UnknownStream,
     #[error("no such session")]
     UnknownSession,
-    #[error("the stream has no live source right now; retry shortly")]
-    NotLive,
+    #[error("the stream has no live source right now; retry in {0} s")]
+    NotLive(u64),
     #[error("unsupported content type {0:?}: expected application/sdp")]
     ContentType(String),
     #[error("the offer is not UTF-8 text")]
@@ -124,7 +157,7 @@ impl WhepError {
     fn status(&self) -> StatusCode {
         match self {
             WhepError::UnknownStream | WhepError::UnknownSession => StatusCode::NOT_FOUND,
-            WhepError::NotLive => StatusCode::CONFLICT,
+            WhepError::NotLive(_) => StatusCode::CONFLICT,
             WhepError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WhepError::NotText | WhepError::Offer(_) => StatusCode::BAD_REQUEST,
             WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -16,14 +16,21 @@ pub struct LegPorts {
 }
 
 /// Options ffwhep always gives FFmpeg: no banner, never read the terminal,
-/// no `\r` progress lines, and a `[level]` tag on every log line so each can
-/// be logged at its own severity.
+/// progress as `key=value` blocks on stdout each second instead of `\r`
+/// lines, and a `[level]` tag on every log line so each can be logged at its
+/// own severity.
 fn own_globals(profile_globals: &[String]) -> Vec<String> {
-    let mut v = vec![
-        "-hide_banner".to_owned(),
-        "-nostdin".to_owned(),
-        "-nostats".to_owned(),
-    ];
+    let mut v: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "1",
+    ]
+    .map(String::from)
+    .to_vec();
     let sets_level = profile_globals
         .iter()
         .any(|o| o == "-loglevel" || o == "-v");

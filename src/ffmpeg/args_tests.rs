@@ -76,26 +76,31 @@ fn order_is_globals_inputs_outputs_legs() {
          output: [{address: rec.mkv, options: [-map, '0', -c, copy]}]\n",
     );
     let argv = build(&p, PORTS);
-    assert_eq!(
-        &argv[..13],
-        &strings(&[
-            "-hide_banner",
-            "-nostdin",
-            "-nostats",
-            "-loglevel",
-            "level+info",
-            "-y",
-            "-re",
-            "-i",
-            "a.mp4",
-            "-i",
-            "b.wav",
-            "-map",
-            "0"
-        ])[..]
-    );
-    assert_eq!(&argv[13..16], &strings(&["-c", "copy", "rec.mkv"])[..]);
-    assert_eq!(legs_of(&argv[16..]).len(), 2);
+    let mut want = strings(&[
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-stats_period",
+        "1",
+    ]);
+    want.extend(strings(&[
+        "-loglevel",
+        "level+info",
+        "-y",
+        "-re",
+        "-i",
+        "a.mp4",
+        "-i",
+        "b.wav",
+        "-map",
+        "0",
+    ]));
+    assert_eq!(&argv[..want.len()], &want[..]);
+    let rest = &argv[want.len()..];
+    assert_eq!(&rest[..3], &strings(&["-c", "copy", "rec.mkv"])[..]);
+    assert_eq!(legs_of(&rest[3..]).len(), 2);
 }
 
 #[test]

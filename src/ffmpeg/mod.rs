@@ -1,4 +1,6 @@
-//! FFmpeg: the argv ffwhep builds for it and the supervisor that runs it.
+//! FFmpeg: the argv ffwhep builds for it, its progress reports, and the
+//! supervisor that runs it.
 
 pub mod args;
+pub mod progress;
 pub mod supervisor;

@@ -4,6 +4,7 @@
 //!
 //! Knows nothing of WebRTC, HTTP or ports.
 
+use super::progress::{Line as ProgressLine, Progress, ProgressParser};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use std::collections::VecDeque;
@@ -12,6 +13,7 @@ use std::io;
 use std::process::ExitStatus;
 use std::time::Duration;
 use tokio::process::Command;
+use tokio::sync::watch;
 use tokio_process_stream::{Item, ProcessChunkStream};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +52,28 @@ pub struct Ffmpeg {
     tail: VecDeque<String>,
     stdout: LineSplitter,
     stderr: LineSplitter,
+    progress: ProgressParser,
+}
+
+/// How a run is asked to stop.
+#[derive(Clone)]
+pub struct StopControl {
+    /// Fires to ask FFmpeg to finish (SIGINT).
+    pub stop: CancellationToken,
+    /// Fires to kill FFmpeg at once (SIGKILL), e.g. on a second signal.
+    pub kill_now: CancellationToken,
+    /// How long FFmpeg has after SIGINT before SIGKILL.
+    pub grace: Duration,
+}
+
+impl StopControl {
+    pub fn new(grace: Duration) -> Self {
+        Self {
+            stop: CancellationToken::new(),
+            kill_now: CancellationToken::new(),
+            grace,
+        }
+    }
 }
 
 impl Ffmpeg {
@@ -80,6 +104,7 @@ impl Ffmpeg {
             tail: VecDeque::with_capacity(TAIL_LINES),
             stdout: LineSplitter::default(),
             stderr: LineSplitter::default(),
+            progress: ProgressParser::default(),
         })
     }
 
@@ -87,34 +112,45 @@ impl Ffmpeg {
         self.pid
     }
 
-    /// Relays FFmpeg's output until it exits. When `stop` fires, FFmpeg gets
-    /// SIGINT, and SIGKILL if it is still running `grace` later.
-    pub async fn wait(mut self, stop: CancellationToken, grace: Duration) -> io::Result<Exit> {
+    /// Relays FFmpeg's output until it exits, publishing progress reports
+    /// on `progress`. When `ctl.stop` fires FFmpeg gets SIGINT, and SIGKILL
+    /// once `ctl.grace` has passed or `ctl.kill_now` fires.
+    pub async fn wait(
+        mut self,
+        ctl: StopControl,
+        progress: watch::Sender<Option<Progress>>,
+    ) -> io::Result<Exit> {
         let mut stopped = false;
+        let mut killed = false;
         let kill_at = tokio::time::sleep(Duration::MAX);
         tokio::pin!(kill_at);
-        let mut killed = false;
         loop {
             tokio::select! {
                 item = self.stream.next() => match item {
-                    Some(Item::Stdout(chunk)) => self.take_chunk(chunk, false),
-                    Some(Item::Stderr(chunk)) => self.take_chunk(chunk, true),
+                    Some(Item::Stdout(chunk)) => self.take_chunk(chunk, false, &progress),
+                    Some(Item::Stderr(chunk)) => self.take_chunk(chunk, true, &progress),
                     Some(Item::Done(status)) => {
-                        self.flush();
+                        self.flush(&progress);
                         let tail = self.tail.into_iter().collect();
                         return status.map(|status| Exit { status, stopped, tail });
                     }
                     None => return Err(io::Error::other("FFmpeg's output ended without an exit status")),
                 },
-                _ = stop.cancelled(), if !stopped => {
+                _ = ctl.stop.cancelled(), if !stopped => {
                     stopped = true;
-                    tracing::info!(pid = self.pid, grace_ms = grace.as_millis() as u64, "asking FFmpeg to stop (SIGINT)");
+                    tracing::info!(pid = self.pid, grace_ms = ctl.grace.as_millis() as u64, "asking FFmpeg to stop (SIGINT)");
                     self.signal(libc::SIGINT);
-                    kill_at.as_mut().reset(tokio::time::Instant::now() + grace);
+                    kill_at.as_mut().reset(tokio::time::Instant::now() + ctl.grace);
                 },
                 _ = &mut kill_at, if stopped && !killed => {
                     killed = true;
                     tracing::warn!(pid = self.pid, "FFmpeg did not stop within the grace period: SIGKILL");
+                    self.signal(libc::SIGKILL);
+                },
+                _ = ctl.kill_now.cancelled(), if !killed => {
+                    killed = true;
+                    stopped = true;
+                    tracing::warn!(pid = self.pid, "stopping FFmpeg at once: SIGKILL");
                     self.signal(libc::SIGKILL);
                 },
             }
@@ -131,7 +167,12 @@ impl Ffmpeg {
         unsafe { libc::kill(pid, sig) };
     }
 
-    fn take_chunk(&mut self, chunk: Bytes, stderr: bool) {
+    fn take_chunk(
+        &mut self,
+        chunk: Bytes,
+        stderr: bool,
+        progress: &watch::Sender<Option<Progress>>,
+    ) {
         let splitter = if stderr {
             &mut self.stderr
         } else {
@@ -140,22 +181,32 @@ impl Ffmpeg {
         let mut lines = Vec::new();
         splitter.push(&chunk, |l| lines.push(l));
         for line in lines {
-            self.emit(line, stderr);
+            self.emit(line, stderr, progress);
         }
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self, progress: &watch::Sender<Option<Progress>>) {
         let mut lines = Vec::new();
         self.stdout.finish(|l| lines.push((l, false)));
         self.stderr.finish(|l| lines.push((l, true)));
         for (line, stderr) in lines {
-            self.emit(line, stderr);
+            self.emit(line, stderr, progress);
         }
     }
 
-    fn emit(&mut self, line: String, stderr: bool) {
+    fn emit(&mut self, line: String, stderr: bool, progress: &watch::Sender<Option<Progress>>) {
         if line.trim().is_empty() {
             return;
+        }
+        if !stderr {
+            match self.progress.line(&line) {
+                ProgressLine::Key => return,
+                ProgressLine::Report(p) => {
+                    progress.send_replace(Some(p));
+                    return;
+                }
+                ProgressLine::Other => {}
+            }
         }
         log_line(&line, stderr);
         if self.tail.len() == TAIL_LINES {
@@ -321,13 +372,59 @@ mod tests {
         let argv = vec!["-c".to_owned(), script.to_owned()];
         let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
         let exit = ff
-            .wait(CancellationToken::new(), Duration::from_secs(5))
+            .wait(
+                StopControl::new(Duration::from_secs(5)),
+                watch::channel(None).0,
+            )
             .await
             .unwrap();
         assert_eq!(exit.status.code(), Some(3));
         assert!(!exit.stopped);
         assert_eq!(exit.tail.len(), TAIL_LINES);
         assert_eq!(exit.tail.last().unwrap(), "[error] line 30");
+    }
+
+    #[tokio::test]
+    async fn progress_lines_are_parsed_not_logged() {
+        let script = "printf 'frame=5\\ntotal_size=100\\nprogress=continue\\nSDP:\\n'";
+        let argv = vec!["-c".to_owned(), script.to_owned()];
+        let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
+        let (tx, rx) = watch::channel(None);
+        let exit = ff
+            .wait(StopControl::new(Duration::from_secs(5)), tx)
+            .await
+            .unwrap();
+        assert_eq!(rx.borrow().as_ref().map(|p| p.frame), Some(5));
+        assert_eq!(
+            exit.tail,
+            ["SDP:"],
+            "progress keys leaked into the log tail"
+        );
+    }
+
+    #[tokio::test]
+    async fn kill_now_skips_the_grace() {
+        let argv = vec![
+            "-c".to_owned(),
+            "trap '' INT; echo ready; exec sleep 30".to_owned(),
+        ];
+        let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
+        let ctl = StopControl::new(Duration::from_secs(60));
+        let (stop, kill) = (ctl.stop.clone(), ctl.kill_now.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            stop.cancel();
+            kill.cancel();
+        });
+        let exit = tokio::time::timeout(
+            Duration::from_secs(10),
+            ff.wait(ctl, watch::channel(None).0),
+        )
+        .await
+        .expect("kill_now did not cut the 60 s grace short")
+        .unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
     }
 
     #[tokio::test]
@@ -338,14 +435,14 @@ mod tests {
             "trap '' INT; echo ready; exec sleep 30".to_owned(),
         ];
         let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
-        let stop = CancellationToken::new();
-        let later = stop.clone();
+        let ctl = StopControl::new(Duration::from_millis(200));
+        let later = ctl.stop.clone();
         // Give sh time to install its trap before the stop request.
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
             later.cancel();
         });
-        let exit = ff.wait(stop, Duration::from_millis(200)).await.unwrap();
+        let exit = ff.wait(ctl, watch::channel(None).0).await.unwrap();
         assert!(exit.stopped);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
