@@ -9,6 +9,7 @@ use crate::ffmpeg::supervisor::StopControl;
 use crate::peer::PeerConfig;
 use crate::ports::allocate_pair;
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
+use crate::smoke;
 use crate::stream::{self, StreamRun};
 use crate::whep::{self, Streams};
 use std::io::Write;
@@ -25,12 +26,25 @@ pub fn main(cli: crate::cli::Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Check(p) => check(&p),
         Command::Args(a) => print_args(&a),
-        Command::Run(r) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .map_err(Failure::setup("starting the async runtime"))?
-            .block_on(run(r)),
+        Command::Run(r) => runtime()?.block_on(run(r)),
+        Command::Smoke(s) => {
+            let plan = load(&s.profile)?;
+            let expect = smoke::Expect {
+                timeout: s.timeout,
+                frames: s.frames,
+                audio_packets: s.audio_packets,
+                size: s.expect_size,
+            };
+            runtime()?.block_on(smoke::run(plan, s.ffmpeg.ffmpeg, expect))
+        }
     }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(Failure::setup("starting the async runtime"))
 }
 
 fn load(p: &ProfileArg) -> Result<Plan, Failure> {

@@ -49,6 +49,9 @@ pub enum Command {
     Args(ArgsArgs),
     /// Validate a profile and say OK or what is wrong.
     Check(ProfileArg),
+    /// Run a profile with a built-in WHEP viewer and check that decodable video and
+    /// audio arrive; print a one-line JSON summary. Exit 0 when they do.
+    Smoke(SmokeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -84,6 +87,36 @@ pub struct RunArgs {
     /// Seconds FFmpeg has to finish after SIGINT before it is killed.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub stop_grace: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    #[command(flatten)]
+    pub profile: ProfileArg,
+    #[command(flatten)]
+    pub ffmpeg: FfmpegArg,
+    /// Give up after this long, e.g. `20s`.
+    #[arg(long, default_value = "20s", value_parser = parse_duration_arg)]
+    pub timeout: Duration,
+    /// Video frames to receive after the first keyframe.
+    #[arg(long, default_value_t = 30)]
+    pub frames: u64,
+    /// Audio packets to receive (20 ms each for Opus from FFmpeg).
+    #[arg(long, default_value_t = 25)]
+    pub audio_packets: u64,
+    /// The picture size the stream must have, e.g. `640x360`.
+    #[arg(long, value_parser = parse_size)]
+    pub expect_size: Option<(u32, u32)>,
+}
+
+fn parse_size(s: &str) -> Result<(u32, u32), String> {
+    let (w, h) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected WIDTHxHEIGHT, e.g. 640x360"))?;
+    match (w.parse(), h.parse()) {
+        (Ok(w), Ok(h)) => Ok((w, h)),
+        _ => Err(format!("{s:?}: expected WIDTHxHEIGHT, e.g. 640x360")),
+    }
 }
 
 #[derive(Debug, Args)]

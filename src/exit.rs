@@ -21,6 +21,8 @@ pub mod code {
     pub const PORTS: u8 = 4;
     /// Any other setup failure (e.g. the HTTP address is taken).
     pub const SETUP: u8 = 5;
+    /// `ffwhep smoke`: the stream ran but the expected media did not arrive.
+    pub const SMOKE_FAILED: u8 = 6;
     /// Stopped by a signal: 128 + the signal number (130 SIGINT, 143 SIGTERM).
     pub const SIGNAL_BASE: u8 = 128;
 }
@@ -38,6 +40,8 @@ pub enum Failure {
     Ffmpeg(String),
     #[error("{0:#}")]
     Setup(anyhow::Error),
+    #[error("smoke check failed: {0}")]
+    Smoke(String),
     /// Several streams failed: each with its id. The code is the worst one's.
     #[error("{}", .0.iter().map(|(id, f)| format!("stream {id}: {f}")).collect::<Vec<_>>().join("\nerror: "))]
     Several(Vec<(String, Failure)>),
@@ -51,6 +55,7 @@ impl Failure {
             Failure::Ports(_) => code::PORTS,
             Failure::Ffmpeg(_) => code::FFMPEG_FAILED,
             Failure::Setup(_) => code::SETUP,
+            Failure::Smoke(_) => code::SMOKE_FAILED,
             Failure::Several(list) => list
                 .iter()
                 .map(|(_, f)| f.code())

@@ -3,15 +3,17 @@
 
 mod common;
 
-use common::viewer::{Viewer, summary};
 use common::{Ffwhep, alive, kill, probe_h264};
+use common::{connect, wait_for};
+use ffwhep::smoke::viewer::{Offer, summary};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewer_receives_decodable_h264_and_opus() {
     let ff = Ffwhep::start(&[]);
-    let v = Viewer::connect(&ff.url).await;
-    v.wait_for(
+    let v = connect(&ff.url).await;
+    wait_for(
+        &v,
         Duration::from_secs(15),
         "SPS, PPS, IDR and 45 frames after it",
         |r| {
@@ -19,23 +21,23 @@ async fn viewer_receives_decodable_h264_and_opus() {
                 && r.saw_nal(8)
                 && r.saw_nal(5)
                 && r.frames_since_idr >= 45
-                && r.audio_packets > 50
+                && r.audio.packets > 50
         },
     )
     .await;
     let r = v.received();
     assert!(
-        r.video_mime.eq_ignore_ascii_case("video/H264"),
+        r.video.mime.eq_ignore_ascii_case("video/H264"),
         "{}",
         summary(&r)
     );
     assert!(
-        r.audio_mime.eq_ignore_ascii_case("audio/opus"),
+        r.audio.mime.eq_ignore_ascii_case("audio/opus"),
         "{}",
         summary(&r)
     );
     // Opus packets of 20 ms at 64 kb/s are far from empty.
-    assert!(r.audio_bytes / r.audio_packets > 20, "{}", summary(&r));
+    assert!(r.audio.bytes / r.audio.packets > 20, "{}", summary(&r));
     let dir = tempdir();
     let path = dir.join("video.h264");
     std::fs::write(&path, &r.h264).unwrap();
@@ -58,8 +60,8 @@ fn tempdir() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_viewers_and_delete_stops_only_one() {
     let ff = Ffwhep::start(&[]);
-    let mut a = Viewer::connect(&ff.url).await;
-    let b = Viewer::connect(&ff.url).await;
+    let mut a = connect(&ff.url).await;
+    let b = connect(&ff.url).await;
     assert_ne!(a.location, b.location, "sessions share a URL");
     let session = a.location.rsplit('/').next().unwrap();
     assert!(
@@ -67,8 +69,8 @@ async fn two_viewers_and_delete_stops_only_one() {
         "session id {session:?} is shorter than 128 bits"
     );
     for v in [&a, &b] {
-        v.wait_for(Duration::from_secs(10), "video and audio", |r| {
-            r.video_packets > 30 && r.audio_packets > 10
+        wait_for(v, Duration::from_secs(10), "video and audio", |r| {
+            r.video.packets > 30 && r.audio.packets > 10
         })
         .await;
     }
@@ -85,15 +87,15 @@ async fn two_viewers_and_delete_stops_only_one() {
         state.is_some(),
         "the deleted viewer's connection did not end within 2 s"
     );
-    let a_after = a.received().video_packets;
-    let b_before = b.received().video_packets;
+    let a_after = a.received().video.packets;
+    let b_before = b.received().video.packets;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
-        a.received().video_packets <= a_after + 5,
+        a.received().video.packets <= a_after + 5,
         "the deleted viewer still receives"
     );
     assert!(
-        b.received().video_packets > b_before + 20,
+        b.received().video.packets > b_before + 20,
         "the other viewer stopped receiving"
     );
 
@@ -110,11 +112,11 @@ async fn two_viewers_and_delete_stops_only_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_to_ffmpeg_hangs_up_viewers_and_frees_ports() {
     let mut ff = Ffwhep::start(&[]);
-    let mut a = Viewer::connect(&ff.url).await;
-    let mut b = Viewer::connect(&ff.url).await;
+    let mut a = connect(&ff.url).await;
+    let mut b = connect(&ff.url).await;
     for v in [&a, &b] {
-        v.wait_for(Duration::from_secs(10), "video", |r| {
-            r.video_packets > 30 && r.audio_packets > 5
+        wait_for(v, Duration::from_secs(10), "video", |r| {
+            r.video.packets > 30 && r.audio.packets > 5
         })
         .await;
     }
@@ -150,9 +152,11 @@ async fn sigkill_to_ffmpeg_hangs_up_viewers_and_frees_ports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_ffmpeg_gracefully_and_tears_down() {
     let mut ff = Ffwhep::start(&[]);
-    let mut v = Viewer::connect(&ff.url).await;
-    v.wait_for(Duration::from_secs(10), "video", |r| r.video_packets > 30)
-        .await;
+    let mut v = connect(&ff.url).await;
+    wait_for(&v, Duration::from_secs(10), "video", |r| {
+        r.video.packets > 30
+    })
+    .await;
     let ffmpeg = ff.ffmpeg_pid();
     kill(ff.pid(), libc::SIGTERM);
     assert!(
@@ -216,7 +220,8 @@ async fn whep_statuses_and_cors() {
     let ff = Ffwhep::start(&[]);
     let http = reqwest::Client::new();
     let base = ff.base();
-    let (_pc, _state, _rx, offer) = common::viewer::offer().await;
+    let offer = Offer::new().await.unwrap();
+    let offer = offer.sdp.clone();
 
     // Unknown stream: 404 with a reason.
     let r = http
@@ -317,7 +322,7 @@ async fn whep_statuses_and_cors() {
             .contains("content-type")
     );
     assert_eq!(h["accept-post"], "application/sdp");
-    let v = Viewer::connect(&ff.url).await;
+    let v = connect(&ff.url).await;
     let r = http
         .request(reqwest::Method::OPTIONS, format!("{base}{}", v.location))
         .send()
@@ -354,11 +359,13 @@ fn ffmpeg_does_not_outlive_a_killed_ffwhep() {
 async fn audio_only_profile_serves_opus() {
     let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/audio-only.yaml");
     let ff = Ffwhep::start(&[profile]);
-    let v = Viewer::connect(&ff.url).await;
-    v.wait_for(Duration::from_secs(10), "audio", |r| r.audio_packets > 50)
-        .await;
+    let v = connect(&ff.url).await;
+    wait_for(&v, Duration::from_secs(10), "audio", |r| {
+        r.audio.packets > 50
+    })
+    .await;
     let r = v.received();
-    assert_eq!(r.video_packets, 0, "{}", summary(&r));
-    assert!(r.audio_mime.eq_ignore_ascii_case("audio/opus"));
+    assert_eq!(r.video.packets, 0, "{}", summary(&r));
+    assert!(r.audio.mime.eq_ignore_ascii_case("audio/opus"));
     v.close().await;
 }

@@ -1,8 +1,6 @@
 //! Test helpers: the ffwhep binary as a child process, and a WHEP viewer.
 #![allow(dead_code)]
 
-pub mod viewer;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -193,4 +191,26 @@ pub fn probe_h264(path: &std::path::Path) -> (u32, u32, u32) {
         String::from_utf8_lossy(&out.stderr)
     );
     (f[0], f[1], f[2])
+}
+
+/// Connects a viewer, panicking with the reason when it cannot.
+pub async fn connect(url: &str) -> ffwhep::smoke::viewer::Viewer {
+    ffwhep::smoke::viewer::Viewer::connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Waits until `f` holds for what `v` received; panics after `within`.
+pub async fn wait_for(
+    v: &ffwhep::smoke::viewer::Viewer,
+    within: Duration,
+    what: &str,
+    f: impl Fn(&ffwhep::smoke::viewer::Received) -> bool,
+) {
+    if !v.wait_until(within, f).await {
+        panic!(
+            "timed out waiting for {what}: {}",
+            ffwhep::smoke::viewer::summary(&v.received())
+        );
+    }
 }

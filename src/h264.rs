@@ -1,0 +1,247 @@
+//! H.264 bitstream facts the relay and the smoke check need: NAL unit types
+//! in Annex B data, and the picture size an SPS declares. Pure; nothing here
+//! can panic on any input.
+
+/// NAL unit types (ITU-T H.264 table 7-1) that matter here.
+pub mod nal {
+    pub const NON_IDR: u8 = 1;
+    pub const IDR: u8 = 5;
+    pub const SPS: u8 = 7;
+    pub const PPS: u8 = 8;
+}
+
+/// The NAL units of Annex B data (start codes 00 00 01 or 00 00 00 01), each
+/// without its start code.
+pub fn annexb_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while i + 2 < data.len() {
+        if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
+            starts.push(i + 3);
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .map(|s| s - 3)
+        .chain([data.len()])
+        .collect();
+    starts.into_iter().zip(ends).map(move |(s, e)| {
+        // Drop the zero byte of a 4-byte start code that precedes the next unit.
+        let mut end = e;
+        while end > s && data[end - 1] == 0 {
+            end -= 1;
+        }
+        &data[s..end]
+    })
+}
+
+/// The type of a NAL unit (its first byte's low 5 bits).
+pub fn unit_type(unit: &[u8]) -> Option<u8> {
+    unit.first().map(|b| b & 0x1f)
+}
+
+/// Reads Exp-Golomb coded fields from an RBSP, skipping emulation
+/// prevention bytes (00 00 03).
+struct Bits<'a> {
+    data: &'a [u8],
+    byte: usize,
+    bit: u8,
+    zeros: u8,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self {
+            data,
+            byte: 0,
+            bit: 0,
+            zeros: 0,
+        }
+    }
+
+    fn bit(&mut self) -> Option<u32> {
+        if self.bit == 0 {
+            // Entering a new byte: skip an emulation prevention byte.
+            if self.zeros >= 2 && self.data.get(self.byte) == Some(&3) {
+                self.byte += 1;
+                self.zeros = 0;
+            }
+            let b = *self.data.get(self.byte)?;
+            self.zeros = if b == 0 { self.zeros + 1 } else { 0 };
+        }
+        let b = *self.data.get(self.byte)?;
+        let v = (b >> (7 - self.bit)) & 1;
+        self.bit += 1;
+        if self.bit == 8 {
+            self.bit = 0;
+            self.byte += 1;
+        }
+        Some(u32::from(v))
+    }
+
+    fn bits(&mut self, n: u32) -> Option<u32> {
+        (0..n).try_fold(0u32, |acc, _| Some((acc << 1) | self.bit()?))
+    }
+
+    fn ue(&mut self) -> Option<u32> {
+        let mut leading = 0;
+        while self.bit()? == 0 {
+            leading += 1;
+            if leading > 31 {
+                return None;
+            }
+        }
+        Some((1u32 << leading) - 1 + self.bits(leading)?)
+    }
+
+    fn se(&mut self) -> Option<i32> {
+        let k = self.ue()?;
+        let magnitude = i32::try_from(k.div_ceil(2)).ok()?;
+        Some(if k % 2 == 1 { magnitude } else { -magnitude })
+    }
+}
+
+/// The displayed picture size (after cropping) an SPS NAL unit declares.
+pub fn sps_dimensions(sps: &[u8]) -> Option<(u32, u32)> {
+    if unit_type(sps)? != nal::SPS {
+        return None;
+    }
+    let mut r = Bits::new(sps.get(1..)?);
+    let profile_idc = r.bits(8)?;
+    r.bits(16)?; // constraint flags, level_idc
+    r.ue()?; // seq_parameter_set_id
+    let mut chroma_format_idc = 1;
+    if matches!(
+        profile_idc,
+        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
+    ) {
+        chroma_format_idc = r.ue()?;
+        if chroma_format_idc == 3 {
+            r.bit()?; // separate_colour_plane_flag
+        }
+        r.ue()?; // bit_depth_luma_minus8
+        r.ue()?; // bit_depth_chroma_minus8
+        r.bit()?; // qpprime_y_zero_transform_bypass_flag
+        if r.bit()? == 1 {
+            let lists = if chroma_format_idc == 3 { 12 } else { 8 };
+            for i in 0..lists {
+                if r.bit()? == 1 {
+                    skip_scaling_list(&mut r, if i < 6 { 16 } else { 64 })?;
+                }
+            }
+        }
+    }
+    r.ue()?; // log2_max_frame_num_minus4
+    match r.ue()? {
+        0 => {
+            r.ue()?; // log2_max_pic_order_cnt_lsb_minus4
+        }
+        1 => {
+            r.bit()?;
+            r.se()?;
+            r.se()?;
+            for _ in 0..r.ue()?.min(255) {
+                r.se()?;
+            }
+        }
+        _ => {}
+    }
+    r.ue()?; // max_num_ref_frames
+    r.bit()?; // gaps_in_frame_num_value_allowed_flag
+    let width_mbs = r.ue()?.checked_add(1)?;
+    let height_map_units = r.ue()?.checked_add(1)?;
+    let frame_mbs_only = r.bit()?;
+    if frame_mbs_only == 0 {
+        r.bit()?; // mb_adaptive_frame_field_flag
+    }
+    r.bit()?; // direct_8x8_inference_flag
+    let (mut crop_x, mut crop_y) = (0, 0);
+    if r.bit()? == 1 {
+        let (l, rt, t, b) = (r.ue()?, r.ue()?, r.ue()?, r.ue()?);
+        let (unit_x, unit_y) = match chroma_format_idc {
+            1 => (2, 2 * (2 - frame_mbs_only)),
+            2 => (2, 2 - frame_mbs_only),
+            _ => (1, 2 - frame_mbs_only),
+        };
+        crop_x = unit_x * l.checked_add(rt)?;
+        crop_y = unit_y * t.checked_add(b)?;
+    }
+    let width = (width_mbs.checked_mul(16)?).checked_sub(crop_x)?;
+    let height = ((2 - frame_mbs_only) * height_map_units.checked_mul(16)?).checked_sub(crop_y)?;
+    Some((width, height))
+}
+
+fn skip_scaling_list(r: &mut Bits<'_>, size: usize) -> Option<()> {
+    let (mut last, mut next) = (8i32, 8i32);
+    for _ in 0..size {
+        if next != 0 {
+            next = (last + r.se()? + 256) % 256;
+        }
+        if next != 0 {
+            last = next;
+        }
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // SPS NAL units written by FFmpeg 5.1's libx264 (ffmpeg -f lavfi -i
+    // testsrc2=size=WxH -frames:v 1 -c:v libx264 -profile:v P out.h264).
+    /// Baseline, 640x360 (cropped from 368 lines).
+    const SPS_640X360: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80, 0xbf, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00,
+        0x04, 0x00, 0x00, 0x03, 0x00, 0xf2, 0x3c, 0x58, 0xba, 0x80,
+    ];
+    /// High, 1920x1080 (cropped from 1088 lines).
+    const SPS_1080P_HIGH: &[u8] = &[
+        0x67, 0x64, 0x00, 0x28, 0xac, 0xd9, 0x40, 0x78, 0x02, 0x27, 0xe5, 0xc0, 0x44, 0x00, 0x00,
+        0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc6, 0x58,
+    ];
+    /// High 4:4:4, 350x202 (cropped on both axes).
+    const SPS_444_350X202: &[u8] = &[
+        0x67, 0xf4, 0x00, 0x0d, 0x91, 0x9b, 0x28, 0x2c, 0x37, 0xdc, 0xf8, 0x08, 0x80, 0x00, 0x00,
+        0x03, 0x00, 0x80, 0x00, 0x00, 0x1e, 0x07, 0x8a, 0x14, 0xcb,
+    ];
+
+    #[test]
+    fn reads_picture_sizes() {
+        assert_eq!(sps_dimensions(SPS_640X360), Some((640, 360)));
+        assert_eq!(sps_dimensions(SPS_1080P_HIGH), Some((1920, 1080)));
+        assert_eq!(sps_dimensions(SPS_444_350X202), Some((350, 202)));
+        assert_eq!(sps_dimensions(&[0x68, 0xce]), None, "a PPS is not an SPS");
+    }
+
+    #[test]
+    fn splits_annexb() {
+        let data = [
+            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 9,
+        ];
+        let units: Vec<&[u8]> = annexb_units(&data).collect();
+        assert_eq!(units, [&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 9][..]]);
+        let types: Vec<_> = units.iter().filter_map(|u| unit_type(u)).collect();
+        assert_eq!(types, [nal::SPS, nal::PPS, nal::IDR]);
+    }
+
+    #[test]
+    fn never_panics_on_truncated_or_random_sps() {
+        for n in 0..SPS_1080P_HIGH.len() {
+            let _ = sps_dimensions(&SPS_1080P_HIGH[..n]);
+        }
+        let mut x: u32 = 12345;
+        for _ in 0..2000 {
+            let mut v = vec![0x67];
+            for _ in 0..24 {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                v.push((x >> 16) as u8);
+            }
+            let _ = sps_dimensions(&v);
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `ffwhep smoke`: proves a profile works end to end. It runs the stream,
+//! subscribes the built-in viewer over real HTTP and WebRTC, and checks for a
+//! bounded time that decodable video (SPS, PPS, IDR, the expected size) and
+//! audio arrive; then prints a one-line JSON summary.
+
+pub mod viewer;
+
+use crate::exit::{self, Failure};
+use crate::ffmpeg::supervisor::StopControl;
+use crate::peer::PeerConfig;
+use crate::profile::Plan;
+use crate::restart::Policy;
+use crate::stream::{self, StreamRun};
+use crate::whep::{self, Streams};
+use serde_json::json;
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use viewer::{Received, Viewer};
+
+/// What the smoke check expects.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    /// The whole check, from spawning FFmpeg to the last frame.
+    pub timeout: Duration,
+    /// Complete video frames to receive after the first IDR.
+    pub frames: u64,
+    /// Audio packets to receive.
+    pub audio_packets: u64,
+    /// The picture size the SPS must declare, when given.
+    pub size: Option<(u32, u32)>,
+}
+
+/// Runs the smoke check of `plan`. The summary goes to stdout; the `Ok`
+/// value is the exit code.
+pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8, Failure> {
+    // A smoke run judges the profile's first run; it never restarts.
+    plan.restart.policy = Policy::Never;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(Failure::setup("binding the HTTP port"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(Failure::setup("reading the HTTP address"))?;
+    let peer = PeerConfig {
+        ice_addrs: vec!["127.0.0.1:0".parse().expect("a literal address")],
+        gather_timeout: Duration::from_secs(5),
+    };
+    let streams = Streams::new(peer);
+    let http_stop = CancellationToken::new();
+    let server = axum::serve(listener, whep::router(streams.clone()))
+        .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+    tokio::spawn(async move { server.await });
+
+    let id = plan.id.to_string();
+    let url = format!("http://{addr}/whep/{id}");
+    let (has_video, has_audio) = (plan.video.is_some(), plan.audio.is_some());
+    let ctl = StopControl::new(Duration::from_secs(3));
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let ready_tx = std::sync::Mutex::new(Some(ready_tx));
+    let run = StreamRun {
+        plan,
+        ffmpeg,
+        streams,
+        ctl: ctl.clone(),
+    };
+    let span = tracing::info_span!("stream", stream = %id);
+    let ready = move |_, _| {
+        if let Some(tx) = ready_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(());
+        }
+    };
+    let mut stream = tokio::spawn(stream::run(run, ready).instrument(span));
+
+    let started = Instant::now();
+    let checked = tokio::select! {
+        r = async {
+            ready_rx.await.map_err(|_| ("the stream ended before FFmpeg started".to_owned(), None))?;
+            check(&url, has_video, has_audio, &expect, started).await
+        } => Some(r),
+        _ = &mut stream => None,
+    };
+    ctl.stop.cancel();
+    let ended = match tokio::time::timeout(Duration::from_secs(10), &mut stream).await {
+        Ok(Ok(r)) => Some(r),
+        _ => None,
+    };
+    http_stop.cancel();
+    let outcome = match (checked, ended) {
+        (Some(Ok(received)), _) => Ok((None, Some(received))),
+        (Some(Err((reason, received))), _) => Ok((Some(reason), received)),
+        // FFmpeg ended before the check could finish: its own failure says why.
+        (None, Some(Err(f))) => Err(f),
+        (None, Some(Ok(ended))) => match exit::judge(&ended, None) {
+            Err(f) => Err(f),
+            Ok(_) => Ok((
+                Some("FFmpeg ended before the check was done".to_owned()),
+                None,
+            )),
+        },
+        (None, None) => Ok((Some("the stream task failed".to_owned()), None)),
+    };
+    let (reason, received) = match outcome {
+        Ok(r) => r,
+        Err(f) => {
+            print_summary(&id, Some(&f.to_string()), None, started);
+            return Err(f);
+        }
+    };
+    print_summary(&id, reason.as_deref(), received.as_ref(), started);
+    match reason {
+        None => Ok(exit::code::OK),
+        Some(r) => Err(Failure::Smoke(r)),
+    }
+}
+
+/// Subscribes and waits for what `expect` asks; on failure, the reason and
+/// what had arrived.
+async fn check(
+    url: &str,
+    has_video: bool,
+    has_audio: bool,
+    expect: &Expect,
+    started: Instant,
+) -> Result<Received, (String, Option<Received>)> {
+    let left = expect.timeout.saturating_sub(started.elapsed());
+    let v = tokio::time::timeout(left, Viewer::connect(url))
+        .await
+        .map_err(|_| ("the viewer could not connect in time".to_owned(), None))?
+        .map_err(|e| (format!("the viewer could not subscribe: {e:#}"), None))?;
+    let done = |r: &Received| {
+        (!has_video || (r.decodable() && r.frames_since_idr >= expect.frames))
+            && (!has_audio || r.audio.packets >= expect.audio_packets)
+    };
+    let left = expect.timeout.saturating_sub(started.elapsed());
+    let ok = v.wait_until(left, done).await;
+    let r = v.received();
+    v.close().await;
+    if !ok {
+        return Err((missing(&r, has_video, has_audio, expect), Some(r)));
+    }
+    if let Some(want) = expect.size.filter(|_| has_video)
+        && r.size != Some(want)
+    {
+        let why = format!(
+            "the picture is {:?}, expected {}x{}",
+            r.size, want.0, want.1
+        );
+        return Err((why, Some(r)));
+    }
+    Ok(r)
+}
+
+fn missing(r: &Received, has_video: bool, has_audio: bool, e: &Expect) -> String {
+    let mut what = Vec::new();
+    if has_video && !r.decodable() {
+        let have: Vec<String> = r.nal_types.iter().map(u8::to_string).collect();
+        what.push(format!(
+            "no decodable video (SPS, PPS and IDR; NAL types seen: [{}])",
+            have.join(", ")
+        ));
+    } else if has_video && r.frames_since_idr < e.frames {
+        what.push(format!(
+            "only {} of {} video frames",
+            r.frames_since_idr, e.frames
+        ));
+    }
+    if has_audio && r.audio.packets < e.audio_packets {
+        what.push(format!(
+            "only {} of {} audio packets",
+            r.audio.packets, e.audio_packets
+        ));
+    }
+    format!(
+        "{} within {} s",
+        what.join(" and "),
+        e.timeout.as_secs_f64()
+    )
+}
+
+fn print_summary(id: &str, reason: Option<&str>, r: Option<&Received>, started: Instant) {
+    let line = json!({
+        "ok": reason.is_none(),
+        "stream": id,
+        "reason": reason,
+        "seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+        "first_keyframe_ms": r.and_then(|r| r.first_keyframe_after).map(|d| d.as_millis() as u64),
+        "width": r.and_then(|r| r.size).map(|s| s.0),
+        "height": r.and_then(|r| r.size).map(|s| s.1),
+        "frames": r.map(|r| r.frames_since_idr),
+        "video": r.map(|r| &r.video),
+        "audio": r.map(|r| &r.audio),
+    });
+    println!("{line}");
+}

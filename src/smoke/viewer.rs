@@ -1,0 +1,452 @@
+//! The built-in WHEP viewer, written with webrtc-rs: it POSTs a recvonly
+//! offer over real HTTP, applies the answer, and records what arrives:
+//! packets, bytes and losses per kind, the H.264 NAL types and picture size,
+//! and when the first keyframe came. Used by `ffwhep smoke` and the tests.
+
+use crate::h264::{self, nal};
+use anyhow::{Context, bail};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use serde::Serialize;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry,
+    Registry, StatsSelector, register_default_interceptors,
+};
+
+/// At most this much depacketized H.264 is kept for a decoder to check.
+const MAX_KEPT_H264: usize = 16 << 20;
+
+/// Packets, bytes and losses of one kind of media.
+#[derive(Default, Debug, Clone, Serialize)]
+pub struct TrackStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Packets missing from the sequence-number range seen.
+    pub lost: u64,
+    #[serde(skip)]
+    pub mime: String,
+    #[serde(skip)]
+    seq: SeqRange,
+}
+
+/// The extended sequence-number range of a track, for loss counting.
+#[derive(Default, Debug, Clone)]
+struct SeqRange {
+    first: Option<u64>,
+    highest: u64,
+}
+
+impl TrackStats {
+    fn take(&mut self, seq: u16, bytes: usize, mime: &str) {
+        self.packets += 1;
+        self.bytes += bytes as u64;
+        if self.mime.is_empty() {
+            self.mime = mime.to_owned();
+        }
+        let ext = match self.seq.first {
+            None => {
+                self.seq.first = Some(u64::from(seq) + (1 << 16));
+                self.seq.highest = u64::from(seq) + (1 << 16);
+                return;
+            }
+            // The extended number closest to the highest seen so far.
+            Some(_) => {
+                let h = self.seq.highest;
+                let candidate = (h & !0xffff) | u64::from(seq);
+                [
+                    candidate.wrapping_sub(1 << 16),
+                    candidate,
+                    candidate + (1 << 16),
+                ]
+                .into_iter()
+                .min_by_key(|c| c.abs_diff(h))
+                .unwrap_or(candidate)
+            }
+        };
+        self.seq.highest = self.seq.highest.max(ext);
+        let expected = self.seq.highest - self.seq.first.unwrap_or(ext) + 1;
+        self.lost = expected.saturating_sub(self.packets);
+    }
+}
+
+/// What a viewer has received so far.
+#[derive(Default, Debug, Clone)]
+pub struct Received {
+    pub video: TrackStats,
+    pub audio: TrackStats,
+    /// Annex B H.264 as depacketized (the first 16 MiB).
+    pub h264: Vec<u8>,
+    pub nal_types: Vec<u8>,
+    /// Complete frames (marker bit) since the first IDR arrived.
+    pub frames_since_idr: u64,
+    /// The picture size of the last SPS.
+    pub size: Option<(u32, u32)>,
+    /// Time from the POST to the first IDR.
+    pub first_keyframe_after: Option<Duration>,
+}
+
+impl Received {
+    pub fn saw_nal(&self, t: u8) -> bool {
+        self.nal_types.contains(&t)
+    }
+
+    /// SPS, PPS and an IDR have arrived: a decoder can start.
+    pub fn decodable(&self) -> bool {
+        self.saw_nal(nal::SPS) && self.saw_nal(nal::PPS) && self.saw_nal(nal::IDR)
+    }
+
+    fn take_video(
+        &mut self,
+        pkt: &rtc::rtp::Packet,
+        mime: &str,
+        depack: &mut H264Packet,
+        t0: Instant,
+    ) {
+        self.video
+            .take(pkt.header.sequence_number, pkt.payload.len(), mime);
+        if let Ok(annexb) = depack.depacketize(&pkt.payload) {
+            for unit in h264::annexb_units(&annexb) {
+                let Some(t) = h264::unit_type(unit) else {
+                    continue;
+                };
+                if !self.nal_types.contains(&t) {
+                    self.nal_types.push(t);
+                }
+                if t == nal::SPS {
+                    self.size = h264::sps_dimensions(unit).or(self.size);
+                }
+                if t == nal::IDR && self.first_keyframe_after.is_none() {
+                    self.first_keyframe_after = Some(t0.elapsed());
+                }
+            }
+            if self.h264.len() + annexb.len() <= MAX_KEPT_H264 {
+                self.h264.extend_from_slice(&annexb);
+            }
+        }
+        if pkt.header.marker && self.saw_nal(nal::IDR) {
+            self.frames_since_idr += 1;
+        }
+    }
+}
+
+type Shared = Arc<Mutex<Received>>;
+
+fn lock(r: &Shared) -> MutexGuard<'_, Received> {
+    // Updates are plain counter writes; a panic elsewhere cannot leave them torn.
+    r.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Events {
+    state: watch::Sender<RTCPeerConnectionState>,
+    gathered: Arc<Notify>,
+    received: Shared,
+    t0: Instant,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Events {
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            self.gathered.notify_one();
+        }
+    }
+
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        self.state.send_replace(s);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let received = self.received.clone();
+        let t0 = self.t0;
+        tokio::spawn(async move {
+            let mut depack = H264Packet::default();
+            while let Some(evt) = track.poll().await {
+                let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
+                    continue;
+                };
+                let Some(codec) = track.codec(pkt.header.ssrc).await else {
+                    continue;
+                };
+                let mut r = lock(&received);
+                if codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264) {
+                    r.take_video(&pkt, &codec.mime_type, &mut depack, t0);
+                } else {
+                    r.audio.take(
+                        pkt.header.sequence_number,
+                        pkt.payload.len(),
+                        &codec.mime_type,
+                    );
+                }
+            }
+        });
+    }
+}
+
+fn codec(mime: &str, clock_rate: u32, channels: u16, fmtp: &str, pt: u8) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate,
+            channels,
+            sdp_fmtp_line: fmtp.into(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+    }
+}
+
+/// VP8 first (as browsers list it), then H.264 and Opus under payload types
+/// that differ from FFmpeg's, so the server must rewrite them.
+fn engine() -> anyhow::Result<MediaEngine> {
+    let mut m = MediaEngine::default();
+    let h264_fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+    m.register_codec(codec("video/VP8", 90000, 0, "", 96), RtpCodecKind::Video)?;
+    m.register_codec(
+        codec(MIME_TYPE_H264, 90000, 0, h264_fmtp, 125),
+        RtpCodecKind::Video,
+    )?;
+    let opus_fmtp = "minptime=10;useinbandfec=1";
+    m.register_codec(
+        codec(MIME_TYPE_OPUS, 48000, 2, opus_fmtp, 109),
+        RtpCodecKind::Audio,
+    )?;
+    Ok(m)
+}
+
+/// A recvonly peer with its offer, candidates gathered, not yet sent.
+pub struct Offer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub sdp: String,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    received: Shared,
+}
+
+impl Offer {
+    pub async fn new() -> anyhow::Result<Offer> {
+        let mut m = engine()?;
+        let registry = register_default_interceptors(Registry::new(), &mut m)?;
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let gathered = Arc::new(Notify::new());
+        let received = Shared::default();
+        let t0 = Instant::now();
+        let events = Events {
+            state: state_tx,
+            gathered: gathered.clone(),
+            received: received.clone(),
+            t0,
+        };
+        let pc: Arc<dyn PeerConnection> = Arc::new(
+            PeerConnectionBuilder::new()
+                .with_media_engine(m)
+                .with_interceptor_registry(registry)
+                .with_handler(Arc::new(events))
+                .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+                .build()
+                .await?,
+        );
+        for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            };
+            pc.add_transceiver_from_kind(kind, Some(init)).await?;
+        }
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.notified()).await;
+        let sdp = pc
+            .local_description()
+            .await
+            .context("no local description")?
+            .sdp;
+        Ok(Offer {
+            pc,
+            sdp,
+            state,
+            received,
+        })
+    }
+}
+
+/// A viewer subscribed over WHEP.
+pub struct Viewer {
+    pub pc: Arc<dyn PeerConnection>,
+    state: watch::Receiver<RTCPeerConnectionState>,
+    received: Shared,
+    /// The session URL path the server gave (`Location`).
+    pub location: String,
+    pub answer: String,
+}
+
+impl Viewer {
+    /// Subscribes to `url` over WHEP and waits until connected.
+    pub async fn connect(url: &str) -> anyhow::Result<Viewer> {
+        let offer = Offer::new().await?;
+        let resp = reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/sdp")
+            .body(offer.sdp.clone())
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let answer = resp.text().await.unwrap_or_default();
+        if status != reqwest::StatusCode::CREATED {
+            bail!("POST {url}: {status}: {}", answer.trim());
+        }
+        let location = location.context("201 without a Location header")?;
+        let desc =
+            RTCSessionDescription::answer(answer.clone()).context("the answer is not SDP")?;
+        offer
+            .pc
+            .set_remote_description(desc)
+            .await
+            .context("applying the answer")?;
+        let mut v = Viewer {
+            pc: offer.pc,
+            state: offer.state,
+            received: offer.received,
+            location,
+            answer,
+        };
+        if v.wait_state(Duration::from_secs(10), |s| {
+            s == RTCPeerConnectionState::Connected
+        })
+        .await
+        .is_none()
+        {
+            bail!(
+                "the WebRTC connection did not come up within 10 s (state {})",
+                v.state()
+            );
+        }
+        Ok(v)
+    }
+
+    pub fn state(&self) -> RTCPeerConnectionState {
+        *self.state.borrow()
+    }
+
+    /// Waits until the state satisfies `f`; `None` on timeout.
+    pub async fn wait_state(
+        &mut self,
+        within: Duration,
+        f: impl Fn(RTCPeerConnectionState) -> bool,
+    ) -> Option<RTCPeerConnectionState> {
+        tokio::time::timeout(within, self.state.wait_for(|s| f(*s)))
+            .await
+            .ok()?
+            .ok()
+            .map(|s| *s)
+    }
+
+    /// Waits until the server has ended the connection: its DTLS transport
+    /// closed by the server's close_notify, or the connection closed, failed
+    /// or disconnected. Returns how it ended, or `None` after `within`.
+    pub async fn wait_hung_up(&mut self, within: Duration) -> Option<String> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let state = self.state();
+            if matches!(
+                state,
+                RTCPeerConnectionState::Closed
+                    | RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Disconnected
+            ) {
+                return Some(format!("connection {state}"));
+            }
+            if self
+                .dtls_states()
+                .await
+                .iter()
+                .any(|s| s == "dtls closed" || s == "receiver dtls Ok(Closed)")
+            {
+                return Some("DTLS closed by the server".to_owned());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The DTLS transport states this viewer can see, and its connection
+    /// state, for hang-up detection and diagnostics.
+    pub async fn dtls_states(&self) -> Vec<String> {
+        let report = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let mut v: Vec<String> = report
+            .iter()
+            .filter_map(|e| match e {
+                RTCStatsReportEntry::Transport(t) => Some(format!("dtls {}", t.dtls_state)),
+                _ => None,
+            })
+            .collect();
+        for receiver in self.pc.get_receivers().await {
+            if let Ok(Some(t)) = receiver.transport().await {
+                v.push(format!("receiver dtls {:?}", t.state().await));
+            }
+        }
+        v.push(format!("pc {}", self.state()));
+        v
+    }
+
+    pub fn received(&self) -> Received {
+        lock(&self.received).clone()
+    }
+
+    /// Polls until `f` holds for what was received; false after `within`.
+    pub async fn wait_until(&self, within: Duration, f: impl Fn(&Received) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if f(&self.received()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// A one-line account of what was received, for messages.
+pub fn summary(r: &Received) -> String {
+    format!(
+        "video_packets={} audio_packets={} nal_types={:?} size={:?} video_mime={} audio_mime={}",
+        r.video.packets, r.audio.packets, r.nal_types, r.size, r.video.mime, r.audio.mime
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_counts_gaps_across_the_wrap() {
+        let mut t = TrackStats::default();
+        for seq in [65533u16, 65534, 65535, 0, 2, 3] {
+            t.take(seq, 10, "audio/opus");
+        }
+        assert_eq!((t.packets, t.lost), (6, 1));
+        // A late duplicate-free reordering does not count as loss.
+        t.take(1, 10, "audio/opus");
+        assert_eq!(t.lost, 0);
+    }
+}
