@@ -80,7 +80,9 @@ impl Viewer {
             return;
         }
         self.cancel.cancel();
-        for (track, ssrc) in &self.tracks {
+        // Only a connected viewer can be told (its SRTP keys exist).
+        let connected = *self.state.borrow() == RTCPeerConnectionState::Connected;
+        for (track, ssrc) in self.tracks.iter().filter(|_| connected) {
             let bye = rtc::rtcp::goodbye::Goodbye {
                 sources: vec![*ssrc],
                 reason: "stream ended".into(),

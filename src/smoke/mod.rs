@@ -75,17 +75,23 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
     let mut stream = tokio::spawn(stream::run(run, ready).instrument(span));
 
     let started = Instant::now();
-    let checked = tokio::select! {
-        r = async {
-            ready_rx.await.map_err(|_| ("the stream ended before FFmpeg started".to_owned(), None))?;
-            check(&url, has_video, has_audio, &expect, started).await
-        } => Some(r),
-        _ = &mut stream => None,
+    let check = async {
+        ready_rx
+            .await
+            .map_err(|_| ("the stream ended before FFmpeg started".to_owned(), None))?;
+        check(&url, has_video, has_audio, &expect, started).await
+    };
+    let (checked, ended) = tokio::select! {
+        r = check => (Some(r), None),
+        ended = &mut stream => (None, Some(ended)),
     };
     ctl.stop.cancel();
-    let ended = match tokio::time::timeout(Duration::from_secs(10), &mut stream).await {
-        Ok(Ok(r)) => Some(r),
-        _ => None,
+    let ended = match ended {
+        Some(e) => e.ok(),
+        None => tokio::time::timeout(Duration::from_secs(10), stream)
+            .await
+            .ok()
+            .and_then(Result::ok),
     };
     http_stop.cancel();
     let outcome = match (checked, ended) {

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 /// A running `ffwhep run`, with its log captured.
 pub struct Ffwhep {
     child: Child,
-    /// The WHEP URL it printed.
+    /// The first WHEP URL it printed.
     pub url: String,
+    urls: Arc<Mutex<Vec<String>>>,
     log: Arc<Mutex<String>>,
 }
 
@@ -23,7 +24,13 @@ impl Ffwhep {
     /// Starts `ffwhep run` on loopback with `extra` arguments, and waits for
     /// its WHEP URL.
     pub fn start(extra: &[&str]) -> Ffwhep {
+        Self::start_with(extra, &[])
+    }
+
+    /// Like `start`, with `global` options placed before `run`.
+    pub fn start_with(extra: &[&str], global: &[&str]) -> Ffwhep {
         let mut child = bin()
+            .args(global)
             .args([
                 "run",
                 "--listen",
@@ -40,9 +47,12 @@ impl Ffwhep {
         let log = Arc::new(Mutex::new(String::new()));
         let (url_tx, url_rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        let urls = Arc::new(Mutex::new(Vec::new()));
+        let all = urls.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("WHEP ") {
+                    all.lock().unwrap().push(url.to_owned());
                     let _ = url_tx.send(url.to_owned());
                 }
             }
@@ -63,7 +73,45 @@ impl Ffwhep {
                 panic!("ffwhep printed no WHEP URL; log:\n{}", log.lock().unwrap());
             }
         };
-        Ffwhep { child, url, log }
+        Ffwhep {
+            child,
+            url,
+            urls,
+            log,
+        }
+    }
+
+    /// Every WHEP URL printed so far (one per stream).
+    pub fn urls(&self) -> Vec<String> {
+        self.urls.lock().unwrap().clone()
+    }
+
+    /// Every `key=NUMBER` in the log, in order.
+    pub fn all(&self, key: &str) -> Vec<u64> {
+        let log = self.log();
+        let pat = format!(" {key}=");
+        log.match_indices(&pat)
+            .filter_map(|(i, _)| {
+                let digits: String = log[i + pat.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                digits.parse().ok()
+            })
+            .collect()
+    }
+
+    /// Waits until `f` holds for the log; panics after `within`.
+    pub fn wait_log(&self, within: Duration, what: &str, f: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + within;
+        while !f(&self.log()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn log(&self) -> String {
@@ -213,4 +261,17 @@ pub async fn wait_for(
             ffwhep::smoke::viewer::summary(&v.received())
         );
     }
+}
+
+/// Writes `text` to a new file in a fresh temporary directory.
+pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ffwhep-t-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
 }
