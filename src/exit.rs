@@ -291,6 +291,31 @@ mod tests {
     }
 
     #[test]
+    fn each_failure_has_its_code() {
+        let ports = AllocError {
+            attempts: 10,
+            last: std::io::Error::other("taken"),
+        };
+        assert_eq!(Failure::Ports(ports).code(), code::PORTS);
+        let nf = SpawnError::NotFound {
+            program: "ffmpeg".into(),
+        };
+        assert_eq!(Failure::FfmpegNotFound(nf).code(), code::FFMPEG_NOT_FOUND);
+        assert_eq!(Failure::Smoke("x".into()).code(), code::SMOKE_FAILED);
+        assert_eq!(Failure::Setup(anyhow::anyhow!("x")).code(), code::SETUP);
+        let several = Failure::Several(vec![
+            ("a".into(), Failure::Smoke("x".into())),
+            ("b".into(), Failure::Ffmpeg("y".into())),
+        ]);
+        assert_eq!(several.code(), code::SMOKE_FAILED, "the worst code wins");
+        assert!(
+            several
+                .to_string()
+                .contains("stream a: smoke check failed: x\nerror: stream b: y")
+        );
+    }
+
+    #[test]
     fn severity_ranks_failures_over_signals_over_clean() {
         assert!(severity(0) < severity(130));
         assert!(severity(143) < severity(1));
