@@ -14,6 +14,7 @@ pub mod offer;
 pub mod peer;
 pub mod ports;
 pub mod profile;
+pub mod registry;
 pub mod restart;
 pub mod rtp;
 pub mod smoke;

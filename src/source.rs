@@ -38,20 +38,39 @@ pub struct Source {
     task: JoinHandle<()>,
 }
 
+/// Told of each packet a subscriber missed because its queue was full.
+pub trait DropCount: Send + Sync {
+    fn dropped(&self);
+}
+
+/// One subscriber: its queue and whom to tell about drops.
+pub struct Subscriber {
+    tx: mpsc::Sender<RtpPacket>,
+    drops: Vec<Arc<dyn DropCount>>,
+}
+
 /// A cheap, clonable way to subscribe to a source.
 #[derive(Clone)]
 pub struct SourceHandle {
-    subscribe_tx: mpsc::Sender<mpsc::Sender<RtpPacket>>,
+    subscribe_tx: mpsc::Sender<Subscriber>,
     pub stats: Arc<SourceStats>,
     pub port: u16,
 }
 
 impl SourceHandle {
     /// A queue of this source's packets from now on, holding at most
-    /// `capacity`. `None` when the source has closed.
-    pub async fn subscribe(&self, capacity: usize) -> Option<mpsc::Receiver<RtpPacket>> {
+    /// `capacity`; each packet dropped for a full queue is told to `drops`.
+    /// `None` when the source has closed.
+    pub async fn subscribe(
+        &self,
+        capacity: usize,
+        drops: Vec<Arc<dyn DropCount>>,
+    ) -> Option<mpsc::Receiver<RtpPacket>> {
         let (tx, rx) = mpsc::channel(capacity);
-        self.subscribe_tx.send(tx).await.ok()?;
+        self.subscribe_tx
+            .send(Subscriber { tx, drops })
+            .await
+            .ok()?;
         Some(rx)
     }
 }
@@ -100,14 +119,14 @@ impl Source {
 struct Reader {
     socket: UdpSocket,
     stats: Arc<SourceStats>,
-    subscribers: Vec<mpsc::Sender<RtpPacket>>,
+    subscribers: Vec<Subscriber>,
     name: &'static str,
 }
 
 impl Reader {
     async fn run(
         mut self,
-        mut subscribe_rx: mpsc::Receiver<mpsc::Sender<RtpPacket>>,
+        mut subscribe_rx: mpsc::Receiver<Subscriber>,
         cancel: CancellationToken,
     ) {
         let mut buf = BytesMut::with_capacity(RECV_BUFFER * 16);
@@ -164,10 +183,11 @@ impl Reader {
             .fetch_add(packet.data.len() as u64, Relaxed);
         let stats = &self.stats;
         self.subscribers
-            .retain(|tx| match tx.try_send(packet.clone()) {
+            .retain(|sub| match sub.tx.try_send(packet.clone()) {
                 Ok(()) => true,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     stats.dropped.fetch_add(1, Relaxed);
+                    sub.drops.iter().for_each(|d| d.dropped());
                     true
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -207,8 +227,8 @@ mod tests {
     async fn forwards_rtp_to_every_subscriber_and_never_rtcp_or_garbage() {
         let (src, tx) = source().await;
         let h = src.handle();
-        let mut a = h.subscribe(64).await.unwrap();
-        let mut b = h.subscribe(64).await.unwrap();
+        let mut a = h.subscribe(64, vec![]).await.unwrap();
+        let mut b = h.subscribe(64, vec![]).await.unwrap();
         tx.send(&rtp(1)).unwrap();
         tx.send(&[0x80, 200, 0, 6, 0, 0, 0, 1]).unwrap(); // RTCP SR
         tx.send(b"garbage!").unwrap();
@@ -231,8 +251,8 @@ mod tests {
     async fn a_full_queue_drops_for_that_subscriber_only() {
         let (src, tx) = source().await;
         let h = src.handle();
-        let mut slow = h.subscribe(1).await.unwrap();
-        let mut fast = h.subscribe(64).await.unwrap();
+        let mut slow = h.subscribe(1, vec![]).await.unwrap();
+        let mut fast = h.subscribe(64, vec![]).await.unwrap();
         for seq in 0..10 {
             tx.send(&rtp(seq)).unwrap();
         }

@@ -11,9 +11,9 @@ use crate::ffmpeg::supervisor::{Exit, Ffmpeg, StopControl};
 use crate::peer::StreamMedia;
 use crate::ports::allocate_pair;
 use crate::profile::Plan;
+use crate::registry::{State, Streams};
 use crate::restart::{Backoff, Decision, RunEnd};
 use crate::source::{Source, SourceStats};
-use crate::whep::Streams;
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -24,6 +24,8 @@ use tracing::Instrument;
 
 /// How often the watchdog looks at progress and the sources.
 const WATCH_TICK: Duration = Duration::from_secs(1);
+/// Media counts as live while it moved within this window.
+const LIVE_WINDOW: Duration = Duration::from_secs(3);
 /// How often progress is logged.
 const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -67,7 +69,7 @@ pub async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended,
         let (exit, stalled) = match one_run(&run, &id, number, &ready).instrument(span).await {
             Ok(r) => r,
             Err(f) => {
-                run.streams.remove(&id);
+                run.streams.finish(&id, State::Failed);
                 return Err(f);
             }
         };
@@ -106,8 +108,39 @@ pub async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended,
             _ = run.ctl.stop.cancelled() => break Ended::Stopped,
         }
     };
-    run.streams.remove(&id);
+    let failed = match &ended {
+        Ended::Stopped => false,
+        Ended::Exhausted { .. } => true,
+        Ended::Exited { exit, stalled } => {
+            stalled.is_some()
+                || !(exit.status.success() || (exit.stopped && run.ctl.stop.is_cancelled()))
+        }
+    };
+    run.streams.finish(
+        &id,
+        if failed {
+            State::Failed
+        } else {
+            State::Stopped
+        },
+    );
     Ok(ended)
+}
+
+/// The reason an exit is counted under, for status and metrics.
+fn exit_reason(exit: &Exit, stalled: bool) -> &'static str {
+    use std::os::unix::process::ExitStatusExt;
+    if stalled {
+        "stalled"
+    } else if exit.stopped {
+        "stopped"
+    } else if exit.status.success() {
+        "clean"
+    } else if exit.status.signal().is_some() {
+        "killed"
+    } else {
+        "failed"
+    }
 }
 
 /// One FFmpeg run, from binding the ports to the end of the teardown.
@@ -122,6 +155,7 @@ async fn one_run(
         video: pair.video_port(),
         audio: pair.audio_port(),
     };
+    run.streams.run_starting(id, number, ports);
     let video =
         Source::start(pair.video, "video").map_err(Failure::setup("starting the video source"))?;
     let audio =
@@ -134,12 +168,13 @@ async fn one_run(
     let media = StreamMedia {
         video: run.plan.video.as_ref().map(|_| video.handle()),
         audio: run.plan.audio.as_ref().map(|_| audio.handle()),
+        sent: run.streams.sent_counters(id),
     };
     let watched: Vec<_> = [(&media.video, "video"), (&media.audio, "audio")]
         .into_iter()
         .filter_map(|(h, name)| h.as_ref().map(|h| (name, h.stats.clone())))
         .collect();
-    run.streams.publish(id, media);
+    run.streams.publish(id, media, watched.clone());
 
     let argv = args::build(&run.plan, ports);
     tracing::debug!(command = %args::shell_line(&run.ffmpeg.to_string_lossy(), &argv), "spawning FFmpeg");
@@ -147,12 +182,15 @@ async fn one_run(
         Ok(ff) => {
             tracing::info!(pid = ff.pid(), "FFmpeg started");
             ready(number, ports);
-            supervise(ff, run, watched).await
+            supervise(ff, run, id, watched).await
         }
         Err(e) => Err(Failure::from(e)),
     };
-    if let Ok((exit, _)) = &result {
+    if let Ok((exit, stalled)) = &result {
         tracing::info!(status = %exit.status, "FFmpeg exited");
+        let reason = exit_reason(exit, stalled.is_some());
+        run.streams
+            .record_exit(id, reason, format!("{reason}: {}", exit.status));
     }
     teardown(id, &run.streams, video, audio).await;
     result
@@ -163,6 +201,7 @@ async fn one_run(
 async fn supervise(
     ff: Ffmpeg,
     run: &StreamRun,
+    id: &str,
     sources: Vec<(&'static str, Arc<SourceStats>)>,
 ) -> Result<(Exit, Option<String>), Failure> {
     let ctl = StopControl {
@@ -174,7 +213,8 @@ async fn supervise(
     let wait = ff.wait(ctl.clone(), progress_tx);
     tokio::pin!(wait);
     let mut stalled = None;
-    let dog = watchdog(progress_rx, sources, run.plan.stale_timeout);
+    let report = |p: Option<Progress>, live: bool| run.streams.update_progress(id, p, live);
+    let dog = watchdog(progress_rx, sources, run.plan.stale_timeout, report);
     tokio::pin!(dog);
     loop {
         tokio::select! {
@@ -192,12 +232,14 @@ async fn supervise(
 }
 
 /// Resolves with the reason once FFmpeg has made no progress, or a source
-/// has had no RTP, for `timeout`; never when `timeout` is `None`. Logs
-/// progress now and then.
+/// has had no RTP, for `timeout`; never when `timeout` is `None`. Each tick
+/// it hands `report` the latest progress and whether media is live (all of
+/// it moved within `LIVE_WINDOW`), and now and then logs the progress.
 async fn watchdog(
     mut progress: watch::Receiver<Option<Progress>>,
     sources: Vec<(&'static str, Arc<SourceStats>)>,
     timeout: Option<Duration>,
+    report: impl Fn(Option<Progress>, bool),
 ) -> String {
     let start = Instant::now();
     let mut last_progress = (start, Progress::default());
@@ -230,6 +272,9 @@ async fn watchdog(
                 *last = (now, n);
             }
         }
+        let fresh = |t: Instant| t > start && now.duration_since(t) < LIVE_WINDOW;
+        let live = fresh(last_progress.0) && last_rtp.iter().all(|(t, _)| fresh(*t));
+        report(progress.borrow().clone(), live);
         let Some(timeout) = timeout else { continue };
         if now.duration_since(last_progress.0) >= timeout {
             return format!("no progress from FFmpeg for {} s", timeout.as_secs_f64());
@@ -279,7 +324,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn watchdog_fires_on_missing_progress() {
         let (tx, rx) = watch::channel(None);
-        let dog = tokio::spawn(watchdog(rx, vec![], Some(Duration::from_secs(5))));
+        let dog = tokio::spawn(watchdog(
+            rx,
+            vec![],
+            Some(Duration::from_secs(5)),
+            |_, _| {},
+        ));
         // Progress for 3 s, then silence.
         for frame in 1..=3 {
             tx.send_replace(Some(Progress {
@@ -306,6 +356,7 @@ mod tests {
             rx,
             vec![("video", video.clone())],
             Some(Duration::from_secs(5)),
+            |_, _| {},
         ));
         for frame in 1..=20 {
             tx.send_replace(Some(Progress {
@@ -325,9 +376,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn watchdog_reports_media_live_only_while_it_moves() {
+        let (tx, rx) = watch::channel(None);
+        let video = Arc::new(SourceStats::default());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let report = move |_: Option<Progress>, live: bool| log.lock().unwrap().push(live);
+        let dog = tokio::spawn(watchdog(rx, vec![("video", video.clone())], None, report));
+        for frame in 1..=5 {
+            tx.send_replace(Some(Progress {
+                frame,
+                ..Default::default()
+            }));
+            video.rtp_packets.fetch_add(10, Relaxed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        dog.abort();
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            seen[1..5].iter().all(|l| *l),
+            "not live while moving: {seen:?}"
+        );
+        assert!(
+            !seen.last().unwrap(),
+            "still live after media stopped: {seen:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn watchdog_without_timeout_never_fires() {
         let (_tx, rx) = watch::channel(None);
-        let dog = watchdog(rx, vec![], None);
+        let dog = watchdog(rx, vec![], None, |_, _| {});
         assert!(
             tokio::time::timeout(Duration::from_secs(3600), dog)
                 .await

@@ -1,136 +1,31 @@
-//! HTTP: the WHEP endpoints, the registry of streams and their viewer
-//! sessions, and every error response.
+//! HTTP: the WHEP endpoints and every error response they give.
 //!
 //! `POST /whep/{id}` makes a viewer from an SDP offer; `DELETE` on the
 //! session URL it returns hangs that viewer up. The registry lock is never
 //! held across an await.
 
 use crate::offer::OfferError;
-use crate::peer::{PeerConfig, PeerError, StreamMedia, Viewer, accept_offer};
+use crate::peer::{PeerError, Viewer, accept_offer};
+use crate::registry::{Streams, Unavailable};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::sync::Arc;
 use tracing::Instrument;
 
 /// An SDP offer is a few kilobytes; anything far larger is refused.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
-/// Seconds a client is told to wait when no restart time is known (the
-/// stream is starting or tearing down).
-const RETRY_AFTER_SECS: u64 = 1;
 
-/// Whole seconds until `next_run`, at least 1.
-fn retry_after(next_run: Option<Instant>) -> u64 {
-    next_run
-        .map_or(RETRY_AFTER_SECS, |at| {
-            let left = at.saturating_duration_since(Instant::now());
-            left.as_secs() + u64::from(left.subsec_nanos() > 0)
-        })
-        .max(1)
-}
-
-/// Every stream this process serves, and their viewers.
-pub struct Streams {
-    peer: PeerConfig,
-    inner: Mutex<HashMap<String, Slot>>,
-}
-
-#[derive(Default)]
-struct Slot {
-    /// The live sources; `None` while no FFmpeg run feeds the stream.
-    media: Option<StreamMedia>,
-    /// When the next run is due, while the stream waits to restart.
-    next_run: Option<Instant>,
-    sessions: HashMap<String, Arc<Viewer>>,
-}
-
-impl Streams {
-    pub fn new(peer: PeerConfig) -> Arc<Self> {
-        Arc::new(Self {
-            peer,
-            inner: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
-        // A panic while holding this lock cannot leave the map half-updated
-        // (every update is a single insert or remove), so poison is ignored.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Makes `id` known, with no media yet (POSTs get 409).
-    pub fn declare(&self, id: &str) {
-        self.lock().entry(id.to_owned()).or_default();
-    }
-
-    /// Puts live sources behind `id`.
-    pub fn publish(&self, id: &str, media: StreamMedia) {
-        let mut map = self.lock();
-        let slot = map.entry(id.to_owned()).or_default();
-        slot.media = Some(media);
-        slot.next_run = None;
-    }
-
-    /// Marks `id` as waiting to restart at `at` (for `Retry-After`).
-    pub fn wait_for_restart(&self, id: &str, at: Instant) {
-        if let Some(slot) = self.lock().get_mut(id) {
-            slot.next_run = Some(at);
+impl From<Unavailable> for WhepError {
+    fn from(u: Unavailable) -> Self {
+        match u {
+            Unavailable::UnknownStream => WhepError::UnknownStream,
+            Unavailable::Ended => WhepError::Ended,
+            Unavailable::NotLive(secs) => WhepError::NotLive(secs),
         }
-    }
-
-    /// Forgets `id`: the stream has ended for good.
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
-    /// Takes the sources away from `id` and hands back every viewer, for the
-    /// caller to hang up before it closes the sources.
-    pub fn unpublish(&self, id: &str) -> Vec<Arc<Viewer>> {
-        let mut map = self.lock();
-        let Some(slot) = map.get_mut(id) else {
-            return Vec::new();
-        };
-        slot.media = None;
-        slot.sessions.drain().map(|(_, v)| v).collect()
-    }
-
-    /// Number of viewers of `id`.
-    pub fn viewer_count(&self, id: &str) -> usize {
-        self.lock().get(id).map_or(0, |s| s.sessions.len())
-    }
-
-    fn media(&self, id: &str) -> Result<StreamMedia, WhepError> {
-        match self.lock().get(id) {
-            None => Err(WhepError::UnknownStream),
-            Some(Slot { media: Some(m), .. }) => Ok(m.clone()),
-            Some(Slot {
-                media: None,
-                next_run,
-                ..
-            }) => Err(WhepError::NotLive(retry_after(*next_run))),
-        }
-    }
-
-    /// Registers a new session; refused when the stream lost its media while
-    /// the viewer was being made.
-    fn add_session(&self, id: &str, session: &str, viewer: Arc<Viewer>) -> Result<(), WhepError> {
-        match self.lock().get_mut(id) {
-            Some(slot) if slot.media.is_some() => {
-                slot.sessions.insert(session.to_owned(), viewer);
-                Ok(())
-            }
-            Some(slot) => Err(WhepError::NotLive(retry_after(slot.next_run))),
-            None => Err(WhepError::UnknownStream),
-        }
-    }
-
-    fn remove_session(&self, id: &str, session: &str) -> Option<Arc<Viewer>> {
-        self.lock().get_mut(id)?.sessions.remove(session)
     }
 }
 
@@ -139,6 +34,8 @@ impl Streams {
 enum WhepError {
     #[error("no such stream")]
     UnknownStream,
+    #[error("the stream has ended")]
+    Ended,
     #[error("no such session")]
     UnknownSession,
     #[error("the stream has no live source right now; retry in {0} s")]
@@ -156,7 +53,9 @@ enum WhepError {
 impl WhepError {
     fn status(&self) -> StatusCode {
         match self {
-            WhepError::UnknownStream | WhepError::UnknownSession => StatusCode::NOT_FOUND,
+            WhepError::UnknownStream | WhepError::UnknownSession | WhepError::Ended => {
+                StatusCode::NOT_FOUND
+            }
             WhepError::NotLive(_) => StatusCode::CONFLICT,
             WhepError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WhepError::NotText | WhepError::Offer(_) => StatusCode::BAD_REQUEST,
@@ -170,10 +69,14 @@ impl WhepError {
 impl IntoResponse for WhepError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let retry = match &self {
+            WhepError::NotLive(secs) => Some(*secs),
+            _ => None,
+        };
         let mut resp = (status, format!("{self}\n")).into_response();
-        if status == StatusCode::CONFLICT {
+        if let Some(secs) = retry {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -272,11 +175,14 @@ async fn subscribe(
         }
     })?;
     let viewer = Arc::new(viewer);
-    if let Err(e) = streams.add_session(&id, &session, viewer.clone()) {
-        viewer.hang_up().await;
-        return Err(e);
-    }
-    tracing::info!(stream = %id, viewer = %&session[..8], viewers = streams.viewer_count(&id), "viewer joined");
+    let viewers = match streams.add_session(&id, &session, viewer.clone()) {
+        Ok(n) => n,
+        Err(e) => {
+            viewer.hang_up().await;
+            return Err(e.into());
+        }
+    };
+    tracing::info!(stream = %id, viewer = %&session[..8], viewers, "viewer joined");
     watch_session(streams.clone(), id.clone(), session.clone(), viewer.clone());
 
     let mut resp = (StatusCode::CREATED, viewer.answer.clone()).into_response();

@@ -5,9 +5,14 @@
 //! one forwarder per track takes packets from that kind's source and rewrites
 //! them to the payload type the viewer negotiated and the viewer's own SSRC.
 
+mod forward;
+mod report;
+
+pub use report::ViewerReport;
+
 use crate::offer::{OfferError, Offered};
-use crate::rtp::RtpPacket;
-use crate::source::SourceHandle;
+use crate::source::{DropCount, SourceHandle};
+use forward::Forwarder;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp_transceiver::rtp_sender::{
@@ -16,7 +21,10 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+use std::time::SystemTime;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -28,9 +36,6 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
-
-/// Packets queued between a source and one viewer's track.
-const VIEWER_QUEUE: usize = 512;
 
 /// How a viewer's peer connections are set up.
 #[derive(Debug, Clone)]
@@ -46,6 +51,23 @@ pub struct PeerConfig {
 pub struct StreamMedia {
     pub video: Option<SourceHandle>,
     pub audio: Option<SourceHandle>,
+    /// What all viewers of the stream were sent, over its whole life.
+    pub sent: Arc<ViewerCounters>,
+}
+
+/// Packets and bytes written toward viewers, and packets dropped because a
+/// viewer's queue was full.
+#[derive(Debug, Default)]
+pub struct ViewerCounters {
+    pub packets_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl DropCount for ViewerCounters {
+    fn dropped(&self) {
+        self.dropped.fetch_add(1, Relaxed);
+    }
 }
 
 /// Why no viewer could be made.
@@ -64,6 +86,9 @@ fn internal(context: &'static str) -> impl FnOnce(webrtc::error::Error) -> PeerE
 /// A connected (or connecting) viewer.
 pub struct Viewer {
     pc: Arc<dyn PeerConnection>,
+    counters: Arc<ViewerCounters>,
+    /// When the connection came up.
+    connected_at: Arc<Mutex<Option<SystemTime>>>,
     /// Each track with the SSRC the viewer knows it by, for the BYE.
     tracks: Vec<(Arc<TrackLocalStaticRTP>, u32)>,
     cancel: CancellationToken,
@@ -119,6 +144,7 @@ struct Events {
     state: watch::Sender<RTCPeerConnectionState>,
     gathered: Arc<Notify>,
     label: String,
+    connected_at: Arc<Mutex<Option<SystemTime>>>,
 }
 
 #[async_trait::async_trait]
@@ -131,6 +157,10 @@ impl PeerConnectionEventHandler for Events {
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(viewer = %self.label, %state, "viewer connection state");
+        if state == RTCPeerConnectionState::Connected {
+            let mut at = self.connected_at.lock().unwrap_or_else(|p| p.into_inner());
+            at.get_or_insert_with(SystemTime::now);
+        }
         self.state.send_replace(state);
     }
 }
@@ -154,10 +184,12 @@ pub async fn accept_offer(
         .map_err(|e| OfferError::Unparsable(e.to_string()))?;
     let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
     let gathered = Arc::new(Notify::new());
+    let connected_at = Arc::new(Mutex::new(None));
     let events = Events {
         state: state_tx,
         gathered: gathered.clone(),
         label: label.to_owned(),
+        connected_at: connected_at.clone(),
     };
     let pc = build_peer(cfg, events).await?;
     let result = async {
@@ -185,6 +217,7 @@ pub async fn accept_offer(
         }
     };
     let cancel = CancellationToken::new();
+    let counters = Arc::new(ViewerCounters::default());
     let mut bye_tracks = Vec::new();
     for (t, pt) in forwarders {
         bye_tracks.push((t.track.clone(), t.ssrc));
@@ -195,11 +228,14 @@ pub async fn accept_offer(
             ssrc: t.ssrc,
             state: state.clone(),
             cancel: cancel.clone(),
+            counters: [counters.clone(), media.sent.clone()],
         };
         tokio::spawn(fwd.run().in_current_span());
     }
     Ok(Viewer {
         pc,
+        counters,
+        connected_at,
         tracks: bye_tracks,
         cancel,
         state,
@@ -391,61 +427,4 @@ async fn negotiated_pt(sender: &Arc<dyn RtpSender>, kind: RtpCodecKind) -> Optio
         };
         ok.then_some(c.payload_type)
     })
-}
-
-/// Moves one kind of media from a source to one viewer's track.
-struct Forwarder {
-    track: Arc<TrackLocalStaticRTP>,
-    source: SourceHandle,
-    pt: u8,
-    ssrc: u32,
-    state: watch::Receiver<RTCPeerConnectionState>,
-    cancel: CancellationToken,
-}
-
-impl Forwarder {
-    async fn run(mut self) {
-        // Forward only once connected: before that, writes cannot be protected.
-        let connected = tokio::select! {
-            _ = self.cancel.cancelled() => return,
-            s = self.state.wait_for(|s| *s == RTCPeerConnectionState::Connected || is_over(*s)) => {
-                matches!(s.as_deref(), Ok(RTCPeerConnectionState::Connected))
-            }
-        };
-        if !connected {
-            return;
-        }
-        let Some(mut rx) = self.source.subscribe(VIEWER_QUEUE).await else {
-            return;
-        };
-        let mut errors = 0u64;
-        loop {
-            let packet = tokio::select! {
-                biased;
-                _ = self.cancel.cancelled() => break,
-                p = rx.recv() => match p { Some(p) => p, None => break },
-            };
-            if let Err(e) = self.track.write_rtp(self.rewrite(&packet)).await {
-                errors += 1;
-                if errors == 1 {
-                    tracing::debug!(error = %e, "write to viewer failed");
-                }
-            }
-        }
-    }
-
-    fn rewrite(&self, p: &RtpPacket) -> rtc::rtp::Packet {
-        rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                marker: p.marker,
-                payload_type: self.pt,
-                sequence_number: p.sequence,
-                timestamp: p.timestamp,
-                ssrc: self.ssrc,
-                ..Default::default()
-            },
-            payload: p.payload(),
-        }
-    }
 }

@@ -1,0 +1,62 @@
+//! What a viewer has been sent and how its connection fares: our own
+//! counters plus the WebRTC stack's statistics (NACKs, RTT, remote address).
+
+use super::Viewer;
+use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Instant, UNIX_EPOCH};
+use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
+
+/// One viewer, for status.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ViewerReport {
+    pub state: String,
+    /// Unix time in seconds when the connection came up.
+    pub connected_since: Option<f64>,
+    /// The viewer's address on the selected ICE candidate pair.
+    pub remote: Option<String>,
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    /// Packets not sent because the viewer's queue was full.
+    pub dropped: u64,
+    /// NACKs the viewer sent.
+    pub nacks: u64,
+    /// Round-trip time from the viewer's receiver reports.
+    pub rtt_ms: Option<f64>,
+}
+
+impl Viewer {
+    pub async fn report(&self) -> ViewerReport {
+        let since = *self.connected_at.lock().unwrap_or_else(|p| p.into_inner());
+        let mut r = ViewerReport {
+            state: self.state.borrow().to_string(),
+            connected_since: since
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs_f64()),
+            packets_sent: self.counters.packets_sent.load(Relaxed),
+            bytes_sent: self.counters.bytes_sent.load(Relaxed),
+            dropped: self.counters.dropped.load(Relaxed),
+            ..Default::default()
+        };
+        let stats = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
+        let mut remote_id = None;
+        for e in stats.iter() {
+            match e {
+                RTCStatsReportEntry::OutboundRtp(o) => r.nacks += u64::from(o.nack_count),
+                RTCStatsReportEntry::RemoteInboundRtp(ri) if ri.round_trip_time > 0.0 => {
+                    r.rtt_ms = Some(ri.round_trip_time * 1000.0);
+                }
+                RTCStatsReportEntry::IceCandidatePair(p) if p.nominated => {
+                    remote_id = Some(p.remote_candidate_id.clone());
+                }
+                _ => {}
+            }
+        }
+        if let Some(id) = remote_id
+            && let Some(RTCStatsReportEntry::RemoteCandidate(c)) = stats.get(&id)
+        {
+            r.remote = c.address.as_ref().map(|a| format!("{a}:{}", c.port));
+        }
+        r
+    }
+}

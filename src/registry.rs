@@ -1,0 +1,301 @@
+//! The registry of streams: what each one is doing (state, runs, exits,
+//! progress, ports, sources) and its viewer sessions. The stream lifecycle
+//! writes it; HTTP (WHEP, status, metrics) reads it. The lock is never held
+//! across an await.
+
+use crate::ffmpeg::args::LegPorts;
+use crate::ffmpeg::progress::Progress;
+use crate::peer::{PeerConfig, StreamMedia, Viewer, ViewerCounters};
+use crate::source::SourceStats;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+/// Seconds a client is told to wait when no restart time is known (the
+/// stream is starting or tearing down).
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// Where a stream is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Binding ports and spawning FFmpeg.
+    Starting,
+    /// FFmpeg runs and its sources are published.
+    Running,
+    /// Between runs, waiting out the backoff.
+    Restarting,
+    /// Ended without failure.
+    Stopped,
+    /// Ended with a failure.
+    Failed,
+}
+
+impl State {
+    pub const ALL: [State; 5] = [
+        State::Starting,
+        State::Running,
+        State::Restarting,
+        State::Stopped,
+        State::Failed,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// Why a stream cannot take a viewer now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    UnknownStream,
+    Ended,
+    /// No live source; retry after this many seconds.
+    NotLive(u64),
+}
+
+/// One viewer session.
+#[derive(Clone)]
+pub struct Session {
+    pub viewer: Arc<Viewer>,
+    pub joined: SystemTime,
+}
+
+/// A stream's record, as a copy for readers.
+#[derive(Clone)]
+pub struct StreamInfo {
+    pub state: State,
+    /// FFmpeg runs started so far.
+    pub runs: u32,
+    /// How the last run ended, in words.
+    pub last_exit: Option<String>,
+    /// Exits counted by reason: clean, failed, killed, stalled, stopped.
+    pub exits: BTreeMap<&'static str, u64>,
+    pub progress: Option<Progress>,
+    /// FFmpeg progresses and every leg's port has fresh RTP.
+    pub live: bool,
+    pub ports: Option<LegPorts>,
+    /// The current run's sources, by kind.
+    pub sources: Vec<(&'static str, Arc<SourceStats>)>,
+    /// What all viewers of the stream were sent, over its whole life.
+    pub sent: Arc<ViewerCounters>,
+    pub sessions: Vec<(String, Session)>,
+}
+
+struct Slot {
+    media: Option<StreamMedia>,
+    /// When the next run is due, while the stream waits to restart.
+    next_run: Option<Instant>,
+    sessions: HashMap<String, Session>,
+    info: StreamInfo,
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            media: None,
+            next_run: None,
+            sessions: HashMap::new(),
+            info: StreamInfo {
+                state: State::Starting,
+                runs: 0,
+                last_exit: None,
+                exits: BTreeMap::new(),
+                progress: None,
+                live: false,
+                ports: None,
+                sources: Vec::new(),
+                sent: Arc::default(),
+                sessions: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Every stream this process serves, and their viewers.
+pub struct Streams {
+    pub peer: PeerConfig,
+    inner: Mutex<BTreeMap<String, Slot>>,
+}
+
+/// Whole seconds until `next_run`, at least 1.
+fn retry_after(next_run: Option<Instant>) -> u64 {
+    next_run
+        .map_or(RETRY_AFTER_SECS, |at| {
+            let left = at.saturating_duration_since(Instant::now());
+            left.as_secs() + u64::from(left.subsec_nanos() > 0)
+        })
+        .max(1)
+}
+
+impl Streams {
+    pub fn new(peer: PeerConfig) -> Arc<Self> {
+        Arc::new(Self {
+            peer,
+            inner: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Slot>> {
+        // Every update is a few field writes that cannot panic half-way, so
+        // a poisoned lock still holds a consistent map.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut Slot) -> T) -> Option<T> {
+        self.lock().get_mut(id).map(f)
+    }
+
+    /// Makes `id` known, starting, with no media yet (POSTs get 409).
+    pub fn declare(&self, id: &str) {
+        self.lock().entry(id.to_owned()).or_insert_with(Slot::new);
+    }
+
+    /// A run is starting: its number and ports.
+    pub fn run_starting(&self, id: &str, run: u32, ports: LegPorts) {
+        self.with(id, |s| {
+            s.info.state = State::Starting;
+            s.info.runs = run;
+            s.info.ports = Some(ports);
+            s.info.live = false;
+            s.info.progress = None;
+        });
+    }
+
+    /// Puts live sources behind `id`: the stream is running.
+    pub fn publish(
+        &self,
+        id: &str,
+        media: StreamMedia,
+        sources: Vec<(&'static str, Arc<SourceStats>)>,
+    ) {
+        self.with(id, |s| {
+            s.media = Some(media);
+            s.next_run = None;
+            s.info.state = State::Running;
+            s.info.sources = sources;
+        });
+    }
+
+    /// The stream-wide counters viewers add to.
+    pub fn sent_counters(&self, id: &str) -> Arc<ViewerCounters> {
+        self.with(id, |s| s.info.sent.clone()).unwrap_or_default()
+    }
+
+    /// The latest progress, and whether media is live.
+    pub fn update_progress(&self, id: &str, progress: Option<Progress>, live: bool) {
+        self.with(id, |s| {
+            if progress.is_some() {
+                s.info.progress = progress;
+            }
+            s.info.live = live;
+        });
+    }
+
+    /// A run ended: counted by `reason`, described for status.
+    pub fn record_exit(&self, id: &str, reason: &'static str, description: String) {
+        self.with(id, |s| {
+            *s.info.exits.entry(reason).or_default() += 1;
+            s.info.last_exit = Some(description);
+            s.info.live = false;
+        });
+    }
+
+    /// Waits to restart at `at` (for `Retry-After`).
+    pub fn wait_for_restart(&self, id: &str, at: Instant) {
+        self.with(id, |s| {
+            s.next_run = Some(at);
+            s.info.state = State::Restarting;
+        });
+    }
+
+    /// The stream has ended for good, in `state` (stopped or failed).
+    pub fn finish(&self, id: &str, state: State) {
+        self.with(id, |s| {
+            s.media = None;
+            s.next_run = None;
+            s.info.state = state;
+            s.info.live = false;
+        });
+    }
+
+    /// Takes the sources away from `id` and hands back every viewer, for the
+    /// caller to hang up before it closes the sources.
+    pub fn unpublish(&self, id: &str) -> Vec<Arc<Viewer>> {
+        self.with(id, |s| {
+            s.media = None;
+            s.info.sources.clear();
+            s.info.live = false;
+            s.sessions.drain().map(|(_, v)| v.viewer).collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The media behind `id`, or why there is none.
+    pub fn media(&self, id: &str) -> Result<StreamMedia, Unavailable> {
+        let map = self.lock();
+        let slot = map.get(id).ok_or(Unavailable::UnknownStream)?;
+        match (&slot.media, slot.info.state) {
+            (Some(m), _) => Ok(m.clone()),
+            (None, State::Stopped | State::Failed) => Err(Unavailable::Ended),
+            (None, _) => Err(Unavailable::NotLive(retry_after(slot.next_run))),
+        }
+    }
+
+    /// Registers a new session; refused when the stream lost its media while
+    /// the viewer was being made. Returns the number of viewers.
+    pub fn add_session(
+        &self,
+        id: &str,
+        session: &str,
+        viewer: Arc<Viewer>,
+    ) -> Result<usize, Unavailable> {
+        let mut map = self.lock();
+        let slot = map.get_mut(id).ok_or(Unavailable::UnknownStream)?;
+        if slot.media.is_none() {
+            return Err(Unavailable::NotLive(retry_after(slot.next_run)));
+        }
+        slot.sessions.insert(
+            session.to_owned(),
+            Session {
+                viewer,
+                joined: SystemTime::now(),
+            },
+        );
+        Ok(slot.sessions.len())
+    }
+
+    pub fn remove_session(&self, id: &str, session: &str) -> Option<Arc<Viewer>> {
+        self.with(id, |s| s.sessions.remove(session).map(|s| s.viewer))
+            .flatten()
+    }
+
+    /// A copy of every stream's record, sessions included, by id.
+    pub fn snapshot(&self) -> Vec<(String, StreamInfo)> {
+        self.lock()
+            .iter()
+            .map(|(id, s)| {
+                let mut info = s.info.clone();
+                info.sessions = s
+                    .sessions
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                info.sessions.sort_by_key(|(_, v)| v.joined);
+                (id.clone(), info)
+            })
+            .collect()
+    }
+
+    /// The ids of every stream.
+    pub fn ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+}
