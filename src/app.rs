@@ -6,13 +6,13 @@ use crate::cli::{ArgsArgs, Command, ProfileArg, RunArgs};
 use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::supervisor::StopControl;
+use crate::http;
 use crate::peer::PeerConfig;
 use crate::ports::allocate_pair;
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::registry::Streams;
 use crate::smoke;
 use crate::stream::{self, StreamRun};
-use crate::whep;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -149,7 +149,7 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
         gather_timeout: Duration::from_secs(5),
     });
     let http_stop = CancellationToken::new();
-    let server = axum::serve(listener, whep::router(streams.clone()))
+    let server = axum::serve(listener, http::router(streams.clone()))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());
     let server = tokio::spawn(async move {
         if let Err(e) = server.await {
@@ -167,7 +167,9 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
     let mut set = JoinSet::new();
     for plan in plans {
         let id = plan.id.to_string();
-        let url = format!("http://{}/whep/{}", display_addr(http_addr), plan.id);
+        let base = format!("http://{}", display_addr(http_addr));
+        let url = format!("{base}/whep/{}", plan.id);
+        let player = format!("{base}/play/{}", plan.id);
         let span = tracing::info_span!("stream", stream = %plan.id);
         let run = StreamRun {
             plan,
@@ -176,7 +178,9 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
             ctl: ctl.clone(),
         };
         let announce_once = Once::new();
-        let fut = stream::run(run, move |_, _| announce_once.call_once(|| announce(&url)));
+        let fut = stream::run(run, move |_, _| {
+            announce_once.call_once(|| announce(&url, &player))
+        });
         set.spawn(async move { (id, fut.await) }.instrument(span));
     }
     let mut outcomes = Vec::new();
@@ -195,10 +199,16 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
     exit::worst(outcomes)
 }
 
-fn announce(url: &str) {
-    tracing::info!(url, "ready: subscribe with WHEP");
+/// Prints the stream's WHEP URL and its player page on stdout.
+fn announce(whep_url: &str, player_url: &str) {
+    tracing::info!(
+        url = whep_url,
+        player = player_url,
+        "ready: subscribe with WHEP"
+    );
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "WHEP {url}");
+    let _ = writeln!(out, "WHEP {whep_url}");
+    let _ = writeln!(out, "PLAY {player_url}");
     let _ = out.flush();
 }
 

@@ -39,24 +39,50 @@ impl Viewer {
             ..Default::default()
         };
         let stats = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
-        let mut remote_id = None;
+        // The pair media flows on: the one that carried the most.
+        let mut pair: Option<(u64, String, f64)> = None;
         for e in stats.iter() {
             match e {
                 RTCStatsReportEntry::OutboundRtp(o) => r.nacks += u64::from(o.nack_count),
                 RTCStatsReportEntry::RemoteInboundRtp(ri) if ri.round_trip_time > 0.0 => {
                     r.rtt_ms = Some(ri.round_trip_time * 1000.0);
                 }
-                RTCStatsReportEntry::IceCandidatePair(p) if p.nominated => {
-                    remote_id = Some(p.remote_candidate_id.clone());
+                RTCStatsReportEntry::IceCandidatePair(p)
+                    if pair.as_ref().is_none_or(|(b, _, _)| p.bytes_sent > *b) =>
+                {
+                    pair = Some((
+                        p.bytes_sent,
+                        p.remote_candidate_id.clone(),
+                        p.current_round_trip_time,
+                    ));
                 }
                 _ => {}
             }
         }
-        if let Some(id) = remote_id
-            && let Some(RTCStatsReportEntry::RemoteCandidate(c)) = stats.get(&id)
-        {
-            r.remote = c.address.as_ref().map(|a| format!("{a}:{}", c.port));
+        if let Some((_, id, pair_rtt)) = pair {
+            if r.rtt_ms.is_none() && pair_rtt > 0.0 {
+                r.rtt_ms = Some(pair_rtt * 1000.0);
+            }
+            if let Some(RTCStatsReportEntry::RemoteCandidate(c)) = stats.get(&id) {
+                r.remote = c.address.as_ref().map(|a| format!("{a}:{}", c.port));
+            }
+        }
+        if r.remote.is_none() {
+            // A peer-reflexive remote (learnt from checks) has no stats entry:
+            // ask the ICE transport for its selected pair instead.
+            r.remote = self.selected_remote().await;
         }
         r
+    }
+
+    async fn selected_remote(&self) -> Option<String> {
+        let sender = self.pc.get_senders().await.into_iter().next()?;
+        let dtls = sender.transport().await.ok()??;
+        let pair = dtls
+            .ice_transport()
+            .get_selected_candidate_pair()
+            .await
+            .ok()??;
+        Some(format!("{}:{}", pair.remote().address, pair.remote().port))
     }
 }

@@ -7,12 +7,12 @@ pub mod viewer;
 
 use crate::exit::{self, Failure};
 use crate::ffmpeg::supervisor::StopControl;
+use crate::http;
 use crate::peer::PeerConfig;
 use crate::profile::Plan;
 use crate::registry::Streams;
 use crate::restart::Policy;
 use crate::stream::{self, StreamRun};
-use crate::whep;
 use serde_json::json;
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
     };
     let streams = Streams::new(peer);
     let http_stop = CancellationToken::new();
-    let server = axum::serve(listener, whep::router(streams.clone()))
+    let server = axum::serve(listener, http::router(streams.clone()))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());
     tokio::spawn(async move { server.await });
 

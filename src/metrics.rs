@@ -1,0 +1,206 @@
+//! `GET /metrics`: the registry's figures in the Prometheus text format,
+//! built with the `prometheus` crate at scrape time, each with a `stream`
+//! label.
+
+use crate::registry::{State, Streams};
+use axum::extract::State as AxState;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// One scrape's metric families.
+struct Families {
+    registry: Registry,
+    state: IntGaugeVec,
+    live: IntGaugeVec,
+    runs: IntCounterVec,
+    exits: IntCounterVec,
+    viewers: IntGaugeVec,
+    fps: GaugeVec,
+    bitrate: GaugeVec,
+    speed: GaugeVec,
+    frames_dropped: IntCounterVec,
+    frames_duplicated: IntCounterVec,
+    source_packets: IntCounterVec,
+    source_bytes: IntCounterVec,
+    source_rtcp: IntCounterVec,
+    source_errors: IntCounterVec,
+    sent_packets: IntCounterVec,
+    sent_bytes: IntCounterVec,
+    sent_dropped: IntCounterVec,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(format!("ffwhep_{name}"), help)
+}
+
+impl Families {
+    fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let gauge = |n: &str, h: &str, l: &[&str]| -> prometheus::Result<IntGaugeVec> {
+            let g = IntGaugeVec::new(opts(n, h), l)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let fgauge = |n: &str, h: &str| -> prometheus::Result<GaugeVec> {
+            let g = GaugeVec::new(opts(n, h), &["stream"])?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let counter = |n: &str, h: &str, l: &[&str]| -> prometheus::Result<IntCounterVec> {
+            let c = IntCounterVec::new(opts(n, h), l)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let s = &["stream"][..];
+        let sk = &["stream", "kind"][..];
+        Ok(Self {
+            state: gauge(
+                "stream_state",
+                "1 for the state the stream is in.",
+                &["stream", "state"],
+            )?,
+            live: gauge(
+                "stream_live",
+                "1 while FFmpeg progresses and every leg has fresh RTP.",
+                s,
+            )?,
+            runs: counter("ffmpeg_runs_total", "FFmpeg runs started.", s)?,
+            exits: counter(
+                "ffmpeg_exits_total",
+                "FFmpeg exits by reason.",
+                &["stream", "reason"],
+            )?,
+            viewers: gauge("viewers", "Connected viewer sessions.", s)?,
+            fps: fgauge("ffmpeg_fps", "FFmpeg's output frame rate.")?,
+            bitrate: fgauge("ffmpeg_bitrate_kbps", "FFmpeg's output bitrate, kbit/s.")?,
+            speed: fgauge("ffmpeg_speed", "FFmpeg's speed relative to real time.")?,
+            frames_dropped: counter(
+                "ffmpeg_frames_dropped_total",
+                "Frames FFmpeg dropped (this run).",
+                s,
+            )?,
+            frames_duplicated: counter(
+                "ffmpeg_frames_duplicated_total",
+                "Frames FFmpeg duplicated (this run).",
+                s,
+            )?,
+            source_packets: counter(
+                "source_rtp_packets_total",
+                "RTP packets received from FFmpeg (this run).",
+                sk,
+            )?,
+            source_bytes: counter(
+                "source_rtp_bytes_total",
+                "RTP bytes received from FFmpeg (this run).",
+                sk,
+            )?,
+            source_rtcp: counter(
+                "source_rtcp_packets_total",
+                "RTCP packets seen on a source port (this run).",
+                sk,
+            )?,
+            source_errors: counter(
+                "source_errors_total",
+                "Datagrams that were neither RTP nor RTCP (this run).",
+                sk,
+            )?,
+            sent_packets: counter(
+                "viewer_packets_sent_total",
+                "RTP packets written toward viewers.",
+                s,
+            )?,
+            sent_bytes: counter(
+                "viewer_bytes_sent_total",
+                "RTP bytes written toward viewers.",
+                s,
+            )?,
+            sent_dropped: counter(
+                "viewer_packets_dropped_total",
+                "Packets dropped for viewers whose queue was full.",
+                s,
+            )?,
+            registry,
+        })
+    }
+
+    fn fill(&self, streams: &Streams) {
+        for (id, info) in streams.snapshot() {
+            let l = &[id.as_str()][..];
+            for st in State::ALL {
+                self.state
+                    .with_label_values(&[id.as_str(), st.name()])
+                    .set(i64::from(st == info.state));
+            }
+            self.live.with_label_values(l).set(i64::from(info.live));
+            self.runs.with_label_values(l).inc_by(u64::from(info.runs));
+            for (reason, n) in &info.exits {
+                self.exits
+                    .with_label_values(&[id.as_str(), reason])
+                    .inc_by(*n);
+            }
+            self.viewers
+                .with_label_values(l)
+                .set(info.sessions.len() as i64);
+            if let Some(p) = &info.progress {
+                self.fps.with_label_values(l).set(p.fps);
+                self.bitrate
+                    .with_label_values(l)
+                    .set(p.bitrate_kbps.unwrap_or(0.0));
+                self.speed.with_label_values(l).set(p.speed.unwrap_or(0.0));
+                self.frames_dropped
+                    .with_label_values(l)
+                    .inc_by(p.drop_frames);
+                self.frames_duplicated
+                    .with_label_values(l)
+                    .inc_by(p.dup_frames);
+            }
+            for (kind, s) in &info.sources {
+                let lk = &[id.as_str(), kind][..];
+                self.source_packets
+                    .with_label_values(lk)
+                    .inc_by(s.rtp_packets.load(Relaxed));
+                self.source_bytes
+                    .with_label_values(lk)
+                    .inc_by(s.rtp_bytes.load(Relaxed));
+                self.source_rtcp
+                    .with_label_values(lk)
+                    .inc_by(s.rtcp_packets.load(Relaxed));
+                self.source_errors
+                    .with_label_values(lk)
+                    .inc_by(s.garbage_packets.load(Relaxed));
+            }
+            self.sent_packets
+                .with_label_values(l)
+                .inc_by(info.sent.packets_sent.load(Relaxed));
+            self.sent_bytes
+                .with_label_values(l)
+                .inc_by(info.sent.bytes_sent.load(Relaxed));
+            self.sent_dropped
+                .with_label_values(l)
+                .inc_by(info.sent.dropped.load(Relaxed));
+        }
+    }
+}
+
+/// The text exposition of every stream's metrics.
+pub fn render(streams: &Streams) -> prometheus::Result<String> {
+    let families = Families::new()?;
+    families.fill(streams);
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&families.registry.gather(), &mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+pub async fn metrics(AxState(streams): AxState<Arc<Streams>>) -> Response {
+    match render(&streams) {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot render metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}

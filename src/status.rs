@@ -1,0 +1,163 @@
+//! What operators and probes read: `GET /status` (JSON per stream, viewers
+//! included), `GET /healthz` (the process is up) and `GET /readyz` (every
+//! stream has live media).
+
+use crate::ffmpeg::progress::Progress;
+use crate::peer::ViewerReport;
+use crate::registry::{State, StreamInfo, Streams};
+use axum::Json;
+use axum::extract::State as AxState;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// One stream in `/status`.
+#[derive(Debug, Serialize)]
+pub struct StreamStatus {
+    pub id: String,
+    pub state: State,
+    /// FFmpeg runs started so far.
+    pub runs: u32,
+    pub last_exit: Option<String>,
+    /// FFmpeg exits counted by reason (clean, failed, killed, stalled, stopped).
+    pub exits: BTreeMap<&'static str, u64>,
+    pub progress: Option<Progress>,
+    /// FFmpeg progresses and every leg's port has fresh RTP.
+    pub live: bool,
+    pub ports: Option<Ports>,
+    pub sources: BTreeMap<&'static str, SourceStatus>,
+    pub gop_cache: GopCache,
+    /// What all viewers were sent over the stream's life.
+    pub sent: SentTotals,
+    pub viewers: Vec<ViewerStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ports {
+    pub video: u16,
+    pub audio: u16,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SourceStatus {
+    pub rtp_packets: u64,
+    pub rtp_bytes: u64,
+    pub rtcp_packets: u64,
+    /// Datagrams that were neither RTP nor RTCP.
+    pub errors: u64,
+    /// Packets not queued for a viewer whose queue was full.
+    pub dropped: u64,
+}
+
+/// ffwhep has no GOP cache yet: a new viewer waits for the next keyframe.
+#[derive(Debug, Serialize)]
+pub struct GopCache {
+    pub enabled: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SentTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ViewerStatus {
+    /// The first 8 hex digits of the session id (the rest stays secret).
+    pub id: String,
+    #[serde(flatten)]
+    pub report: ViewerReport,
+}
+
+/// Every stream's status, viewers included.
+pub async fn collect(streams: &Streams) -> Vec<StreamStatus> {
+    let mut out = Vec::new();
+    for (id, info) in streams.snapshot() {
+        let mut viewers = Vec::new();
+        for (session, s) in &info.sessions {
+            let id = session.get(..8).unwrap_or(session).to_owned();
+            viewers.push(ViewerStatus {
+                id,
+                report: s.viewer.report().await,
+            });
+        }
+        out.push(stream_status(id, info, viewers));
+    }
+    out
+}
+
+fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> StreamStatus {
+    let sources = info
+        .sources
+        .iter()
+        .map(|(kind, s)| {
+            let status = SourceStatus {
+                rtp_packets: s.rtp_packets.load(Relaxed),
+                rtp_bytes: s.rtp_bytes.load(Relaxed),
+                rtcp_packets: s.rtcp_packets.load(Relaxed),
+                errors: s.garbage_packets.load(Relaxed),
+                dropped: s.dropped.load(Relaxed),
+            };
+            (*kind, status)
+        })
+        .collect();
+    StreamStatus {
+        id,
+        state: info.state,
+        runs: info.runs,
+        last_exit: info.last_exit,
+        exits: info.exits,
+        progress: info.progress,
+        live: info.live,
+        ports: info.ports.map(|p| Ports {
+            video: p.video,
+            audio: p.audio,
+        }),
+        sources,
+        gop_cache: GopCache { enabled: false },
+        sent: SentTotals {
+            packets: info.sent.packets_sent.load(Relaxed),
+            bytes: info.sent.bytes_sent.load(Relaxed),
+            dropped: info.sent.dropped.load(Relaxed),
+        },
+        viewers,
+    }
+}
+
+pub async fn status(AxState(streams): AxState<Arc<Streams>>) -> Response {
+    Json(serde_json::json!({ "streams": collect(&streams).await })).into_response()
+}
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// 200 when every stream is running with live media, else 503 naming the
+/// streams that are not.
+pub async fn readyz(AxState(streams): AxState<Arc<Streams>>) -> Response {
+    let not_ready: Vec<String> = streams
+        .snapshot()
+        .into_iter()
+        .filter(|(_, i)| !(i.state == State::Running && i.live))
+        .map(|(id, i)| {
+            format!(
+                "{id} ({}{})",
+                i.state.name(),
+                if i.live { "" } else { ", no live media" }
+            )
+        })
+        .collect();
+    if not_ready.is_empty() {
+        "ready\n".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", not_ready.join(", ")),
+        )
+            .into_response()
+    }
+}
