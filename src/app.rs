@@ -13,6 +13,7 @@ use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::registry::Streams;
 use crate::smoke;
 use crate::stream::{self, StreamRun};
+use crate::term::StatusLine;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -22,12 +23,21 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// The terminal status line, when `run` shows one.
+pub type Term = Arc<StatusLine<std::io::Stderr>>;
+
 /// Runs a parsed command line; the `Ok` value is the exit code.
-pub fn main(cli: crate::cli::Cli) -> Result<u8, Failure> {
+pub fn main(cli: crate::cli::Cli, term: Option<Term>) -> Result<u8, Failure> {
     match cli.command {
         Command::Check(p) => check(&p),
         Command::Args(a) => print_args(&a),
-        Command::Run(r) => runtime()?.block_on(run(r)),
+        Command::Run(r) => {
+            let result = runtime()?.block_on(run(r, term.clone()));
+            if let Some(t) = term {
+                t.clear();
+            }
+            result
+        }
         Command::Smoke(s) => {
             let plan = load(&s.profile)?;
             let expect = smoke::Expect {
@@ -136,7 +146,7 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Plan>, Failure> {
     Ok(plans.into_iter().map(|(p, _)| p).collect())
 }
 
-async fn run(r: RunArgs) -> Result<u8, Failure> {
+async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     let plans = load_all(&r.profiles)?;
     let listener = tokio::net::TcpListener::bind(r.listen).await.map_err(|e| {
         Failure::Setup(anyhow::Error::new(e).context(format!("cannot listen on {}", r.listen)))
@@ -157,6 +167,9 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
         }
     });
 
+    if let Some(t) = &term {
+        tokio::spawn(show_status(streams.clone(), t.clone()));
+    }
     let ctl = StopControl::new(r.stop_grace);
     let reason = Arc::new(Mutex::new(None));
     tokio::spawn(forward_signals(ctl.clone(), reason.clone()));
@@ -178,8 +191,9 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
             ctl: ctl.clone(),
         };
         let announce_once = Once::new();
+        let term = term.clone();
         let fut = stream::run(run, move |_, _| {
-            announce_once.call_once(|| announce(&url, &player))
+            announce_once.call_once(|| announce(&url, &player, term.as_ref()))
         });
         set.spawn(async move { (id, fut.await) }.instrument(span));
     }
@@ -199,13 +213,43 @@ async fn run(r: RunArgs) -> Result<u8, Failure> {
     exit::worst(outcomes)
 }
 
+/// Keeps the terminal status line current: per stream its state, frame
+/// rate, bitrate and viewers.
+async fn show_status(streams: Arc<Streams>, term: Term) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let line: Vec<String> = streams
+            .snapshot()
+            .into_iter()
+            .map(|(id, i)| {
+                let (fps, kbps) = i
+                    .progress
+                    .as_ref()
+                    .map_or((0.0, 0.0), |p| (p.fps, p.bitrate_kbps.unwrap_or(0.0)));
+                format!(
+                    "{id}: {} {fps:.0} fps {kbps:.0} kbit/s {} viewer(s)",
+                    i.state.name(),
+                    i.sessions.len()
+                )
+            })
+            .collect();
+        term.set(&line.join(" | "));
+    }
+}
+
 /// Prints the stream's WHEP URL and its player page on stdout.
-fn announce(whep_url: &str, player_url: &str) {
+fn announce(whep_url: &str, player_url: &str, term: Option<&Term>) {
     tracing::info!(
         url = whep_url,
         player = player_url,
         "ready: subscribe with WHEP"
     );
+    if let Some(t) = term {
+        // stdout shares the terminal: take the status line away first; the
+        // next tick draws it again.
+        t.clear();
+    }
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "WHEP {whep_url}");
     let _ = writeln!(out, "PLAY {player_url}");

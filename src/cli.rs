@@ -87,6 +87,10 @@ pub struct RunArgs {
     /// Seconds FFmpeg has to finish after SIGINT before it is killed.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub stop_grace: Duration,
+    /// No status line at the bottom of the terminal (there is none unless
+    /// stderr is a terminal).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

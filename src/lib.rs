@@ -24,4 +24,5 @@ pub mod smoke;
 pub mod source;
 pub mod status;
 pub mod stream;
+pub mod term;
 pub mod whep;

@@ -275,3 +275,15 @@ pub fn temp_file(name: &str, text: &str) -> std::path::PathBuf {
     std::fs::write(&p, text).unwrap();
     p
 }
+
+/// The built-in test-pattern profile under another id, with `extra` YAML
+/// appended (e.g. a restart policy).
+pub fn testsrc_profile(id: &str, extra: &str) -> std::path::PathBuf {
+    let builtin = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/profiles/testsrc.yaml"
+    ))
+    .unwrap();
+    let text = builtin.replace("id: testsrc", &format!("id: {id}")) + extra;
+    temp_file(&format!("{id}.yaml"), &text)
+}

@@ -1,0 +1,44 @@
+// Drives Debian's Chromium (headless) through ffwhep's player page and reports
+// what the page itself sees, one JSON line per step on stdout:
+//   {"event":"playing",...}  frames decoded, size, audio packets; screenshot taken
+//   {"event":"ended",...}    after the test kills FFmpeg, the page shows it ended
+//   {"event":"replaying",...} and plays again once the stream is back
+// usage: node player.mjs PLAYER_URL SCREENSHOT_PATH
+import { chromium } from "playwright-core";
+
+const [url, screenshot] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-quic", "--no-first-run",
+    // Real host candidates instead of mDNS names, so ICE works without mDNS.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+  ],
+});
+const say = async (event, page) => {
+  const s = await page.evaluate(() => ({ ...window.ffwhep, stateText: document.getElementById("state").textContent }));
+  console.log(JSON.stringify({ event, ...s }));
+};
+try {
+  const page = await browser.newPage({ viewport: { width: 1000, height: 760 } });
+  page.on("console", (m) => console.error("page:", m.text()));
+  await page.goto(url);
+  await page.waitForFunction(() => window.ffwhep.framesDecoded > 45 && window.ffwhep.audioPackets > 50, null, { timeout: 30000 });
+  await page.screenshot({ path: screenshot });
+  await say("playing", page);
+  await page.waitForFunction(() => window.ffwhep.ended > 0, null, { timeout: 30000 });
+  await say("ended", page);
+  await page.waitForFunction(
+    () => window.ffwhep.connects > 1 && window.ffwhep.state === "playing" && window.ffwhep.framesDecoded > 20,
+    null,
+    { timeout: 30000 },
+  );
+  await say("replaying", page);
+} catch (e) {
+  console.log(JSON.stringify({ event: "error", error: String(e) }));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
