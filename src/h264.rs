@@ -39,6 +39,64 @@ pub fn annexb_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// What one RTP payload of H.264 (RFC 6184) carries, as far as starting a
+/// decoder goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PayloadNals {
+    pub sps: bool,
+    pub pps: bool,
+    /// The start of an IDR slice (a whole one, or the first FU-A fragment).
+    pub idr_start: bool,
+}
+
+impl PayloadNals {
+    /// The payload begins or belongs to a keyframe a decoder can start on.
+    pub fn is_keyframe_part(&self) -> bool {
+        self.sps || self.pps || self.idr_start
+    }
+}
+
+/// NAL type of a STAP-A aggregation packet.
+const STAP_A: u8 = 24;
+/// NAL type of an FU-A fragment.
+const FU_A: u8 = 28;
+
+/// Reads the NAL types an RTP payload carries: a single NAL unit, a STAP-A
+/// (several units with 16-bit sizes), or an FU-A fragment (whose start bit
+/// and inner type are read). Malformed payloads carry nothing.
+pub fn payload_nals(payload: &[u8]) -> PayloadNals {
+    let mut out = PayloadNals::default();
+    let mut note = |t: u8| match t {
+        nal::SPS => out.sps = true,
+        nal::PPS => out.pps = true,
+        nal::IDR => out.idr_start = true,
+        _ => {}
+    };
+    let Some(&first) = payload.first() else { return PayloadNals::default() };
+    match first & 0x1f {
+        STAP_A => {
+            let mut rest = &payload[1..];
+            while rest.len() > 2 {
+                let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+                let Some(unit) = rest.get(2..2 + size) else { break };
+                if let Some(t) = unit_type(unit) {
+                    note(t);
+                }
+                rest = &rest[2 + size..];
+            }
+        }
+        FU_A => {
+            if let Some(&header) = payload.get(1)
+                && header & 0x80 != 0
+            {
+                note(header & 0x1f);
+            }
+        }
+        t => note(t),
+    }
+    out
+}
+
 /// The type of a NAL unit (its first byte's low 5 bits).
 pub fn unit_type(unit: &[u8]) -> Option<u8> {
     unit.first().map(|b| b & 0x1f)
@@ -216,6 +274,25 @@ mod tests {
         assert_eq!(sps_dimensions(SPS_1080P_HIGH), Some((1920, 1080)));
         assert_eq!(sps_dimensions(SPS_444_350X202), Some((350, 202)));
         assert_eq!(sps_dimensions(&[0x68, 0xce]), None, "a PPS is not an SPS");
+    }
+
+    #[test]
+    fn reads_single_stap_a_and_fu_a_payloads() {
+        assert_eq!(payload_nals(&[0x67, 0x42, 0xc0]), PayloadNals { sps: true, ..Default::default() });
+        assert_eq!(payload_nals(&[0x65, 0x88]), PayloadNals { idr_start: true, ..Default::default() });
+        assert!(!payload_nals(&[0x41, 0x9a]).is_keyframe_part(), "a P slice");
+        // STAP-A with an SPS (3 bytes) and a PPS (2 bytes).
+        let stap = [0x78, 0, 3, 0x67, 1, 2, 0, 2, 0x68, 3];
+        assert_eq!(payload_nals(&stap), PayloadNals { sps: true, pps: true, idr_start: false });
+        // FU-A: indicator 0x7c, header with S bit and type 5; then a middle fragment.
+        assert!(payload_nals(&[0x7c, 0x85, 0xaa]).idr_start);
+        assert!(!payload_nals(&[0x7c, 0x05, 0xaa]).idr_start, "not the start fragment");
+        assert!(!payload_nals(&[0x7c, 0x81, 0xaa]).is_keyframe_part(), "a P slice start");
+        // Truncated or empty payloads never panic and carry nothing.
+        for bad in [&[][..], &[0x78], &[0x78, 0, 9, 0x67], &[0x7c]] {
+            let _ = payload_nals(bad);
+        }
+        assert!(!payload_nals(&[0x78, 0, 9, 0x67]).sps, "a unit running past the payload");
     }
 
     #[test]
