@@ -72,13 +72,17 @@ pub fn payload_nals(payload: &[u8]) -> PayloadNals {
         nal::IDR => out.idr_start = true,
         _ => {}
     };
-    let Some(&first) = payload.first() else { return PayloadNals::default() };
+    let Some(&first) = payload.first() else {
+        return PayloadNals::default();
+    };
     match first & 0x1f {
         STAP_A => {
             let mut rest = &payload[1..];
             while rest.len() > 2 {
                 let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
-                let Some(unit) = rest.get(2..2 + size) else { break };
+                let Some(unit) = rest.get(2..2 + size) else {
+                    break;
+                };
                 if let Some(t) = unit_type(unit) {
                     note(t);
                 }
@@ -278,21 +282,49 @@ mod tests {
 
     #[test]
     fn reads_single_stap_a_and_fu_a_payloads() {
-        assert_eq!(payload_nals(&[0x67, 0x42, 0xc0]), PayloadNals { sps: true, ..Default::default() });
-        assert_eq!(payload_nals(&[0x65, 0x88]), PayloadNals { idr_start: true, ..Default::default() });
+        assert_eq!(
+            payload_nals(&[0x67, 0x42, 0xc0]),
+            PayloadNals {
+                sps: true,
+                ..Default::default()
+            }
+        );
+        assert_eq!(
+            payload_nals(&[0x65, 0x88]),
+            PayloadNals {
+                idr_start: true,
+                ..Default::default()
+            }
+        );
         assert!(!payload_nals(&[0x41, 0x9a]).is_keyframe_part(), "a P slice");
         // STAP-A with an SPS (3 bytes) and a PPS (2 bytes).
         let stap = [0x78, 0, 3, 0x67, 1, 2, 0, 2, 0x68, 3];
-        assert_eq!(payload_nals(&stap), PayloadNals { sps: true, pps: true, idr_start: false });
+        assert_eq!(
+            payload_nals(&stap),
+            PayloadNals {
+                sps: true,
+                pps: true,
+                idr_start: false
+            }
+        );
         // FU-A: indicator 0x7c, header with S bit and type 5; then a middle fragment.
         assert!(payload_nals(&[0x7c, 0x85, 0xaa]).idr_start);
-        assert!(!payload_nals(&[0x7c, 0x05, 0xaa]).idr_start, "not the start fragment");
-        assert!(!payload_nals(&[0x7c, 0x81, 0xaa]).is_keyframe_part(), "a P slice start");
+        assert!(
+            !payload_nals(&[0x7c, 0x05, 0xaa]).idr_start,
+            "not the start fragment"
+        );
+        assert!(
+            !payload_nals(&[0x7c, 0x81, 0xaa]).is_keyframe_part(),
+            "a P slice start"
+        );
         // Truncated or empty payloads never panic and carry nothing.
         for bad in [&[][..], &[0x78], &[0x78, 0, 9, 0x67], &[0x7c]] {
             let _ = payload_nals(bad);
         }
-        assert!(!payload_nals(&[0x78, 0, 9, 0x67]).sps, "a unit running past the payload");
+        assert!(
+            !payload_nals(&[0x78, 0, 9, 0x67]).sps,
+            "a unit running past the payload"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! error carries the line and column of the value that is wrong.
 
 use crate::restart::{RestartConfig, Secs};
+use crate::source::gop::CacheLimits;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use std::fmt;
@@ -21,9 +22,26 @@ pub const DEFAULT_VIDEO_PT: u8 = 102;
 /// Default RTP payload type of the Opus leg.
 pub const DEFAULT_AUDIO_PT: u8 = 111;
 
+/// The default keyframe interval: with the GOP cache, join time does not
+/// depend on it, so it leans toward quality; 2 s keeps a viewer without the
+/// cache waiting 1 s on average.
+pub const DEFAULT_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
+/// Default GOP cache bounds: 8 MB holds a 4 s GOP of 15 Mb/s video.
+pub const DEFAULT_CACHE: CacheLimits = CacheLimits {
+    max_bytes: 8_000_000,
+    max_age: Duration::from_secs(10),
+};
+
 /// Encoder options for the video leg when the profile gives none (NOTES §2):
-/// WebRTC-safe H.264 with no B-frames and a keyframe every second.
-pub const DEFAULT_VIDEO_ENCODER: &[&str] = &[
+/// WebRTC-safe H.264 with no B-frames and a keyframe every `interval`.
+pub fn default_video_encoder(interval: Duration) -> Vec<String> {
+    let mut v = to_strings(&DEFAULT_VIDEO_ENCODER[..DEFAULT_VIDEO_ENCODER.len() - 1]);
+    v.push(format!("expr:gte(t,n_forced*{})", interval.as_secs_f64()));
+    v
+}
+
+/// [`default_video_encoder`]'s options before the keyframe expression.
+const DEFAULT_VIDEO_ENCODER: &[&str] = &[
     "-c:v",
     "libx264",
     "-preset",
@@ -37,7 +55,7 @@ pub const DEFAULT_VIDEO_ENCODER: &[&str] = &[
     "-bf",
     "0",
     "-force_key_frames",
-    "expr:gte(t,n_forced*1)",
+    "",
 ];
 /// Encoder options for the audio leg when the profile gives none.
 pub const DEFAULT_AUDIO_ENCODER: &[&str] =
@@ -242,6 +260,7 @@ struct RawWebRtc {
     audio_pt: PayloadType,
     video: RawLeg,
     audio: RawLeg,
+    gop_cache: Option<CacheLimits>,
 }
 
 impl Default for RawWebRtc {
@@ -252,6 +271,7 @@ impl Default for RawWebRtc {
             audio_pt: PayloadType(DEFAULT_AUDIO_PT),
             video: RawLeg::default(),
             audio: RawLeg::default(),
+            gop_cache: Some(DEFAULT_CACHE),
         }
     }
 }
@@ -269,6 +289,42 @@ struct RawWebRtcFields {
     video: RawLeg,
     #[serde(default)]
     audio: RawLeg,
+    #[serde(default)]
+    gop_cache: RawGopCache,
+}
+
+/// `webrtc.gop_cache`: on by default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGopCache {
+    enabled: bool,
+    max_bytes: Bytes,
+    max_age: Secs,
+}
+
+impl Default for RawGopCache {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_bytes: Bytes(DEFAULT_CACHE.max_bytes),
+            max_age: Secs(DEFAULT_CACHE.max_age),
+        }
+    }
+}
+
+/// A positive size in bytes.
+struct Bytes(usize);
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u64::deserialize(d)?;
+        match usize::try_from(n) {
+            Ok(n @ 1..) => Ok(Bytes(n)),
+            _ => Err(de::Error::custom(format!(
+                "{n}: expected a size in bytes above 0"
+            ))),
+        }
+    }
 }
 
 impl TryFrom<RawWebRtcFields> for RawWebRtc {
@@ -288,12 +344,22 @@ impl TryFrom<RawWebRtcFields> for RawWebRtc {
                 w.video_pt.0
             ));
         }
+        if w.audio.keyframe_interval.is_some() {
+            return Err(
+                "audio.keyframe_interval: audio has no keyframes; expected it under video".into(),
+            );
+        }
+        let gop_cache = w.gop_cache.enabled.then_some(CacheLimits {
+            max_bytes: w.gop_cache.max_bytes.0,
+            max_age: w.gop_cache.max_age.0,
+        });
         Ok(Self {
             enabled: w.enabled,
             video_pt: w.video_pt,
             audio_pt: w.audio_pt,
             video: w.video,
             audio: w.audio,
+            gop_cache,
         })
     }
 }
@@ -305,6 +371,7 @@ struct RawLeg {
     map: Option<NonEmpty>,
     codec: Codec,
     ssrc: Option<u32>,
+    keyframe_interval: Option<Duration>,
 }
 
 /// How a leg gets its codec: the default encoder, the profile's own options,
@@ -322,6 +389,7 @@ impl Default for RawLeg {
             map: None,
             codec: Codec::Default,
             ssrc: None,
+            keyframe_interval: None,
         }
     }
 }
@@ -336,6 +404,7 @@ struct RawLegFields {
     copy: bool,
     encoder: Option<Vec<String>>,
     ssrc: Option<u32>,
+    keyframe_interval: Option<Secs>,
 }
 
 impl TryFrom<RawLegFields> for RawLeg {
@@ -355,11 +424,21 @@ impl TryFrom<RawLegFields> for RawLeg {
             (false, Some(opts)) => Codec::Encoder(opts),
             (false, None) => Codec::Default,
         };
+        let keyframe_interval = l.keyframe_interval.map(|s| s.0);
+        if keyframe_interval.is_some() && !matches!(codec, Codec::Default) {
+            return Err("`keyframe_interval` sets the default encoder's keyframes: \
+                 expected it without `copy` or `encoder` (put -g or -force_key_frames in `encoder`)"
+                .into());
+        }
+        if keyframe_interval.is_some_and(|d| d.is_zero()) {
+            return Err("`keyframe_interval` is 0: expected a duration above 0".into());
+        }
         Ok(Self {
             enabled: l.enabled,
             map: l.map,
             codec,
             ssrc: l.ssrc,
+            keyframe_interval,
         })
     }
 }
@@ -421,6 +500,8 @@ pub struct Plan {
     pub restart: RestartConfig,
     /// `None` when stall detection is off (`stale_timeout: 0`).
     pub stale_timeout: Option<Duration>,
+    /// The video GOP cache's bounds; `None` when it is off.
+    pub gop_cache: Option<CacheLimits>,
 }
 
 impl Plan {
@@ -453,11 +534,14 @@ impl Plan {
                 return None;
             }
             let (default_map, default_enc, copy) = match kind {
-                MediaKind::Video => ("0:v:0", DEFAULT_VIDEO_ENCODER, VIDEO_COPY),
-                MediaKind::Audio => ("0:a:0", DEFAULT_AUDIO_ENCODER, AUDIO_COPY),
+                MediaKind::Video => {
+                    let interval = l.keyframe_interval.unwrap_or(DEFAULT_KEYFRAME_INTERVAL);
+                    ("0:v:0", default_video_encoder(interval), VIDEO_COPY)
+                }
+                MediaKind::Audio => ("0:a:0", to_strings(DEFAULT_AUDIO_ENCODER), AUDIO_COPY),
             };
             let codec_args = match l.codec {
-                Codec::Default => to_strings(default_enc),
+                Codec::Default => default_enc,
                 Codec::Copy => to_strings(copy),
                 Codec::Encoder(opts) => opts,
             };
@@ -480,6 +564,7 @@ impl Plan {
                 .collect()
         };
         Plan {
+            gop_cache: w.gop_cache,
             restart: raw.restart,
             stale_timeout: Some(raw.stale_timeout.0).filter(|d| !d.is_zero()),
             global_options: raw.options,

@@ -28,7 +28,12 @@ fn defaults_fill_a_minimal_profile() {
     assert_eq!(audio.payload_type, 111);
     assert_eq!(video.map, "0:v:0");
     assert_eq!(audio.map, "0:a:0");
-    assert_eq!(video.codec_args, to_strings(DEFAULT_VIDEO_ENCODER));
+    assert_eq!(
+        video.codec_args,
+        default_video_encoder(Duration::from_secs(2))
+    );
+    assert_eq!(video.codec_args.last().unwrap(), "expr:gte(t,n_forced*2)");
+    assert_eq!(plan.gop_cache, Some(DEFAULT_CACHE));
     assert_eq!(audio.codec_args, to_strings(DEFAULT_AUDIO_ENCODER));
     assert!(plan.outputs.is_empty());
     assert_ne!(video.ssrc, audio.ssrc);
@@ -175,4 +180,44 @@ fn bad_restart_values_are_located() {
     let e = err(&format!("{MINIMAL}stale_timeout: soon\n"));
     assert_eq!(e.position, Some((4, 16)), "{e}");
     assert!(e.message.contains("expected a duration"), "{e}");
+}
+
+#[test]
+fn gop_cache_and_keyframe_interval_are_read() {
+    let plan = parse(&format!(
+        "{MINIMAL}webrtc:\n  gop_cache: {{max_bytes: 1000000, max_age: 5s}}\n  video: {{keyframe_interval: 4s}}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        plan.gop_cache,
+        Some(CacheLimits {
+            max_bytes: 1_000_000,
+            max_age: Duration::from_secs(5)
+        })
+    );
+    assert_eq!(
+        plan.video.unwrap().codec_args.last().unwrap(),
+        "expr:gte(t,n_forced*4)"
+    );
+    let off = parse(&format!(
+        "{MINIMAL}webrtc: {{gop_cache: {{enabled: false}}}}\n"
+    ))
+    .unwrap();
+    assert_eq!(off.gop_cache, None);
+    let e = err(&format!(
+        "{MINIMAL}webrtc:\n  video: {{copy: true, keyframe_interval: 2s}}\n"
+    ));
+    assert!(
+        e.message
+            .contains("`keyframe_interval` sets the default encoder"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{MINIMAL}webrtc:\n  audio: {{keyframe_interval: 2s}}\n"
+    ));
+    assert!(e.message.contains("audio has no keyframes"), "{e}");
+    let e = err(&format!(
+        "{MINIMAL}webrtc:\n  gop_cache: {{max_bytes: 0}}\n"
+    ));
+    assert!(e.message.contains("above 0"), "{e}");
 }

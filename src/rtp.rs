@@ -20,6 +20,9 @@ pub struct RtpPacket {
     pub ssrc: u32,
     pub payload_offset: usize,
     pub payload_end: usize,
+    /// The first packet of a keyframe (set by a video source, which parses
+    /// the payload once for all viewers).
+    pub keyframe_start: bool,
 }
 
 impl RtpPacket {
@@ -58,6 +61,7 @@ pub fn classify(data: Bytes) -> Datagram {
             ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
             payload_offset: h.payload_offset,
             payload_end: h.payload_end,
+            keyframe_start: false,
             data,
         }),
         Err(why) => Datagram::Garbage(why),

@@ -13,7 +13,7 @@ use crate::ports::allocate_pair;
 use crate::profile::Plan;
 use crate::registry::{State, Streams};
 use crate::restart::{Backoff, Decision, RunEnd};
-use crate::source::{Source, SourceStats};
+use crate::source::{Source, SourceKind, SourceStats};
 use std::ffi::OsString;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -156,10 +156,16 @@ async fn one_run(
         audio: pair.audio_port(),
     };
     run.streams.run_starting(id, number, ports);
-    let video =
-        Source::start(pair.video, "video").map_err(Failure::setup("starting the video source"))?;
-    let audio =
-        Source::start(pair.audio, "audio").map_err(Failure::setup("starting the audio source"))?;
+    let video = Source::start(
+        pair.video,
+        "video",
+        SourceKind::Video {
+            cache: run.plan.gop_cache,
+        },
+    )
+    .map_err(Failure::setup("starting the video source"))?;
+    let audio = Source::start(pair.audio, "audio", SourceKind::Audio)
+        .map_err(Failure::setup("starting the audio source"))?;
     tracing::info!(
         video_port = ports.video,
         audio_port = ports.audio,

@@ -69,7 +69,7 @@ fn args_prints_the_exact_command() {
     );
     // The printed line is valid shell: it splits back into the same words.
     let words = shlex::split(line.trim()).unwrap();
-    assert!(words.contains(&"expr:gte(t,n_forced*1)".to_owned()));
+    assert!(words.contains(&"expr:gte(t,n_forced*2)".to_owned()));
 }
 
 #[test]

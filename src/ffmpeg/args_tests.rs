@@ -1,5 +1,7 @@
 use super::*;
-use crate::profile::{DEFAULT_AUDIO_ENCODER, DEFAULT_VIDEO_ENCODER, Plan, VIDEO_COPY};
+use crate::profile::{
+    DEFAULT_AUDIO_ENCODER, DEFAULT_KEYFRAME_INTERVAL, Plan, VIDEO_COPY, default_video_encoder,
+};
 
 const PORTS: LegPorts = LegPorts {
     video: 40000,
@@ -38,7 +40,7 @@ fn builds_both_legs_with_default_payload_types() {
     assert_eq!(legs.len(), 2);
     let (v, a) = (legs[0], legs[1]);
     let mut want_v = strings(&["-map", "0:v:0"]);
-    want_v.extend(strings(DEFAULT_VIDEO_ENCODER));
+    want_v.extend(default_video_encoder(DEFAULT_KEYFRAME_INTERVAL));
     want_v.extend(strings(&["-f", "rtp", "-payload_type", "102", "-ssrc"]));
     want_v.push(p.video.as_ref().unwrap().ssrc.to_string());
     want_v.push("rtp://127.0.0.1:40000?pkt_size=1200&rtcpport=40000".into());

@@ -1,85 +1,280 @@
-//! Moving one kind of media from a source to one viewer's track, rewritten
-//! to the viewer's payload type and SSRC, once its connection is up.
+//! Moving one kind of media from a source to one viewer, once its connection
+//! is up: rewritten to the viewer's payload type, SSRC and own numbering.
+//!
+//! Video starts with the cached GOP (or waits for the next keyframe), and
+//! when the viewer's queue overflowed it resyncs the same way: a whole frame
+//! or more is skipped, never part of one. A viewer that keeps falling behind
+//! is hung up. NACKs are answered from the source's shared history; a
+//! keyframe request (PLI/FIR) is answered from the GOP cache, at most once
+//! every [`KEYFRAME_ANSWER_EVERY`].
 
-use super::{ViewerCounters, is_over};
+use super::ViewerCounters;
+use super::renumber::Renumber;
 use crate::rtp::RtpPacket;
-use crate::source::{DropCount, SourceHandle};
+use crate::source::{DropCount, SourceHandle, Subscription};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use webrtc::media_stream::track_local::TrackLocal;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::peer_connection::RTCPeerConnectionState;
 
-/// Packets queued between a source and one viewer's track.
-const VIEWER_QUEUE: usize = 512;
+/// Packets queued between a source and one viewer.
+pub const VIEWER_QUEUE: usize = 512;
+/// A viewer that needs more resyncs than this within [`RESYNC_WINDOW`] is
+/// hung up: it cannot keep up.
+pub const MAX_RESYNCS: usize = 3;
+pub const RESYNC_WINDOW: Duration = Duration::from_secs(10);
+/// Keyframe requests are answered from the cache at most this often.
+pub const KEYFRAME_ANSWER_EVERY: Duration = Duration::from_secs(2);
+/// 90 kHz ticks between a replayed GOP and what was sent before it.
+const REPLAY_STEP: u32 = 3000;
 
-/// Moves one kind of media from a source to one viewer's track.
-pub(super) struct Forwarder {
-    pub track: Arc<TrackLocalStaticRTP>,
+/// What a viewer asks of its sender.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Feedback {
+    /// Retransmit these (viewer-numbered) sequence numbers.
+    Nack(Vec<u16>),
+    /// PLI or FIR: the viewer needs a keyframe.
+    KeyframeRequest,
+}
+
+/// Where a forwarder's packets go: a viewer's track, or a test's stand-in.
+#[async_trait::async_trait]
+pub trait MediaSink: Send + Sync {
+    async fn write(&self, packet: rtc::rtp::Packet) -> Result<(), String>;
+    /// The next feedback from the viewer; `None` once there will be none.
+    async fn feedback(&self) -> Option<Feedback>;
+}
+
+/// Moves one kind of media from a source to one viewer.
+pub struct Forwarder {
+    pub sink: Arc<dyn MediaSink>,
     pub source: SourceHandle,
+    pub video: bool,
     pub pt: u8,
     pub ssrc: u32,
-    pub state: watch::Receiver<RTCPeerConnectionState>,
     pub cancel: CancellationToken,
     /// This viewer's counters, then the stream's.
     pub counters: [Arc<ViewerCounters>; 2],
 }
 
+enum Phase {
+    Flowing,
+    /// Skipping until a keyframe starts.
+    WaitKey,
+}
+
+struct Run {
+    numbers: Renumber,
+    phase: Phase,
+    /// The source sequence number expected next.
+    expected: Option<u16>,
+    resyncs: Vec<Instant>,
+    last_key_answer: Option<Instant>,
+    feedback_open: bool,
+}
+
 impl Forwarder {
-    pub async fn run(mut self) {
-        // Forward only once connected: before that, writes cannot be protected.
-        let connected = tokio::select! {
-            _ = self.cancel.cancelled() => return,
-            s = self.state.wait_for(|s| *s == RTCPeerConnectionState::Connected || is_over(*s)) => {
-                matches!(s.as_deref(), Ok(RTCPeerConnectionState::Connected))
-            }
+    /// Forwards until the viewer or the source ends.
+    pub async fn run(self) {
+        let Some(sub) = self.subscribe().await else {
+            return;
         };
-        if !connected {
+        let mut live = sub.live;
+        let mut run = Run {
+            numbers: Renumber::new(
+                rand::random(),
+                sub.backlog.first().map_or(0, |p| p.timestamp),
+                rand::random(),
+            ),
+            phase: if self.video {
+                Phase::WaitKey
+            } else {
+                Phase::Flowing
+            },
+            expected: None,
+            resyncs: Vec::new(),
+            last_key_answer: None,
+            feedback_open: true,
+        };
+        if !self.send_backlog(&mut run, sub.backlog).await {
             return;
         }
-        let drops = self
-            .counters
-            .iter()
-            .map(|c| Arc::clone(c) as Arc<dyn DropCount>)
-            .collect();
-        let Some(mut rx) = self.source.subscribe(VIEWER_QUEUE, drops).await else {
-            return;
-        };
-        let mut errors = 0u64;
         loop {
-            let packet = tokio::select! {
+            tokio::select! {
                 biased;
                 _ = self.cancel.cancelled() => break,
-                p = rx.recv() => match p { Some(p) => p, None => break },
-            };
-            let bytes = packet.data.len() as u64;
-            match self.track.write_rtp(self.rewrite(&packet)).await {
-                Ok(()) => {
-                    for c in &self.counters {
-                        c.packets_sent.fetch_add(1, Relaxed);
-                        c.bytes_sent.fetch_add(bytes, Relaxed);
+                fb = self.sink.feedback(), if run.feedback_open => match fb {
+                    Some(f) => {
+                        if let Some(new_live) = self.answer(&mut run, f).await {
+                            live = new_live;
+                        }
                     }
-                }
-                Err(e) => {
-                    errors += 1;
-                    if errors == 1 {
-                        tracing::debug!(error = %e, "write to viewer failed");
+                    None => run.feedback_open = false,
+                },
+                p = live.recv() => {
+                    let Some(p) = p else { break };
+                    if let Some(new_live) = self.take(&mut run, p).await {
+                        live = new_live;
                     }
                 }
             }
         }
     }
 
-    fn rewrite(&self, p: &RtpPacket) -> rtc::rtp::Packet {
+    async fn subscribe(&self) -> Option<Subscription> {
+        let drops = self
+            .counters
+            .iter()
+            .map(|c| Arc::clone(c) as Arc<dyn DropCount>)
+            .collect();
+        self.source.subscribe(VIEWER_QUEUE, drops).await
+    }
+
+    /// Sends a cached GOP; false when the viewer is gone.
+    async fn send_backlog(&self, run: &mut Run, backlog: Vec<RtpPacket>) -> bool {
+        let Some(first) = backlog.first() else {
+            return true;
+        };
+        run.numbers.rebase(first.timestamp, REPLAY_STEP);
+        run.phase = Phase::Flowing;
+        for p in &backlog {
+            self.send(run, p).await;
+        }
+        run.expected = backlog.last().map(|p| p.sequence.wrapping_add(1));
+        !self.cancel.is_cancelled()
+    }
+
+    /// Takes one live packet; returns a new live queue after a resync.
+    async fn take(
+        &self,
+        run: &mut Run,
+        p: RtpPacket,
+    ) -> Option<tokio::sync::mpsc::Receiver<RtpPacket>> {
+        let gap = run.expected.is_some_and(|e| e != p.sequence);
+        run.expected = Some(p.sequence.wrapping_add(1));
+        if gap && self.video {
+            // Packets were dropped for this viewer: part of a frame is gone.
+            return self.resync(run, "its queue overflowed").await;
+        }
+        if matches!(run.phase, Phase::WaitKey) {
+            if !p.keyframe_start {
+                return None;
+            }
+            run.numbers.rebase(p.timestamp, REPLAY_STEP);
+            run.phase = Phase::Flowing;
+        }
+        self.send(run, &p).await;
+        None
+    }
+
+    /// Starts this viewer again from the cached GOP, or from the next
+    /// keyframe when there is none; hangs up a viewer that keeps needing it.
+    async fn resync(
+        &self,
+        run: &mut Run,
+        why: &str,
+    ) -> Option<tokio::sync::mpsc::Receiver<RtpPacket>> {
+        let now = Instant::now();
+        run.resyncs
+            .retain(|t| now.duration_since(*t) < RESYNC_WINDOW);
+        run.resyncs.push(now);
+        self.count(|c| &c.resyncs, 1);
+        if run.resyncs.len() > MAX_RESYNCS {
+            tracing::warn!(
+                reason = why,
+                resyncs = run.resyncs.len(),
+                window_s = RESYNC_WINDOW.as_secs(),
+                "viewer cannot keep up: hanging up"
+            );
+            self.cancel.cancel();
+            return None;
+        }
+        tracing::debug!(reason = why, "resyncing viewer from the GOP cache");
+        let sub = self.subscribe().await?;
+        run.phase = Phase::WaitKey;
+        run.expected = None;
+        self.send_backlog(run, sub.backlog).await;
+        Some(sub.live)
+    }
+
+    /// Answers feedback; returns a new live queue when it resynced.
+    async fn answer(
+        &self,
+        run: &mut Run,
+        f: Feedback,
+    ) -> Option<tokio::sync::mpsc::Receiver<RtpPacket>> {
+        match f {
+            Feedback::Nack(seqs) => {
+                self.count(|c| &c.nacks, seqs.len() as u64);
+                for out_seq in seqs {
+                    let Some((in_seq, out_ts)) = run.numbers.lookup(out_seq) else {
+                        continue;
+                    };
+                    let Some(p) = self.source.history.get(in_seq) else {
+                        continue;
+                    };
+                    if self
+                        .sink
+                        .write(self.packet(&p, out_seq, out_ts))
+                        .await
+                        .is_ok()
+                    {
+                        self.count(|c| &c.retransmitted, 1);
+                    }
+                }
+                None
+            }
+            Feedback::KeyframeRequest => {
+                self.count(|c| &c.keyframe_requests, 1);
+                let now = Instant::now();
+                let recent = run
+                    .last_key_answer
+                    .is_some_and(|t| now.duration_since(t) < KEYFRAME_ANSWER_EVERY);
+                let cached = self.source.cache_state().is_some_and(|c| c.ready);
+                if !self.video || recent || !cached {
+                    return None;
+                }
+                run.last_key_answer = Some(now);
+                // Not counted as falling behind: the viewer asked.
+                let sub = self.subscribe().await?;
+                run.phase = Phase::WaitKey;
+                self.send_backlog(run, sub.backlog).await;
+                Some(sub.live)
+            }
+        }
+    }
+
+    async fn send(&self, run: &mut Run, p: &RtpPacket) {
+        let (seq, ts) = run.numbers.next(p.sequence, p.timestamp);
+        let bytes = p.data.len() as u64;
+        match self.sink.write(self.packet(p, seq, ts)).await {
+            Ok(()) => {
+                self.count(|c| &c.packets_sent, 1);
+                self.count(|c| &c.bytes_sent, bytes);
+            }
+            Err(e) => {
+                if self.counters[0].write_errors.fetch_add(1, Relaxed) == 0 {
+                    tracing::debug!(error = %e, "write to viewer failed");
+                }
+            }
+        }
+    }
+
+    fn count(&self, field: impl Fn(&ViewerCounters) -> &std::sync::atomic::AtomicU64, n: u64) {
+        for c in &self.counters {
+            field(c).fetch_add(n, Relaxed);
+        }
+    }
+
+    fn packet(&self, p: &RtpPacket, seq: u16, ts: u32) -> rtc::rtp::Packet {
         rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 marker: p.marker,
                 payload_type: self.pt,
-                sequence_number: p.sequence,
-                timestamp: p.timestamp,
+                sequence_number: seq,
+                timestamp: ts,
                 ssrc: self.ssrc,
                 ..Default::default()
             },
@@ -87,3 +282,7 @@ impl Forwarder {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "forward_tests.rs"]
+mod tests;

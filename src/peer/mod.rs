@@ -5,14 +5,18 @@
 //! one forwarder per track takes packets from that kind's source and rewrites
 //! them to the payload type the viewer negotiated and the viewer's own SSRC.
 
-mod forward;
+mod feedback;
+pub mod forward;
+mod renumber;
 mod report;
 
 pub use report::ViewerReport;
 
 use crate::offer::{OfferError, Offered};
 use crate::source::{DropCount, SourceHandle};
+use feedback::{FeedbackForwarder, TrackSink};
 use forward::Forwarder;
+use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp_transceiver::rtp_sender::{
@@ -33,7 +37,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    register_default_interceptors,
+    configure_rtcp_reports,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -62,11 +66,36 @@ pub struct ViewerCounters {
     pub packets_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub dropped: AtomicU64,
+    /// Packets the viewer asked to have again.
+    pub nacks: AtomicU64,
+    pub retransmitted: AtomicU64,
+    /// PLI and FIR received.
+    pub keyframe_requests: AtomicU64,
+    /// Restarts from the GOP cache (or the next keyframe) after falling behind.
+    pub resyncs: AtomicU64,
+    pub write_errors: AtomicU64,
 }
 
 impl DropCount for ViewerCounters {
     fn dropped(&self) {
         self.dropped.fetch_add(1, Relaxed);
+    }
+}
+
+/// Runs `fwd` once the connection is up: before that, writes cannot be
+/// protected.
+async fn forward_once_connected(
+    fwd: Forwarder,
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+) {
+    let connected = tokio::select! {
+        _ = fwd.cancel.cancelled() => false,
+        s = state.wait_for(|s| *s == RTCPeerConnectionState::Connected || is_over(*s)) => {
+            matches!(s.as_deref(), Ok(RTCPeerConnectionState::Connected))
+        }
+    };
+    if connected {
+        fwd.run().await;
     }
 }
 
@@ -222,15 +251,15 @@ pub async fn accept_offer(
     for (t, pt) in forwarders {
         bye_tracks.push((t.track.clone(), t.ssrc));
         let fwd = Forwarder {
-            track: t.track,
+            sink: Arc::new(TrackSink(t.track)),
             source: t.source,
+            video: t.kind == RtpCodecKind::Video,
             pt,
             ssrc: t.ssrc,
-            state: state.clone(),
             cancel: cancel.clone(),
             counters: [counters.clone(), media.sent.clone()],
         };
-        tokio::spawn(fwd.run().in_current_span());
+        tokio::spawn(forward_once_connected(fwd, state.clone()).in_current_span());
     }
     Ok(Viewer {
         pc,
@@ -261,8 +290,14 @@ async fn build_peer(
 ) -> Result<Arc<dyn PeerConnection>, PeerError> {
     let mut engine = MediaEngine::default();
     register_codecs(&mut engine).map_err(internal("registering codecs"))?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine)
-        .map_err(internal("registering interceptors"))?;
+    // Sender and receiver reports from the crate; NACK, PLI and FIR are
+    // answered by the forwarders (from the shared history and GOP cache), so
+    // the per-viewer NACK responder is left out.
+    let registry = Ok::<_, webrtc::error::Error>(
+        configure_rtcp_reports(Registry::new())
+            .with(Slot::from(14_000), FeedbackForwarder::default()),
+    )
+    .map_err(internal("registering interceptors"))?;
     let pc = PeerConnectionBuilder::new()
         .with_media_engine(engine)
         .with_interceptor_registry(registry)

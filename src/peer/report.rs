@@ -19,8 +19,13 @@ pub struct ViewerReport {
     pub bytes_sent: u64,
     /// Packets not sent because the viewer's queue was full.
     pub dropped: u64,
-    /// NACKs the viewer sent.
+    /// Packets the viewer asked for again (NACK), and those resent.
     pub nacks: u64,
+    pub retransmitted: u64,
+    /// PLI and FIR the viewer sent.
+    pub keyframe_requests: u64,
+    /// Restarts from the GOP cache after the viewer fell behind.
+    pub resyncs: u64,
     /// Round-trip time from the viewer's receiver reports.
     pub rtt_ms: Option<f64>,
 }
@@ -36,6 +41,10 @@ impl Viewer {
             packets_sent: self.counters.packets_sent.load(Relaxed),
             bytes_sent: self.counters.bytes_sent.load(Relaxed),
             dropped: self.counters.dropped.load(Relaxed),
+            nacks: self.counters.nacks.load(Relaxed),
+            retransmitted: self.counters.retransmitted.load(Relaxed),
+            keyframe_requests: self.counters.keyframe_requests.load(Relaxed),
+            resyncs: self.counters.resyncs.load(Relaxed),
             ..Default::default()
         };
         let stats = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
@@ -43,7 +52,6 @@ impl Viewer {
         let mut pair: Option<(u64, String, f64)> = None;
         for e in stats.iter() {
             match e {
-                RTCStatsReportEntry::OutboundRtp(o) => r.nacks += u64::from(o.nack_count),
                 RTCStatsReportEntry::RemoteInboundRtp(ri) if ri.round_trip_time > 0.0 => {
                     r.rtt_ms = Some(ri.round_trip_time * 1000.0);
                 }

@@ -1,0 +1,112 @@
+//! Viewer feedback the relay answers itself: an interceptor that passes
+//! inbound NACK, PLI and FIR to the application (the rest of the RTCP stops
+//! at the interceptors that use it), and the track sink that turns them into
+//! [`Feedback`] for the forwarder.
+
+use super::forward::{Feedback, MediaSink};
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::sansio::Protocol;
+use rtc::shared::error::Error;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+
+/// Last in the chain: marks NACK, PLI and FIR for the application.
+#[derive(Default)]
+pub struct FeedbackForwarder {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+fn wanted(p: &dyn rtc::rtcp::Packet) -> bool {
+    let any = p.as_any();
+    any.is::<TransportLayerNack>()
+        || any.is::<PictureLossIndication>()
+        || any.is::<FullIntraRequest>()
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let kept: Vec<Box<dyn rtc::rtcp::Packet>> = packets
+                .iter()
+                .filter(|p| wanted(p.as_ref()))
+                .cloned()
+                .collect();
+            if kept.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(kept);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for FeedbackForwarder {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+/// A viewer's track as a forwarder's sink.
+pub struct TrackSink(pub Arc<TrackLocalStaticRTP>);
+
+#[async_trait::async_trait]
+impl MediaSink for TrackSink {
+    async fn write(&self, packet: rtc::rtp::Packet) -> Result<(), String> {
+        self.0.write_rtp(packet).await.map_err(|e| e.to_string())
+    }
+
+    async fn feedback(&self) -> Option<Feedback> {
+        loop {
+            #[allow(unreachable_patterns)] // the enum is non-exhaustive
+            let packets = match self.0.poll().await? {
+                TrackLocalEvent::OnRtcpPacket(packets) => packets,
+                _ => continue,
+            };
+            let mut lost = Vec::new();
+            let mut keyframe = false;
+            for p in &packets {
+                let any = p.as_any();
+                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                    lost.extend(nack.nacks.iter().flat_map(|pair| pair.packet_list()));
+                } else if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
+                    keyframe = true;
+                }
+            }
+            if keyframe {
+                return Some(Feedback::KeyframeRequest);
+            }
+            if !lost.is_empty() {
+                return Some(Feedback::Nack(lost));
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! One viewer's own RTP numbering for one track: sequence numbers that run
+//! on without gaps whatever the relay skipped, timestamps shifted by a
+//! per-viewer offset that only ever moves forward, and a map back from each
+//! sent number to the source packet, for retransmissions. Pure.
+
+/// How many sent packets can be looked up again (a power of two).
+pub const MAP_SLOTS: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct Renumber {
+    next_seq: u16,
+    ts_offset: u32,
+    last_out_ts: Option<u32>,
+    /// By sent sequence number: (source sequence number, sent timestamp).
+    map: Vec<Option<(u16, u16, u32)>>,
+}
+
+impl Renumber {
+    /// Starts at sequence number `first_seq` and maps the source timestamp
+    /// `first_in_ts` to `first_out_ts`.
+    pub fn new(first_seq: u16, first_in_ts: u32, first_out_ts: u32) -> Self {
+        Self {
+            next_seq: first_seq,
+            ts_offset: first_out_ts.wrapping_sub(first_in_ts),
+            last_out_ts: None,
+            map: vec![None; MAP_SLOTS],
+        }
+    }
+
+    /// Starts a new segment at source timestamp `in_ts` that must follow
+    /// what was sent: when it would go back in time (a cached GOP replayed),
+    /// it is placed `step` after the last sent timestamp instead.
+    pub fn rebase(&mut self, in_ts: u32, step: u32) {
+        let Some(last) = self.last_out_ts else { return };
+        let out = in_ts.wrapping_add(self.ts_offset);
+        // Serial-number comparison: is `out` at or before `last`?
+        if out.wrapping_sub(last) as i32 <= 0 {
+            self.ts_offset = last.wrapping_add(step).wrapping_sub(in_ts);
+        }
+    }
+
+    /// The sequence number and timestamp to send a source packet with.
+    pub fn next(&mut self, in_seq: u16, in_ts: u32) -> (u16, u32) {
+        let seq = self.next_seq;
+        self.next_seq = seq.wrapping_add(1);
+        let ts = in_ts.wrapping_add(self.ts_offset);
+        self.last_out_ts = Some(ts);
+        self.map[usize::from(seq) % MAP_SLOTS] = Some((seq, in_seq, ts));
+        (seq, ts)
+    }
+
+    /// For a sent sequence number still remembered: the source sequence
+    /// number and the timestamp it was sent with.
+    pub fn lookup(&self, out_seq: u16) -> Option<(u16, u32)> {
+        match self.map[usize::from(out_seq) % MAP_SLOTS] {
+            Some((seq, in_seq, ts)) if seq == out_seq => Some((in_seq, ts)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_run_on_across_skipped_source_packets() {
+        let mut r = Renumber::new(65534, 1000, 50);
+        assert_eq!(r.next(10, 1000), (65534, 50));
+        assert_eq!(r.next(11, 4000), (65535, 3050));
+        // Source packets 12-19 were skipped: no gap for the viewer.
+        assert_eq!(r.next(20, 7000), (0, 6050));
+        assert_eq!(r.lookup(0), Some((20, 6050)));
+        assert_eq!(r.lookup(65535), Some((11, 3050)));
+        assert_eq!(r.lookup(1), None, "not sent yet");
+    }
+
+    #[test]
+    fn a_replayed_gop_is_moved_after_what_was_sent() {
+        let mut r = Renumber::new(0, 90_000, 0);
+        r.next(1, 90_000);
+        r.next(2, 93_000); // sent up to out_ts 3000
+        // Replay from a keyframe at 60_000, before what was sent.
+        r.rebase(60_000, 3000);
+        assert_eq!(r.next(3, 60_000), (2, 6000));
+        assert_eq!(r.next(4, 63_000), (3, 9000));
+        // A later keyframe needs no move: time just runs on.
+        r.rebase(200_000, 3000);
+        assert_eq!(r.next(5, 200_000).1, 146_000);
+    }
+
+    #[test]
+    fn rebase_handles_timestamp_wrap() {
+        let mut r = Renumber::new(0, u32::MAX - 1000, u32::MAX - 1000);
+        r.next(1, u32::MAX - 1000);
+        r.next(2, 2000); // wrapped forward: fine
+        r.rebase(1000, 3000); // before 2000: moved after it
+        assert_eq!(r.next(3, 1000).1, 5000);
+    }
+
+    #[test]
+    fn the_map_forgets_after_its_window() {
+        let mut r = Renumber::new(0, 0, 0);
+        for i in 0..(MAP_SLOTS as u16 + 10) {
+            r.next(i, 0);
+        }
+        assert_eq!(r.lookup(5), None);
+        assert_eq!(
+            r.lookup(MAP_SLOTS as u16 + 5),
+            Some((MAP_SLOTS as u16 + 5, 0))
+        );
+    }
+}

@@ -1,0 +1,462 @@
+//! An RTP source: one UDP socket that FFmpeg sends one media kind to, drained
+//! from the moment it is bound, with its packets fanned out to subscribers.
+//!
+//! The reader task owns the subscriber list and, for video, the GOP cache,
+//! so the per-packet path takes no lock but the retransmission history's:
+//! subscribe requests arrive as messages, and a new subscriber gets the
+//! cached GOP and the live packets after it in one step (no gap, no
+//! duplicate). Each subscriber has a bounded queue; when it is full that
+//! subscriber's packet is dropped and counted, and the source never waits.
+//! Knows nothing of WebRTC or HTTP.
+
+pub mod gop;
+pub mod history;
+
+use crate::h264::payload_nals;
+use crate::rtp::{Datagram, RtpPacket, classify};
+use bytes::BytesMut;
+use gop::{CacheLimits, CacheState, GopCache};
+use history::History;
+use std::net::UdpSocket as StdUdpSocket;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Largest datagram read; FFmpeg sends at most 1200 bytes.
+const RECV_BUFFER: usize = 2048;
+
+/// What a source has seen, readable while it runs.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub rtp_packets: AtomicU64,
+    pub rtp_bytes: AtomicU64,
+    pub rtcp_packets: AtomicU64,
+    pub garbage_packets: AtomicU64,
+    /// Packets not queued for a subscriber whose queue was full.
+    pub dropped: AtomicU64,
+}
+
+/// A running source. Dropping it does not stop it: call [`Source::close`].
+pub struct Source {
+    handle: SourceHandle,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Told of each packet a subscriber missed because its queue was full.
+pub trait DropCount: Send + Sync {
+    fn dropped(&self);
+}
+
+/// One subscriber: its queue, whom to tell about drops, and where its
+/// backlog (the cached GOP) goes.
+struct Subscriber {
+    tx: mpsc::Sender<RtpPacket>,
+    drops: Vec<Arc<dyn DropCount>>,
+    backlog: Option<oneshot::Sender<Vec<RtpPacket>>>,
+}
+
+/// What a subscriber gets: the cached GOP (empty for audio, with the cache
+/// off, or while it has no keyframe), then the live packets after it.
+pub struct Subscription {
+    pub backlog: Vec<RtpPacket>,
+    pub live: mpsc::Receiver<RtpPacket>,
+}
+
+/// What kind of source, and for video whether and how much to cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Video { cache: Option<CacheLimits> },
+    Audio,
+}
+
+/// A cheap, clonable way to subscribe to a source.
+#[derive(Clone)]
+pub struct SourceHandle {
+    subscribe_tx: mpsc::Sender<Subscriber>,
+    pub stats: Arc<SourceStats>,
+    /// Recent packets by sequence number, for retransmissions.
+    pub history: Arc<History>,
+    /// The GOP cache as of the last packet (video with the cache on).
+    pub cache: Arc<Mutex<Option<CacheState>>>,
+    pub port: u16,
+}
+
+impl SourceHandle {
+    /// The cached GOP and a queue of this source's packets after it,
+    /// holding at most `capacity`; each packet dropped for a full queue is
+    /// told to `drops`. `None` when the source has closed.
+    pub async fn subscribe(
+        &self,
+        capacity: usize,
+        drops: Vec<Arc<dyn DropCount>>,
+    ) -> Option<Subscription> {
+        let (tx, live) = mpsc::channel(capacity);
+        let (backlog_tx, backlog_rx) = oneshot::channel();
+        self.subscribe_tx
+            .send(Subscriber {
+                tx,
+                drops,
+                backlog: Some(backlog_tx),
+            })
+            .await
+            .ok()?;
+        let backlog = backlog_rx.await.ok()?;
+        Some(Subscription { backlog, live })
+    }
+
+    pub fn cache_state(&self) -> Option<CacheState> {
+        *self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Source {
+    /// Starts draining `socket` at once. `name` labels the log lines.
+    pub fn start(
+        socket: StdUdpSocket,
+        name: &'static str,
+        kind: SourceKind,
+    ) -> std::io::Result<Self> {
+        socket.set_nonblocking(true)?;
+        let port = socket.local_addr()?.port();
+        let socket = UdpSocket::from_std(socket)?;
+        let (subscribe_tx, subscribe_rx) = mpsc::channel(16);
+        let cancel = CancellationToken::new();
+        let handle = SourceHandle {
+            subscribe_tx,
+            stats: Arc::default(),
+            history: Arc::default(),
+            cache: Arc::default(),
+            port,
+        };
+        let (video, cache) = match kind {
+            SourceKind::Video { cache } => (true, cache.map(GopCache::new)),
+            SourceKind::Audio => (false, None),
+        };
+        let reader = Reader {
+            socket,
+            handle: handle.clone(),
+            subscribers: Vec::new(),
+            name,
+            video,
+            cache,
+            last_key_ts: None,
+        };
+        let task = tokio::spawn(reader.run(subscribe_rx, cancel.clone()).in_current_span());
+        Ok(Self {
+            handle,
+            cancel,
+            task,
+        })
+    }
+
+    pub fn handle(&self) -> SourceHandle {
+        self.handle.clone()
+    }
+
+    /// Stops reading and waits until the socket is closed and every
+    /// subscriber's queue has ended.
+    pub async fn close(self) {
+        self.cancel.cancel();
+        if let Err(e) = self.task.await {
+            tracing::error!(port = self.handle.port, error = %e, "source task failed");
+        }
+    }
+}
+
+struct Reader {
+    socket: UdpSocket,
+    handle: SourceHandle,
+    subscribers: Vec<Subscriber>,
+    name: &'static str,
+    /// Parse H.264 payloads to mark keyframe starts.
+    video: bool,
+    cache: Option<GopCache>,
+    /// The timestamp of the last keyframe start.
+    last_key_ts: Option<u32>,
+}
+
+impl Reader {
+    async fn run(
+        mut self,
+        mut subscribe_rx: mpsc::Receiver<Subscriber>,
+        cancel: CancellationToken,
+    ) {
+        let mut buf = BytesMut::with_capacity(RECV_BUFFER * 16);
+        loop {
+            if buf.capacity() < RECV_BUFFER {
+                buf.reserve(RECV_BUFFER * 16);
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(sub) = subscribe_rx.recv() => self.add(sub),
+                r = self.socket.recv_buf_from(&mut buf) => match r {
+                    Ok((n, _from)) => {
+                        let datagram = buf.split_to(n).freeze();
+                        self.take(datagram);
+                    }
+                    Err(e) => {
+                        buf.clear();
+                        tracing::debug!(source = self.name, error = %e, "UDP receive error");
+                    }
+                },
+            }
+        }
+        tracing::debug!(
+            source = self.name,
+            subscribers = self.subscribers.len(),
+            "source closed"
+        );
+    }
+
+    /// Hands the new subscriber the cached GOP and registers it for what
+    /// follows, in one step of the only task that touches either.
+    fn add(&mut self, mut sub: Subscriber) {
+        let backlog = self
+            .cache
+            .as_ref()
+            .map(GopCache::snapshot)
+            .unwrap_or_default();
+        if let Some(tx) = sub.backlog.take()
+            && tx.send(backlog).is_err()
+        {
+            return; // the subscriber gave up waiting
+        }
+        self.subscribers.push(sub);
+    }
+
+    fn take(&mut self, datagram: bytes::Bytes) {
+        let packet = match classify(datagram) {
+            Datagram::Rtp(p) => p,
+            Datagram::Rtcp => {
+                self.handle.stats.rtcp_packets.fetch_add(1, Relaxed);
+                return;
+            }
+            Datagram::Garbage(why) => {
+                let n = self.handle.stats.garbage_packets.fetch_add(1, Relaxed);
+                if n.is_power_of_two() || n == 0 {
+                    tracing::warn!(
+                        source = self.name,
+                        reason = why,
+                        total = n + 1,
+                        "dropped a datagram that is not RTP"
+                    );
+                }
+                return;
+            }
+        };
+        let mut packet = packet;
+        if self.video {
+            let nals = payload_nals(&packet.data[packet.payload_offset..packet.payload_end]);
+            // A keyframe begins with the first packet carrying its SPS (or,
+            // without one, its IDR) at a new timestamp.
+            if (nals.sps || nals.idr_start) && self.last_key_ts != Some(packet.timestamp) {
+                packet.keyframe_start = true;
+                self.last_key_ts = Some(packet.timestamp);
+            }
+        }
+        let stats = &self.handle.stats;
+        let n = stats.rtp_packets.fetch_add(1, Relaxed);
+        stats.rtp_bytes.fetch_add(packet.data.len() as u64, Relaxed);
+        self.handle.history.put(&packet);
+        if let Some(cache) = &mut self.cache {
+            cache.push(&packet, Instant::now());
+            if packet.keyframe_start || n.is_multiple_of(32) {
+                *self.handle.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache.state());
+            }
+        }
+        self.subscribers
+            .retain(|sub| match sub.tx.try_send(packet.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    stats.dropped.fetch_add(1, Relaxed);
+                    sub.drops.iter().for_each(|d| d.dropped());
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn rtp(seq: u16) -> Vec<u8> {
+        let mut v = vec![0x80, 96];
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 7, 0xaa]);
+        v
+    }
+
+    async fn source() -> (Source, StdUdpSocket) {
+        source_of(SourceKind::Audio).await
+    }
+
+    async fn source_of(kind: SourceKind) -> (Source, StdUdpSocket) {
+        let sock = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let src = Source::start(sock, "test", kind).unwrap();
+        let sender = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        sender.connect(("127.0.0.1", port)).unwrap();
+        (src, sender)
+    }
+
+    async fn next(rx: &mut mpsc::Receiver<RtpPacket>) -> RtpPacket {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn forwards_rtp_to_every_subscriber_and_never_rtcp_or_garbage() {
+        let (src, tx) = source().await;
+        let h = src.handle();
+        let mut a = h.subscribe(64, vec![]).await.unwrap().live;
+        let mut b = h.subscribe(64, vec![]).await.unwrap().live;
+        tx.send(&rtp(1)).unwrap();
+        tx.send(&[0x80, 200, 0, 6, 0, 0, 0, 1]).unwrap(); // RTCP SR
+        tx.send(b"garbage!").unwrap();
+        tx.send(&rtp(2)).unwrap();
+        for rx in [&mut a, &mut b] {
+            assert_eq!(next(rx).await.sequence, 1);
+            assert_eq!(next(rx).await.sequence, 2);
+        }
+        assert_eq!(h.stats.rtcp_packets.load(Relaxed), 1);
+        assert_eq!(h.stats.garbage_packets.load(Relaxed), 1);
+        assert_eq!(h.stats.rtp_packets.load(Relaxed), 2);
+        src.close().await;
+        assert!(
+            a.recv().await.is_none(),
+            "queue did not end when the source closed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_for_that_subscriber_only() {
+        let (src, tx) = source().await;
+        let h = src.handle();
+        let mut slow = h.subscribe(1, vec![]).await.unwrap().live;
+        let mut fast = h.subscribe(64, vec![]).await.unwrap().live;
+        for seq in 0..10 {
+            tx.send(&rtp(seq)).unwrap();
+        }
+        for seq in 0..10 {
+            assert_eq!(next(&mut fast).await.sequence, seq);
+        }
+        assert_eq!(next(&mut slow).await.sequence, 0);
+        assert_eq!(h.stats.dropped.load(Relaxed), 9);
+        src.close().await;
+    }
+
+    /// An H.264 RTP packet: `nal` is the first payload byte.
+    fn h264(seq: u16, ts: u32, nal: u8) -> Vec<u8> {
+        let mut v = vec![0x80, 102];
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&ts.to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 7, nal, 0xaa]);
+        v
+    }
+
+    #[tokio::test]
+    async fn a_new_subscriber_gets_the_cached_gop_then_live_without_gap() {
+        let limits = gop::CacheLimits {
+            max_bytes: 100_000,
+            max_age: Duration::from_secs(5),
+        };
+        let (src, tx) = source_of(SourceKind::Video {
+            cache: Some(limits),
+        })
+        .await;
+        let h = src.handle();
+        let mut probe = h.subscribe(64, vec![]).await.unwrap().live;
+        // A P slice before any keyframe, then a keyframe (SPS, PPS, IDR) and P slices.
+        let frames: [(u16, u32, u8); 6] = [
+            (1, 0, 0x41),
+            (2, 3000, 0x67),
+            (3, 3000, 0x68),
+            (4, 3000, 0x65),
+            (5, 6000, 0x41),
+            (6, 9000, 0x41),
+        ];
+        for (seq, ts, nal) in frames {
+            tx.send(&h264(seq, ts, nal)).unwrap();
+        }
+        for _ in 0..6 {
+            next(&mut probe).await;
+        }
+        let mut sub = h.subscribe(64, vec![]).await.unwrap();
+        let cached: Vec<(u16, bool)> = sub
+            .backlog
+            .iter()
+            .map(|p| (p.sequence, p.keyframe_start))
+            .collect();
+        assert_eq!(
+            cached,
+            [(2, true), (3, false), (4, false), (5, false), (6, false)]
+        );
+        tx.send(&h264(7, 12000, 0x41)).unwrap();
+        assert_eq!(
+            next(&mut sub.live).await.sequence,
+            7,
+            "live continues right after the backlog"
+        );
+        assert!(h.cache_state().unwrap().ready);
+        // An audio source has no backlog.
+        let (audio, _) = source().await;
+        assert!(
+            audio
+                .handle()
+                .subscribe(8, vec![])
+                .await
+                .unwrap()
+                .backlog
+                .is_empty()
+        );
+        src.close().await;
+    }
+
+    #[tokio::test]
+    async fn without_the_cache_there_is_no_backlog_but_keyframes_are_marked() {
+        let (src, tx) = source_of(SourceKind::Video { cache: None }).await;
+        let h = src.handle();
+        let mut sub = h.subscribe(64, vec![]).await.unwrap();
+        assert!(sub.backlog.is_empty());
+        for (seq, ts, nal) in [(1u16, 0u32, 0x67u8), (2, 0, 0x65), (3, 3000, 0x41)] {
+            tx.send(&h264(seq, ts, nal)).unwrap();
+        }
+        let marks: Vec<bool> = [
+            next(&mut sub.live).await,
+            next(&mut sub.live).await,
+            next(&mut sub.live).await,
+        ]
+        .iter()
+        .map(|p| p.keyframe_start)
+        .collect();
+        assert_eq!(marks, [true, false, false]);
+        assert_eq!(
+            h.history.get(2).map(|p| p.timestamp),
+            Some(0),
+            "kept for retransmission"
+        );
+        src.close().await;
+    }
+
+    #[tokio::test]
+    async fn close_frees_the_port() {
+        let (src, _tx) = source().await;
+        let port = src.handle().port;
+        src.close().await;
+        StdUdpSocket::bind(("127.0.0.1", port)).expect("port still taken after close");
+    }
+}
