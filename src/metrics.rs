@@ -30,6 +30,12 @@ struct Families {
     sent_packets: IntCounterVec,
     sent_bytes: IntCounterVec,
     sent_dropped: IntCounterVec,
+    nacks: IntCounterVec,
+    retransmitted: IntCounterVec,
+    keyframe_requests: IntCounterVec,
+    resyncs: IntCounterVec,
+    cache_ready: IntGaugeVec,
+    cache_bytes: IntGaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -122,6 +128,32 @@ impl Families {
                 "Packets dropped for viewers whose queue was full.",
                 s,
             )?,
+            nacks: counter(
+                "viewer_nacked_packets_total",
+                "Packets viewers asked for again (NACK).",
+                s,
+            )?,
+            retransmitted: counter(
+                "viewer_retransmitted_packets_total",
+                "Packets resent from the shared history.",
+                s,
+            )?,
+            keyframe_requests: counter(
+                "viewer_keyframe_requests_total",
+                "PLI and FIR received from viewers.",
+                s,
+            )?,
+            resyncs: counter(
+                "viewer_resyncs_total",
+                "Viewers restarted from the GOP cache after falling behind.",
+                s,
+            )?,
+            cache_ready: gauge(
+                "gop_cache_ready",
+                "1 while the video GOP cache holds a keyframe to start from.",
+                s,
+            )?,
+            cache_bytes: gauge("gop_cache_bytes", "Bytes in the video GOP cache.", s)?,
             registry,
         })
     }
@@ -181,6 +213,25 @@ impl Families {
             self.sent_dropped
                 .with_label_values(l)
                 .inc_by(info.sent.dropped.load(Relaxed));
+            let sent = &info.sent;
+            self.nacks
+                .with_label_values(l)
+                .inc_by(sent.nacks.load(Relaxed));
+            self.retransmitted
+                .with_label_values(l)
+                .inc_by(sent.retransmitted.load(Relaxed));
+            self.keyframe_requests
+                .with_label_values(l)
+                .inc_by(sent.keyframe_requests.load(Relaxed));
+            self.resyncs
+                .with_label_values(l)
+                .inc_by(sent.resyncs.load(Relaxed));
+            if let Some(c) = info.gop_cache {
+                self.cache_ready
+                    .with_label_values(l)
+                    .set(i64::from(c.ready));
+                self.cache_bytes.with_label_values(l).set(c.bytes as i64);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
 use crate::peer::{PeerConfig, StreamMedia, Viewer, ViewerCounters};
 use crate::source::SourceStats;
+use crate::source::gop::CacheState;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -87,6 +88,8 @@ pub struct StreamInfo {
     /// What all viewers of the stream were sent, over its whole life.
     pub sent: Arc<ViewerCounters>,
     pub sessions: Vec<(String, Session)>,
+    /// The video GOP cache (`None` when off or without video).
+    pub gop_cache: Option<CacheState>,
 }
 
 struct Slot {
@@ -114,6 +117,7 @@ impl Slot {
                 sources: Vec::new(),
                 sent: Arc::default(),
                 sessions: Vec::new(),
+                gop_cache: None,
             },
         }
     }
@@ -283,6 +287,11 @@ impl Streams {
             .iter()
             .map(|(id, s)| {
                 let mut info = s.info.clone();
+                info.gop_cache = s
+                    .media
+                    .as_ref()
+                    .and_then(|m| m.video.as_ref())
+                    .and_then(|v| v.cache_state());
                 info.sessions = s
                     .sessions
                     .iter()

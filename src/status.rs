@@ -5,6 +5,7 @@
 use crate::ffmpeg::progress::Progress;
 use crate::peer::ViewerReport;
 use crate::registry::{State, StreamInfo, Streams};
+use crate::source::gop::CacheState;
 use axum::Json;
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
@@ -52,10 +53,12 @@ pub struct SourceStatus {
     pub dropped: u64,
 }
 
-/// ffwhep has no GOP cache yet: a new viewer waits for the next keyframe.
+/// The video GOP cache: off, or what it holds now.
 #[derive(Debug, Serialize)]
 pub struct GopCache {
     pub enabled: bool,
+    #[serde(flatten)]
+    pub state: Option<CacheState>,
 }
 
 #[derive(Debug, Serialize)]
@@ -63,6 +66,10 @@ pub struct SentTotals {
     pub packets: u64,
     pub bytes: u64,
     pub dropped: u64,
+    pub nacks: u64,
+    pub retransmitted: u64,
+    pub keyframe_requests: u64,
+    pub resyncs: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,11 +125,18 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
             audio: p.audio,
         }),
         sources,
-        gop_cache: GopCache { enabled: false },
+        gop_cache: GopCache {
+            enabled: info.gop_cache.is_some(),
+            state: info.gop_cache,
+        },
         sent: SentTotals {
             packets: info.sent.packets_sent.load(Relaxed),
             bytes: info.sent.bytes_sent.load(Relaxed),
             dropped: info.sent.dropped.load(Relaxed),
+            nacks: info.sent.nacks.load(Relaxed),
+            retransmitted: info.sent.retransmitted.load(Relaxed),
+            keyframe_requests: info.sent.keyframe_requests.load(Relaxed),
+            resyncs: info.sent.resyncs.load(Relaxed),
         },
         viewers,
     }

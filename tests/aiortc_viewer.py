@@ -3,7 +3,8 @@
 
 It POSTs a recvonly offer to a WHEP URL, decodes what arrives for a while,
 then optionally waits for the server to hang up. Prints one JSON line:
-decoded video frames and their size, audio frames, and how the call ended.
+decoded video frames and their size, the time from the POST to the first
+decoded video frame, audio frames, and how the call ended.
 
 usage: aiortc_viewer.py URL [--seconds S] [--wait-hangup S]
 """
@@ -28,7 +29,7 @@ async def main() -> None:
     pc = RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
-    stats = {"video_frames": 0, "width": 0, "height": 0, "audio_frames": 0}
+    stats = {"video_frames": 0, "width": 0, "height": 0, "audio_frames": 0, "first_frame_ms": None}
     ended = asyncio.Event()
 
     async def consume(track):
@@ -36,6 +37,8 @@ async def main() -> None:
             while True:
                 frame = await track.recv()
                 if track.kind == "video":
+                    if stats["video_frames"] == 0:
+                        stats["first_frame_ms"] = round((time.monotonic() - posted) * 1000)
                     stats["video_frames"] += 1
                     stats["width"], stats["height"] = frame.width, frame.height
                 else:
@@ -53,6 +56,7 @@ async def main() -> None:
             ended.set()
 
     await pc.setLocalDescription(await pc.createOffer())
+    posted = time.monotonic()
     req = urllib.request.Request(
         args.url,
         data=pc.localDescription.sdp.encode(),

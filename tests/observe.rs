@@ -71,7 +71,9 @@ async fn status_and_metrics_agree_with_what_the_viewer_received() {
         s["ports"]["video"].as_u64().unwrap() + 1 == s["ports"]["audio"].as_u64().unwrap(),
         "{s}"
     );
-    assert_eq!(s["gop_cache"]["enabled"], false);
+    assert_eq!(s["gop_cache"]["enabled"], true);
+    assert_eq!(s["gop_cache"]["ready"], true, "{s}");
+    assert!(s["gop_cache"]["packets"].as_u64().unwrap() > 0, "{s}");
     let viewers = s["viewers"].as_array().unwrap();
     assert_eq!(viewers.len(), 1, "{s}");
     let viewer = &viewers[0];

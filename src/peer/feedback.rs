@@ -1,7 +1,7 @@
 //! Viewer feedback the relay answers itself: an interceptor that passes
-//! inbound NACK, PLI and FIR to the application (the rest of the RTCP stops
-//! at the interceptors that use it), and the track sink that turns them into
-//! [`Feedback`] for the forwarder.
+//! chosen inbound RTCP to the application (NACK, PLI and FIR here; the rest
+//! stops at the interceptors that use it), and the track sink that turns them
+//! into [`Feedback`] for the forwarder.
 
 use super::forward::{Feedback, MediaSink};
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -16,21 +16,35 @@ use std::time::Instant;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
-/// Last in the chain: marks NACK, PLI and FIR for the application.
-#[derive(Default)]
-pub struct FeedbackForwarder {
+/// Last in the chain: marks the inbound RTCP packets `wanted` picks for the
+/// application, and lets the rest stop at the end of the chain.
+pub struct RtcpToApp {
+    wanted: fn(&dyn rtc::rtcp::Packet) -> bool,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
 }
 
-fn wanted(p: &dyn rtc::rtcp::Packet) -> bool {
-    let any = p.as_any();
-    any.is::<TransportLayerNack>()
-        || any.is::<PictureLossIndication>()
-        || any.is::<FullIntraRequest>()
+impl RtcpToApp {
+    pub fn new(wanted: fn(&dyn rtc::rtcp::Packet) -> bool) -> Self {
+        Self {
+            wanted,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+
+    /// What a sender answers itself: NACK, PLI and FIR.
+    pub fn feedback() -> Self {
+        Self::new(|p| {
+            let any = p.as_any();
+            any.is::<TransportLayerNack>()
+                || any.is::<PictureLossIndication>()
+                || any.is::<FullIntraRequest>()
+        })
+    }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackForwarder {
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RtcpToApp {
     type Rout = TaggedPacket;
     type Wout = TaggedPacket;
     type Eout = ();
@@ -41,7 +55,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackForwarder {
         if let Packet::Rtcp(packets) = &msg.message.packet {
             let kept: Vec<Box<dyn rtc::rtcp::Packet>> = packets
                 .iter()
-                .filter(|p| wanted(p.as_ref()))
+                .filter(|p| (self.wanted)(p.as_ref()))
                 .cloned()
                 .collect();
             if kept.is_empty() {
@@ -68,7 +82,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackForwarder {
     }
 }
 
-impl Interceptor for FeedbackForwarder {
+impl Interceptor for RtcpToApp {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -54,7 +54,11 @@ const KEY_EVERY: u16 = 100;
 /// Packet `seq` of a stream of one-packet frames with a keyframe (an SPS
 /// packet) every [`KEY_EVERY`] packets.
 fn h264(seq: u16) -> Vec<u8> {
-    let nal = if seq.is_multiple_of(KEY_EVERY) { 0x67 } else { 0x41 };
+    let nal = if seq.is_multiple_of(KEY_EVERY) {
+        0x67
+    } else {
+        0x41
+    };
     let ts = u32::from(seq) * 3000;
     let mut v = vec![0x80, 0x80 | 102];
     v.extend_from_slice(&seq.to_be_bytes());

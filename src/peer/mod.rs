@@ -5,7 +5,7 @@
 //! one forwarder per track takes packets from that kind's source and rewrites
 //! them to the payload type the viewer negotiated and the viewer's own SSRC.
 
-mod feedback;
+pub mod feedback;
 pub mod forward;
 mod renumber;
 mod report;
@@ -14,7 +14,7 @@ pub use report::ViewerReport;
 
 use crate::offer::{OfferError, Offered};
 use crate::source::{DropCount, SourceHandle};
-use feedback::{FeedbackForwarder, TrackSink};
+use feedback::{RtcpToApp, TrackSink};
 use forward::Forwarder;
 use rtc::interceptor::Slot;
 use rtc::media_stream::MediaStreamTrack;
@@ -294,8 +294,7 @@ async fn build_peer(
     // answered by the forwarders (from the shared history and GOP cache), so
     // the per-viewer NACK responder is left out.
     let registry = Ok::<_, webrtc::error::Error>(
-        configure_rtcp_reports(Registry::new())
-            .with(Slot::from(14_000), FeedbackForwarder::default()),
+        configure_rtcp_reports(Registry::new()).with(Slot::from(14_000), RtcpToApp::feedback()),
     )
     .map_err(internal("registering interceptors"))?;
     let pc = PeerConnectionBuilder::new()

@@ -4,8 +4,11 @@
 //! and when the first keyframe came. Used by `ffwhep smoke` and the tests.
 
 use crate::h264::{self, nal};
+use crate::peer::feedback::RtcpToApp;
 use anyhow::{Context, bail};
+use rtc::interceptor::Slot;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp::codec::h264::H264Packet;
 use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -45,7 +48,8 @@ struct SeqRange {
 }
 
 impl TrackStats {
-    fn take(&mut self, seq: u16, bytes: usize, mime: &str) {
+    /// Counts a packet; returns its extended sequence number.
+    fn take(&mut self, seq: u16, bytes: usize, mime: &str) -> u64 {
         self.packets += 1;
         self.bytes += bytes as u64;
         if self.mime.is_empty() {
@@ -55,7 +59,7 @@ impl TrackStats {
             None => {
                 self.seq.first = Some(u64::from(seq) + (1 << 16));
                 self.seq.highest = u64::from(seq) + (1 << 16);
-                return;
+                return self.seq.highest;
             }
             // The extended number closest to the highest seen so far.
             Some(_) => {
@@ -74,6 +78,7 @@ impl TrackStats {
         self.seq.highest = self.seq.highest.max(ext);
         let expected = self.seq.highest - self.seq.first.unwrap_or(ext) + 1;
         self.lost = expected.saturating_sub(self.packets);
+        ext
     }
 }
 
@@ -91,11 +96,64 @@ pub struct Received {
     pub size: Option<(u32, u32)>,
     /// Time from the POST to the first IDR.
     pub first_keyframe_after: Option<Duration>,
+    /// Each video packet by extended sequence number: its timestamp and
+    /// marker bit (the first 100,000), to tell complete frames afterwards.
+    pub video_packets: std::collections::BTreeMap<u64, (u32, bool)>,
+    /// The last sender report per kind (video, audio): NTP time, RTP time,
+    /// and when it arrived.
+    pub sender_reports: [Option<(u64, u32, Instant)>; 2],
+    /// The last packet per kind (video, audio): RTP time and arrival.
+    pub last_packet: [Option<(u32, Instant)>; 2],
 }
 
 impl Received {
     pub fn saw_nal(&self, t: u8) -> bool {
         self.nal_types.contains(&t)
+    }
+
+    /// Frames all of whose packets arrived (retransmissions included), from
+    /// the first marker on: a frame is the packets after one marker up to
+    /// the next, and counts when no sequence number between them is missing.
+    pub fn complete_frames(&self) -> u64 {
+        let mut complete = 0;
+        let mut prev_marker: Option<u64> = None;
+        for (&seq, &(_, marker)) in &self.video_packets {
+            if !marker {
+                continue;
+            }
+            if let Some(start) = prev_marker {
+                let want = seq - start;
+                let have = self.video_packets.range(start + 1..=seq).count() as u64;
+                complete += u64::from(have == want);
+            }
+            prev_marker = Some(seq);
+        }
+        complete
+    }
+
+    /// How far apart the sender reports put audio and video, compared with
+    /// when their last packets arrived: the capture times the reports give
+    /// the two last packets differ from their arrival times by this much.
+    /// `None` until both kinds have a report and a packet.
+    pub fn av_sync_error(&self) -> Option<Duration> {
+        let capture = |k: usize, clock: f64| -> Option<(f64, Instant)> {
+            let (ntp, rtp, _) = self.sender_reports[k]?;
+            let (ts, arrived) = self.last_packet[k]?;
+            let ntp_secs = (ntp >> 32) as f64 + (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0;
+            Some((
+                ntp_secs + f64::from(ts.wrapping_sub(rtp) as i32) / clock,
+                arrived,
+            ))
+        };
+        let (video, v_at) = capture(0, 90_000.0)?;
+        let (audio, a_at) = capture(1, 48_000.0)?;
+        let by_reports = video - audio;
+        let by_arrival = if v_at >= a_at {
+            v_at.duration_since(a_at).as_secs_f64()
+        } else {
+            -a_at.duration_since(v_at).as_secs_f64()
+        };
+        Some(Duration::from_secs_f64((by_reports - by_arrival).abs()))
     }
 
     /// SPS, PPS and an IDR have arrived: a decoder can start.
@@ -110,8 +168,13 @@ impl Received {
         depack: &mut H264Packet,
         t0: Instant,
     ) {
-        self.video
+        let ext = self
+            .video
             .take(pkt.header.sequence_number, pkt.payload.len(), mime);
+        if self.video_packets.len() < 100_000 {
+            self.video_packets
+                .insert(ext, (pkt.header.timestamp, pkt.header.marker));
+        }
         if let Ok(annexb) = depack.depacketize(&pkt.payload) {
             for unit in h264::annexb_units(&annexb) {
                 let Some(t) = h264::unit_type(unit) else {
@@ -169,14 +232,27 @@ impl PeerConnectionEventHandler for Events {
         tokio::spawn(async move {
             let mut depack = H264Packet::default();
             while let Some(evt) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
-                    continue;
+                let pkt = match evt {
+                    TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
+                    TrackRemoteEvent::OnRtcpPacket(rtcp) => {
+                        let video = track.kind().await == RtpCodecKind::Video;
+                        for p in &rtcp {
+                            if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                                lock(&received).sender_reports[usize::from(!video)] =
+                                    Some((sr.ntp_time, sr.rtp_time, Instant::now()));
+                            }
+                        }
+                        continue;
+                    }
+                    _ => continue,
                 };
                 let Some(codec) = track.codec(pkt.header.ssrc).await else {
                     continue;
                 };
                 let mut r = lock(&received);
-                if codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264) {
+                let video = codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264);
+                r.last_packet[usize::from(!video)] = Some((pkt.header.timestamp, Instant::now()));
+                if video {
                     r.take_video(&pkt, &codec.mime_type, &mut depack, t0);
                 } else {
                     r.audio.take(
@@ -232,7 +308,10 @@ pub struct Offer {
 impl Offer {
     pub async fn new() -> anyhow::Result<Offer> {
         let mut m = engine()?;
-        let registry = register_default_interceptors(Registry::new(), &mut m)?;
+        let registry = register_default_interceptors(Registry::new(), &mut m)?.with(
+            Slot::from(14_000),
+            RtcpToApp::new(|p| p.as_any().is::<SenderReport>()),
+        );
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let gathered = Arc::new(Notify::new());
         let received = Shared::default();
@@ -289,11 +368,22 @@ pub struct Viewer {
 impl Viewer {
     /// Subscribes to `url` over WHEP and waits until connected.
     pub async fn connect(url: &str) -> anyhow::Result<Viewer> {
+        Self::connect_via(url, |s| s, |s| s).await
+    }
+
+    /// Like [`Viewer::connect`], with the offer and the answer passed
+    /// through `offer_fn` and `answer_fn` on their way (e.g. to route the
+    /// media through a test's proxy).
+    pub async fn connect_via(
+        url: &str,
+        offer_fn: impl FnOnce(String) -> String,
+        answer_fn: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<Viewer> {
         let offer = Offer::new().await?;
         let resp = reqwest::Client::new()
             .post(url)
             .header("content-type", "application/sdp")
-            .body(offer.sdp.clone())
+            .body(offer_fn(offer.sdp.clone()))
             .send()
             .await
             .with_context(|| format!("POST {url}"))?;
@@ -308,8 +398,8 @@ impl Viewer {
             bail!("POST {url}: {status}: {}", answer.trim());
         }
         let location = location.context("201 without a Location header")?;
-        let desc =
-            RTCSessionDescription::answer(answer.clone()).context("the answer is not SDP")?;
+        let desc = RTCSessionDescription::answer(answer_fn(answer.clone()))
+            .context("the answer is not SDP")?;
         offer
             .pc
             .set_remote_description(desc)
@@ -437,6 +527,25 @@ pub fn summary(r: &Received) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn complete_frames_need_every_packet_between_markers() {
+        let mut r = Received::default();
+        // Frames: [10] marker, [11 12] marker, [13 (14 lost) 15] marker, [16] marker.
+        for (seq, marker) in [
+            (10, true),
+            (11, false),
+            (12, true),
+            (13, false),
+            (15, true),
+            (16, true),
+        ] {
+            r.video_packets.insert(seq, (0, marker));
+        }
+        assert_eq!(r.complete_frames(), 2, "frames 11-12 and 16");
+        r.video_packets.insert(14, (0, false)); // retransmitted late
+        assert_eq!(r.complete_frames(), 3);
+    }
 
     #[test]
     fn loss_counts_gaps_across_the_wrap() {

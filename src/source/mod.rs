@@ -129,11 +129,13 @@ impl Source {
         let socket = UdpSocket::from_std(socket)?;
         let (subscribe_tx, subscribe_rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
+        let cache_on = matches!(kind, SourceKind::Video { cache: Some(_) });
         let handle = SourceHandle {
             subscribe_tx,
             stats: Arc::default(),
             history: Arc::default(),
-            cache: Arc::default(),
+            // `Some` from the start when the cache is on, so status can say so.
+            cache: Arc::new(Mutex::new(cache_on.then(CacheState::default))),
             port,
         };
         let (video, cache) = match kind {

@@ -1,6 +1,8 @@
 //! Test helpers: the ffwhep binary as a child process, and a WHEP viewer.
 #![allow(dead_code)]
 
+pub mod lossy;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;

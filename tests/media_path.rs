@@ -1,0 +1,156 @@
+//! The media path with real FFmpeg and real viewers: the GOP cache gives a
+//! viewer joining mid-GOP a keyframe at once, a stuck viewer never hurts the
+//! others, and NACKs repair loss toward one viewer.
+
+mod common;
+
+use common::lossy::{Shim, rewrite_candidates};
+use common::{Ffwhep, connect, probe_h264, testsrc_profile, wait_for};
+use ffwhep::smoke::viewer::{Viewer, summary};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_mid_gop_gets_the_cached_keyframe_at_once() {
+    // A 4 s GOP, joined 1.5 s in: without the cache the next IDR is 2.5 s away.
+    let profile = testsrc_profile("gop4", "");
+    let text = std::fs::read_to_string(&profile).unwrap().replace(
+        "map: \"0:v:0\"",
+        "map: \"0:v:0\"\n    keyframe_interval: 4s",
+    );
+    std::fs::write(&profile, text).unwrap();
+    let ff = Ffwhep::start(&[profile.to_str().unwrap()]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let v = connect(&ff.url).await;
+    wait_for(
+        &v,
+        Duration::from_secs(10),
+        "a keyframe and 60 frames",
+        |r| r.decodable() && r.frames_since_idr >= 60,
+    )
+    .await;
+    let r = v.received();
+    let first = r.first_keyframe_after.unwrap();
+    assert!(
+        first < Duration::from_millis(1500),
+        "first keyframe after {first:?}: the cache did not serve it"
+    );
+    assert_eq!(r.video.lost, 0, "{}", summary(&r));
+    // The cached GOP and the live packets after it decode as one clean stream.
+    let path = std::env::temp_dir().join(format!("ffwhep-gop-{}.h264", std::process::id()));
+    std::fs::write(&path, &r.h264).unwrap();
+    let (w, h, frames) = probe_h264(&path);
+    assert_eq!((w, h), (640, 360));
+    assert!(frames >= 60, "{frames} frames decoded");
+    let errors = Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "h264", "-i"])
+        .arg(&path)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        errors.stderr.is_empty(),
+        "decode errors: {}",
+        String::from_utf8_lossy(&errors.stderr)
+    );
+    v.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_viewer_does_not_hurt_the_others() {
+    let ff = Ffwhep::start(&[]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
+    // An aiortc viewer that connects, then stops reading: SIGSTOP.
+    let mut stuck = Command::new("python3")
+        .args([script, &ff.url, "--seconds", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    common::kill(stuck.id() as i32, libc::SIGSTOP);
+    let a = connect(&ff.url).await;
+    let b = connect(&ff.url).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for v in [&a, &b] {
+        let r = v.received();
+        assert_eq!(r.video.lost + r.audio.lost, 0, "{}", summary(&r));
+        assert!(r.frames_since_idr >= 100, "{}", summary(&r));
+        // Every frame between the first and last marker arrived whole.
+        let markers = r.video_packets.values().filter(|(_, m)| *m).count() as u64;
+        assert_eq!(r.complete_frames(), markers - 1, "{}", summary(&r));
+    }
+    common::kill(stuck.id() as i32, libc::SIGKILL);
+    let _ = stuck.wait();
+    a.close().await;
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nacks_repair_loss_toward_one_viewer() {
+    let ff = Ffwhep::start(&[]);
+    let shim = Shim::new();
+    let (server_side, viewer_side) = (shim.server_side(), shim.viewer_side());
+    let addrs = std::sync::Mutex::new((None, None));
+    let lossy = Viewer::connect_via(
+        &ff.url,
+        |offer| {
+            let (sdp, viewer) = rewrite_candidates(&offer, server_side);
+            addrs.lock().unwrap().0 = viewer;
+            sdp
+        },
+        |answer| {
+            let (sdp, server) = rewrite_candidates(&answer, viewer_side);
+            let (viewer, _) = *addrs.lock().unwrap();
+            addrs.lock().unwrap().1 = server;
+            shim.start(
+                viewer.expect("no viewer candidate"),
+                server.expect("no server candidate"),
+                0.02,
+            );
+            sdp
+        },
+    )
+    .await
+    .unwrap();
+    let clean = connect(&ff.url).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (l, c) = (lossy.received(), clean.received());
+    let dropped = shim.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let ratio = l.complete_frames() as f64 / c.complete_frames() as f64;
+    eprintln!(
+        "shim dropped {dropped} packets; complete frames: lossy {} clean {} ({:.1}%); lossy viewer still missing {} video packets",
+        l.complete_frames(),
+        c.complete_frames(),
+        ratio * 100.0,
+        l.video.lost
+    );
+    assert!(dropped > 20, "the shim dropped only {dropped} packets");
+    assert!(
+        ratio > 0.97,
+        "loss repair failed: lossy {} vs clean {} complete frames",
+        l.complete_frames(),
+        c.complete_frames()
+    );
+    lossy.close().await;
+    clean.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_reports_keep_audio_and_video_in_step() {
+    let ff = Ffwhep::start(&[]);
+    let v = connect(&ff.url).await;
+    // Sender reports come every few seconds.
+    wait_for(
+        &v,
+        Duration::from_secs(15),
+        "sender reports for both tracks",
+        |r| r.sender_reports.iter().all(Option::is_some) && r.frames_since_idr > 30,
+    )
+    .await;
+    let error = v.received().av_sync_error().unwrap();
+    assert!(
+        error < Duration::from_millis(80),
+        "reports put audio and video {error:?} off their arrival"
+    );
+    v.close().await;
+}
