@@ -100,18 +100,26 @@ impl Forwarder {
         if !self.send_backlog(&mut run, sub.backlog).await {
             return;
         }
+        // Both kept across packets: making them anew for each packet cost
+        // more than the forwarding itself.
+        let cancelled = self.cancel.cancelled();
+        tokio::pin!(cancelled);
+        let mut feedback = self.sink.feedback();
         loop {
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => break,
-                fb = self.sink.feedback(), if run.feedback_open => match fb {
-                    Some(f) => {
-                        if let Some(new_live) = self.answer(&mut run, f).await {
-                            live = new_live;
+                _ = &mut cancelled => break,
+                fb = &mut feedback, if run.feedback_open => {
+                    feedback = self.sink.feedback();
+                    match fb {
+                        Some(f) => {
+                            if let Some(new_live) = self.answer(&mut run, f).await {
+                                live = new_live;
+                            }
                         }
+                        None => run.feedback_open = false,
                     }
-                    None => run.feedback_open = false,
-                },
+                }
                 p = live.recv() => {
                     let Some(p) = p else { break };
                     if let Some(new_live) = self.take(&mut run, p).await {
