@@ -27,6 +27,7 @@ struct Families {
     source_bytes: IntCounterVec,
     source_rtcp: IntCounterVec,
     source_errors: IntCounterVec,
+    source_rejected: IntCounterVec,
     sent_packets: IntCounterVec,
     sent_bytes: IntCounterVec,
     sent_dropped: IntCounterVec,
@@ -111,6 +112,11 @@ impl Families {
             source_errors: counter(
                 "source_errors_total",
                 "Datagrams that were neither RTP nor RTCP (this run).",
+                sk,
+            )?,
+            source_rejected: counter(
+                "source_rejected_packets_total",
+                "RTP refused on a source port: foreign, wrong payload type or SSRC (this run).",
                 sk,
             )?,
             sent_packets: counter(
@@ -203,6 +209,9 @@ impl Families {
                 self.source_errors
                     .with_label_values(lk)
                     .inc_by(s.garbage_packets.load(Relaxed));
+                self.source_rejected
+                    .with_label_values(lk)
+                    .inc_by(s.rejected_packets.load(Relaxed));
             }
             self.sent_packets
                 .with_label_values(l)

@@ -49,6 +49,9 @@ pub struct SourceStatus {
     pub rtcp_packets: u64,
     /// Datagrams that were neither RTP nor RTCP.
     pub errors: u64,
+    /// RTP refused: not from loopback, an unexpected payload type, or a
+    /// second SSRC while the first is live.
+    pub rejected: u64,
     /// Packets not queued for a viewer whose queue was full.
     pub dropped: u64,
 }
@@ -107,6 +110,7 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
                 rtp_bytes: s.rtp_bytes.load(Relaxed),
                 rtcp_packets: s.rtcp_packets.load(Relaxed),
                 errors: s.garbage_packets.load(Relaxed),
+                rejected: s.rejected_packets.load(Relaxed),
                 dropped: s.dropped.load(Relaxed),
             };
             (*kind, status)

@@ -160,12 +160,19 @@ async fn one_run(
         pair.video,
         "video",
         SourceKind::Video {
+            pt: run.plan.video.as_ref().map(|l| l.payload_type),
             cache: run.plan.gop_cache,
         },
     )
     .map_err(Failure::setup("starting the video source"))?;
-    let audio = Source::start(pair.audio, "audio", SourceKind::Audio)
-        .map_err(Failure::setup("starting the audio source"))?;
+    let audio = Source::start(
+        pair.audio,
+        "audio",
+        SourceKind::Audio {
+            pt: run.plan.audio.as_ref().map(|l| l.payload_type),
+        },
+    )
+    .map_err(Failure::setup("starting the audio source"))?;
     tracing::info!(
         video_port = ports.video,
         audio_port = ports.audio,

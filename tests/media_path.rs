@@ -154,3 +154,74 @@ async fn sender_reports_keep_audio_and_video_in_step() {
     );
     v.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_source_ports_does_not_disturb_a_viewer() {
+    let ff = Ffwhep::start(&[]);
+    let v = connect(&ff.url).await;
+    wait_for(&v, Duration::from_secs(10), "media", |r| {
+        r.frames_since_idr > 30
+    })
+    .await;
+    let (vport, aport) = ff.ports();
+    let frames_before = v.received().frames_since_idr;
+    // Two seconds of everything a stray process could send to the ports.
+    let flood = std::thread::spawn(move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut x: u32 = 1;
+        let start = std::time::Instant::now();
+        let mut sent = 0u64;
+        while start.elapsed() < Duration::from_secs(2) {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let len = (x >> 8) as usize % 1500;
+            let mut junk: Vec<u8> = (0..len).map(|i| (x >> (i % 24)) as u8).collect();
+            match x % 5 {
+                0 if len > 12 => junk[..2].copy_from_slice(&[0x80, 102]), // right type, foreign SSRC
+                1 if len > 12 => junk[..2].copy_from_slice(&[0x80, 96]),  // wrong payload type
+                2 if len > 1 => junk[..2].copy_from_slice(&[0x80, 200]),  // RTCP
+                3 => junk.truncate(len % 12),                             // truncated header
+                _ => {}
+            }
+            for port in [vport, aport] {
+                let _ = sock.send_to(&junk, ("127.0.0.1", port));
+                sent += 1;
+            }
+            if sent % 8 == 0 {
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        }
+        sent
+    });
+    let sent = tokio::task::spawn_blocking(move || flood.join().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = v.received();
+    assert_eq!(r.video.lost + r.audio.lost, 0, "{}", summary(&r));
+    assert!(
+        r.frames_since_idr > frames_before + 45,
+        "the picture stalled during the flood: {}",
+        summary(&r)
+    );
+    let markers = r.video_packets.values().filter(|(_, m)| *m).count() as u64;
+    assert_eq!(
+        r.complete_frames(),
+        markers - 1,
+        "a frame was broken: {}",
+        summary(&r)
+    );
+    let body = reqwest::get(format!("{}/status", ff.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let video = &status["streams"][0]["sources"]["video"];
+    assert!(
+        video["errors"].as_u64().unwrap() > 0 && video["rejected"].as_u64().unwrap() > 0,
+        "{video}"
+    );
+    eprintln!("flood of {sent} datagrams: video source counted {video}");
+    v.close().await;
+}

@@ -168,7 +168,9 @@ fn a_second_signal_skips_the_grace() {
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut ff = Ffwhep::start(&["--ffmpeg", fake.to_str().unwrap(), "--stop-grace", "60"]);
     // The stand-in says so once its trap is set.
-    ff.wait_log(Duration::from_secs(5), "the stand-in", |l| l.contains("fake ffmpeg"));
+    ff.wait_log(Duration::from_secs(5), "the stand-in", |l| {
+        l.contains("fake ffmpeg")
+    });
     kill(ff.pid(), libc::SIGTERM);
     ff.wait_log(Duration::from_secs(5), "the first stop", |l| {
         l.contains("asking FFmpeg to stop (SIGINT)")

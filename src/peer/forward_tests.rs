@@ -78,6 +78,7 @@ fn video_source() -> (Source, UdpSocket) {
         sock,
         "video",
         SourceKind::Video {
+            pt: Some(102),
             cache: Some(limits),
         },
     )

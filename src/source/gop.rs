@@ -75,6 +75,10 @@ impl GopCache {
         }
     }
 
+    pub fn limits(&self) -> CacheLimits {
+        self.limits
+    }
+
     pub fn state(&self) -> CacheState {
         CacheState {
             ready: self.valid && !self.packets.is_empty(),

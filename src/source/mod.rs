@@ -39,6 +39,9 @@ pub struct SourceStats {
     pub rtp_bytes: AtomicU64,
     pub rtcp_packets: AtomicU64,
     pub garbage_packets: AtomicU64,
+    /// Well-formed packets refused: not from loopback, an unexpected payload
+    /// type, or another SSRC while the current one is live.
+    pub rejected_packets: AtomicU64,
     /// Packets not queued for a subscriber whose queue was full.
     pub dropped: AtomicU64,
 }
@@ -73,9 +76,18 @@ pub struct Subscription {
 /// What kind of source, and for video whether and how much to cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceKind {
-    Video { cache: Option<CacheLimits> },
-    Audio,
+    Video {
+        pt: Option<u8>,
+        cache: Option<CacheLimits>,
+    },
+    Audio {
+        pt: Option<u8>,
+    },
 }
+
+/// After this long without a packet from the locked SSRC, another SSRC may
+/// take over the source (as when FFmpeg restarts its output).
+pub const SSRC_SILENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A cheap, clonable way to subscribe to a source.
 #[derive(Clone)]
@@ -129,7 +141,7 @@ impl Source {
         let socket = UdpSocket::from_std(socket)?;
         let (subscribe_tx, subscribe_rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
-        let cache_on = matches!(kind, SourceKind::Video { cache: Some(_) });
+        let cache_on = matches!(kind, SourceKind::Video { cache: Some(_), .. });
         let handle = SourceHandle {
             subscribe_tx,
             stats: Arc::default(),
@@ -138,9 +150,9 @@ impl Source {
             cache: Arc::new(Mutex::new(cache_on.then(CacheState::default))),
             port,
         };
-        let (video, cache) = match kind {
-            SourceKind::Video { cache } => (true, cache.map(GopCache::new)),
-            SourceKind::Audio => (false, None),
+        let (video, cache, pt) = match kind {
+            SourceKind::Video { pt, cache } => (true, cache.map(GopCache::new), pt),
+            SourceKind::Audio { pt } => (false, None, pt),
         };
         let reader = Reader {
             socket,
@@ -150,6 +162,8 @@ impl Source {
             video,
             cache,
             last_key_ts: None,
+            pt,
+            ssrc: None,
         };
         let task = tokio::spawn(reader.run(subscribe_rx, cancel.clone()).in_current_span());
         Ok(Self {
@@ -183,6 +197,10 @@ struct Reader {
     cache: Option<GopCache>,
     /// The timestamp of the last keyframe start.
     last_key_ts: Option<u32>,
+    /// The only payload type taken, when set.
+    pt: Option<u8>,
+    /// The SSRC the source is locked to, and when it was last heard.
+    ssrc: Option<(u32, Instant)>,
 }
 
 impl Reader {
@@ -201,9 +219,13 @@ impl Reader {
                 _ = cancel.cancelled() => break,
                 Some(sub) = subscribe_rx.recv() => self.add(sub),
                 r = self.socket.recv_buf_from(&mut buf) => match r {
-                    Ok((n, _from)) => {
+                    Ok((n, from)) => {
                         let datagram = buf.split_to(n).freeze();
-                        self.take(datagram);
+                        if from.ip().is_loopback() {
+                            self.take(datagram);
+                        } else {
+                            self.reject("not from loopback");
+                        }
                     }
                     Err(e) => {
                         buf.clear();
@@ -235,6 +257,52 @@ impl Reader {
         self.subscribers.push(sub);
     }
 
+    /// Counts a well-formed packet refused for where it came from or what it
+    /// carries, logging the first and then at powers of two.
+    fn reject(&self, why: &'static str) {
+        let n = self.handle.stats.rejected_packets.fetch_add(1, Relaxed);
+        if n.is_power_of_two() || n == 0 {
+            tracing::warn!(
+                source = self.name,
+                reason = why,
+                total = n + 1,
+                "refused a packet"
+            );
+        }
+    }
+
+    /// The payload type and SSRC checks: true when the packet may be used.
+    fn admit(&mut self, packet: &RtpPacket, now: Instant) -> bool {
+        if self.pt.is_some_and(|pt| pt != packet.payload_type) {
+            self.reject("unexpected payload type");
+            return false;
+        }
+        match self.ssrc {
+            Some((ssrc, _)) if ssrc == packet.ssrc => {}
+            Some((ssrc, seen)) if now.duration_since(seen) < SSRC_SILENCE => {
+                let _ = ssrc;
+                self.reject("another SSRC while the current one is live");
+                return false;
+            }
+            previous => {
+                if let Some((old, _)) = previous {
+                    tracing::info!(
+                        source = self.name,
+                        old,
+                        new = packet.ssrc,
+                        "SSRC changed after silence"
+                    );
+                    if let Some(cache) = &mut self.cache {
+                        *cache = GopCache::new(cache.limits());
+                    }
+                    self.last_key_ts = None;
+                }
+            }
+        }
+        self.ssrc = Some((packet.ssrc, now));
+        true
+    }
+
     fn take(&mut self, datagram: bytes::Bytes) {
         let packet = match classify(datagram) {
             Datagram::Rtp(p) => p,
@@ -255,6 +323,10 @@ impl Reader {
                 return;
             }
         };
+        let now = Instant::now();
+        if !self.admit(&packet, now) {
+            return;
+        }
         let mut packet = packet;
         if self.video {
             let nals = payload_nals(&packet.data[packet.payload_offset..packet.payload_end]);
@@ -270,7 +342,7 @@ impl Reader {
         stats.rtp_bytes.fetch_add(packet.data.len() as u64, Relaxed);
         self.handle.history.put(&packet);
         if let Some(cache) = &mut self.cache {
-            cache.push(&packet, Instant::now());
+            cache.push(&packet, now);
             if packet.keyframe_start || n.is_multiple_of(32) {
                 *self.handle.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache.state());
             }
@@ -301,7 +373,7 @@ mod tests {
     }
 
     async fn source() -> (Source, StdUdpSocket) {
-        source_of(SourceKind::Audio).await
+        source_of(SourceKind::Audio { pt: None }).await
     }
 
     async fn source_of(kind: SourceKind) -> (Source, StdUdpSocket) {
@@ -377,6 +449,7 @@ mod tests {
             max_age: Duration::from_secs(5),
         };
         let (src, tx) = source_of(SourceKind::Video {
+            pt: None,
             cache: Some(limits),
         })
         .await;
@@ -430,7 +503,11 @@ mod tests {
 
     #[tokio::test]
     async fn without_the_cache_there_is_no_backlog_but_keyframes_are_marked() {
-        let (src, tx) = source_of(SourceKind::Video { cache: None }).await;
+        let (src, tx) = source_of(SourceKind::Video {
+            pt: None,
+            cache: None,
+        })
+        .await;
         let h = src.handle();
         let mut sub = h.subscribe(64, vec![]).await.unwrap();
         assert!(sub.backlog.is_empty());
@@ -451,6 +528,34 @@ mod tests {
             Some(0),
             "kept for retransmission"
         );
+        src.close().await;
+    }
+
+    fn rtp_from(ssrc: u32, pt: u8, seq: u16) -> Vec<u8> {
+        let mut v = vec![0x80, pt];
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&[0, 0, 0, 1]);
+        v.extend_from_slice(&ssrc.to_be_bytes());
+        v.push(0xaa);
+        v
+    }
+
+    #[tokio::test]
+    async fn only_the_expected_payload_type_and_the_live_ssrc_pass() {
+        let (src, tx) = source_of(SourceKind::Audio { pt: Some(111) }).await;
+        let h = src.handle();
+        let mut rx = h.subscribe(64, vec![]).await.unwrap().live;
+        tx.send(&rtp_from(1, 111, 1)).unwrap();
+        tx.send(&rtp_from(1, 96, 2)).unwrap(); // wrong payload type
+        tx.send(&rtp_from(2, 111, 3)).unwrap(); // another SSRC while 1 is live
+        tx.send(&rtp_from(1, 111, 4)).unwrap();
+        assert_eq!(next(&mut rx).await.sequence, 1);
+        assert_eq!(next(&mut rx).await.sequence, 4);
+        assert_eq!(h.stats.rejected_packets.load(Relaxed), 2);
+        // After SSRC 1 has been silent long enough, SSRC 2 may take over.
+        tokio::time::sleep(SSRC_SILENCE + Duration::from_millis(100)).await;
+        tx.send(&rtp_from(2, 111, 100)).unwrap();
+        assert_eq!(next(&mut rx).await.ssrc, 2);
         src.close().await;
     }
 
