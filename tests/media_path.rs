@@ -186,7 +186,7 @@ async fn garbage_on_the_source_ports_does_not_disturb_a_viewer() {
                 let _ = sock.send_to(&junk, ("127.0.0.1", port));
                 sent += 1;
             }
-            if sent % 8 == 0 {
+            if sent.is_multiple_of(8) {
                 std::thread::sleep(Duration::from_micros(500));
             }
         }
