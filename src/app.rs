@@ -2,6 +2,7 @@
 //! `run`, which wires the HTTP server, signals, `--duration` and the streams
 //! together and turns their endings into one exit code.
 
+use crate::auth::{Secret, TokenSource};
 use crate::cli::{ArgsArgs, Command, ProfileArg, RunArgs};
 use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
@@ -122,6 +123,33 @@ fn print_args(a: &ArgsArgs) -> Result<u8, Failure> {
     Ok(code::OK)
 }
 
+/// The global token from `--token` / FFWHEP_TOKEN or `--token-file`.
+fn global_token(r: &RunArgs) -> Result<Option<Secret>, Failure> {
+    let source = match (&r.token, &r.token_file) {
+        (Some(t), _) => TokenSource::Literal(Secret::new(t.clone())),
+        (None, Some(f)) => TokenSource::File(f.clone()),
+        (None, None) => return Ok(None),
+    };
+    source.resolve().map(Some).map_err(|message| {
+        let message = message
+            .replace("auth.token_file", "--token-file")
+            .replace("auth:", "--token:");
+        Failure::Profile(ProfileError {
+            file: "command line".into(),
+            position: None,
+            message,
+        })
+    })
+}
+
+/// How each profile of `run` is named in messages.
+fn profile_names(paths: &[PathBuf]) -> Vec<String> {
+    if paths.is_empty() {
+        return vec![BUILTIN_NAME.to_owned()];
+    }
+    paths.iter().map(|p| p.display().to_string()).collect()
+}
+
 /// Loads every profile of `run`, refusing two streams with one id.
 fn load_all(paths: &[PathBuf]) -> Result<Vec<Plan>, Failure> {
     if paths.is_empty() {
@@ -154,10 +182,28 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     let http_addr = listener
         .local_addr()
         .map_err(Failure::setup("reading the HTTP address"))?;
-    let streams = Streams::new(PeerConfig {
-        ice_addrs: r.ice_addrs,
+    let global_token = global_token(&r)?;
+    let mut stream_tokens = Vec::new();
+    for (plan, name) in plans.iter().zip(profile_names(&r.profiles)) {
+        let token = plan
+            .auth
+            .as_ref()
+            .map(|a| a.resolve())
+            .transpose()
+            .map_err(|message| {
+                Failure::Profile(ProfileError {
+                    file: name,
+                    position: None,
+                    message,
+                })
+            })?;
+        stream_tokens.push(token);
+    }
+    let peer = PeerConfig {
+        ice_addrs: r.ice_addrs.clone(),
         gather_timeout: Duration::from_secs(5),
-    });
+    };
+    let streams = Streams::new(peer, global_token);
     let http_stop = CancellationToken::new();
     let server = axum::serve(listener, http::router(streams.clone()))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());
@@ -178,7 +224,7 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     }
 
     let mut set = JoinSet::new();
-    for plan in plans {
+    for (plan, token) in plans.into_iter().zip(stream_tokens) {
         let id = plan.id.to_string();
         let base = format!("http://{}", display_addr(http_addr));
         let url = format!("{base}/whep/{}", plan.id);
@@ -189,6 +235,7 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
             ffmpeg: r.ffmpeg.ffmpeg.clone(),
             streams: streams.clone(),
             ctl: ctl.clone(),
+            token,
         };
         let announce_once = Once::new();
         let term = term.clone();

@@ -87,6 +87,18 @@ pub struct RunArgs {
     /// Seconds FFmpeg has to finish after SIGINT before it is killed.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub stop_grace: Duration,
+    /// Bearer token for every stream without its own, and for /status and
+    /// /metrics. Better given through the environment than on the command line.
+    #[arg(
+        long,
+        env = "FFWHEP_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the global bearer token from this file.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
     /// No status line at the bottom of the terminal (there is none unless
     /// stderr is a terminal).
     #[arg(long, short)]

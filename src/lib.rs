@@ -6,6 +6,7 @@
 //! (the commands) and `smoke` (the built-in viewer that checks a profile).
 
 pub mod app;
+pub mod auth;
 pub mod cli;
 pub mod exit;
 pub mod ffmpeg;

@@ -254,7 +254,13 @@ pub fn render(streams: &Streams) -> prometheus::Result<String> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-pub async fn metrics(AxState(streams): AxState<Arc<Streams>>) -> Response {
+pub async fn metrics(
+    AxState(streams): AxState<Arc<Streams>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    if let Some(r) = crate::status::guard(&streams, &headers) {
+        return r;
+    }
     match render(&streams) {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
         Err(e) => (

@@ -4,6 +4,7 @@
 //! Every check that can fail runs while serde_yaml walks the document, so each
 //! error carries the line and column of the value that is wrong.
 
+use crate::auth::TokenSource;
 use crate::restart::{RestartConfig, Secs};
 use crate::source::gop::CacheLimits;
 use serde::Deserialize;
@@ -202,6 +203,7 @@ struct RawProfile {
     restart: RestartConfig,
     #[serde(default = "default_stale_timeout")]
     stale_timeout: Secs,
+    auth: Option<TokenSource>,
 }
 
 /// How long FFmpeg may go without progress (or a source without RTP) before
@@ -502,6 +504,8 @@ pub struct Plan {
     pub stale_timeout: Option<Duration>,
     /// The video GOP cache's bounds; `None` when it is off.
     pub gop_cache: Option<CacheLimits>,
+    /// The stream's own bearer token, when it has one.
+    pub auth: Option<TokenSource>,
 }
 
 impl Plan {
@@ -564,6 +568,7 @@ impl Plan {
                 .collect()
         };
         Plan {
+            auth: raw.auth,
             gop_cache: w.gop_cache,
             restart: raw.restart,
             stale_timeout: Some(raw.stale_timeout.0).filter(|d| !d.is_zero()),

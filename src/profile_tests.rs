@@ -221,3 +221,21 @@ fn gop_cache_and_keyframe_interval_are_read() {
     ));
     assert!(e.message.contains("above 0"), "{e}");
 }
+
+#[test]
+fn auth_takes_exactly_one_source() {
+    let plan = parse(&format!("{MINIMAL}auth: {{token_env: CAM1_TOKEN}}\n")).unwrap();
+    assert_eq!(
+        plan.auth,
+        Some(crate::auth::TokenSource::Env("CAM1_TOKEN".into()))
+    );
+    let e = err(&format!("{MINIMAL}auth: {{token: a, token_file: /b}}\n"));
+    assert!(
+        e.message
+            .contains("exactly one of token, token_env or token_file"),
+        "{e}"
+    );
+    assert!(e.position.is_some());
+    let e = err(&format!("{MINIMAL}auth: {{password: a}}\n"));
+    assert!(e.message.contains("unknown field `password`"), "{e}");
+}

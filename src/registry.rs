@@ -3,6 +3,7 @@
 //! writes it; HTTP (WHEP, status, metrics) reads it. The lock is never held
 //! across an await.
 
+use crate::auth::{self, Denied, Secret};
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
 use crate::peer::{PeerConfig, StreamMedia, Viewer, ViewerCounters};
@@ -94,6 +95,7 @@ pub struct StreamInfo {
 
 struct Slot {
     media: Option<StreamMedia>,
+    token: Option<Secret>,
     /// When the next run is due, while the stream waits to restart.
     next_run: Option<Instant>,
     sessions: HashMap<String, Session>,
@@ -104,6 +106,7 @@ impl Slot {
     fn new() -> Self {
         Self {
             media: None,
+            token: None,
             next_run: None,
             sessions: HashMap::new(),
             info: StreamInfo {
@@ -126,6 +129,8 @@ impl Slot {
 /// Every stream this process serves, and their viewers.
 pub struct Streams {
     pub peer: PeerConfig,
+    /// The token for every stream without its own, and for status/metrics.
+    global_token: Option<Secret>,
     inner: Mutex<BTreeMap<String, Slot>>,
 }
 
@@ -140,9 +145,10 @@ fn retry_after(next_run: Option<Instant>) -> u64 {
 }
 
 impl Streams {
-    pub fn new(peer: PeerConfig) -> Arc<Self> {
+    pub fn new(peer: PeerConfig, global_token: Option<Secret>) -> Arc<Self> {
         Arc::new(Self {
             peer,
+            global_token,
             inner: Mutex::new(BTreeMap::new()),
         })
     }
@@ -158,8 +164,24 @@ impl Streams {
     }
 
     /// Makes `id` known, starting, with no media yet (POSTs get 409).
-    pub fn declare(&self, id: &str) {
-        self.lock().entry(id.to_owned()).or_insert_with(Slot::new);
+    /// `token`: the stream's own bearer token, if any.
+    pub fn declare(&self, id: &str, token: Option<Secret>) {
+        self.lock()
+            .entry(id.to_owned())
+            .or_insert_with(Slot::new)
+            .token = token;
+    }
+
+    /// Checks a request's `Authorization` for stream `id` (its own token,
+    /// else the global one). An unknown stream is not refused here.
+    pub fn authorize(&self, id: &str, header: Option<&[u8]>) -> Result<(), Denied> {
+        let token = self.lock().get(id).and_then(|s| s.token.clone());
+        auth::check(header, token.as_ref().or(self.global_token.as_ref()))
+    }
+
+    /// Checks a request's `Authorization` against the global token.
+    pub fn authorize_global(&self, header: Option<&[u8]>) -> Result<(), Denied> {
+        auth::check(header, self.global_token.as_ref())
     }
 
     /// A run is starting: its number and ports.

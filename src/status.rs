@@ -6,9 +6,10 @@ use crate::ffmpeg::progress::Progress;
 use crate::peer::ViewerReport;
 use crate::registry::{State, StreamInfo, Streams};
 use crate::source::gop::CacheState;
+use crate::whep::challenge;
 use axum::Json;
 use axum::extract::State as AxState;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -146,7 +147,23 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
     }
 }
 
-pub async fn status(AxState(streams): AxState<Arc<Streams>>) -> Response {
+/// A 401 with a challenge unless the request carries the global token (when
+/// one is set): status and metrics show viewers' addresses.
+pub fn guard(streams: &Streams, headers: &HeaderMap) -> Option<Response> {
+    let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let denied = streams.authorize_global(auth).err()?;
+    let mut r = (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge(denied)),
+    );
+    Some(r)
+}
+
+pub async fn status(AxState(streams): AxState<Arc<Streams>>, headers: HeaderMap) -> Response {
+    if let Some(r) = guard(&streams, &headers) {
+        return r;
+    }
     Json(serde_json::json!({ "streams": collect(&streams).await })).into_response()
 }
 

@@ -4,6 +4,7 @@
 //! viewer hung up, then the sources closed, then the ports are free. The
 //! restart policy then decides whether another run follows.
 
+use crate::auth::Secret;
 use crate::exit::Failure;
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::progress::Progress;
@@ -36,6 +37,8 @@ pub struct StreamRun {
     pub streams: Arc<Streams>,
     /// Stops the stream: the running FFmpeg, or the wait for the next run.
     pub ctl: StopControl,
+    /// The stream's own bearer token (resolved from its profile).
+    pub token: Option<Secret>,
 }
 
 /// How a stream ended.
@@ -59,7 +62,7 @@ pub enum Ended {
 /// spawn of FFmpeg, with the run number and the port pair.
 pub async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended, Failure> {
     let id = run.plan.id.to_string();
-    run.streams.declare(&id);
+    run.streams.declare(&id, run.token.clone());
     let mut backoff = Backoff::new(run.plan.restart.clone());
     let mut number = 0;
     let ended = loop {

@@ -4,6 +4,7 @@
 //! session URL it returns hangs that viewer up. The registry lock is never
 //! held across an await.
 
+use crate::auth::Denied;
 use crate::offer::OfferError;
 use crate::peer::{PeerError, Viewer, accept_offer};
 use crate::registry::{Streams, Unavailable};
@@ -18,6 +19,20 @@ use tracing::Instrument;
 
 /// An SDP offer is a few kilobytes; anything far larger is refused.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
+
+/// The `WWW-Authenticate` challenge for a refused request.
+pub fn challenge(d: Denied) -> &'static str {
+    match d {
+        Denied::Missing => "Bearer realm=\"ffwhep\"",
+        Denied::Wrong => "Bearer realm=\"ffwhep\", error=\"invalid_token\"",
+    }
+}
+
+fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+}
 
 impl From<Unavailable> for WhepError {
     fn from(u: Unavailable) -> Self {
@@ -34,6 +49,8 @@ impl From<Unavailable> for WhepError {
 enum WhepError {
     #[error("no such stream")]
     UnknownStream,
+    #[error("{}", match .0 { Denied::Missing => "a bearer token is required", Denied::Wrong => "the bearer token is wrong" })]
+    Unauthorized(Denied),
     #[error("the stream has ended")]
     Ended,
     #[error("no such session")]
@@ -60,6 +77,7 @@ impl WhepError {
             WhepError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             WhepError::NotText | WhepError::Offer(_) => StatusCode::BAD_REQUEST,
             WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            WhepError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }
 }
@@ -73,7 +91,15 @@ impl IntoResponse for WhepError {
             WhepError::NotLive(secs) => Some(*secs),
             _ => None,
         };
+        let challenge = match &self {
+            WhepError::Unauthorized(d) => Some(challenge(*d)),
+            _ => None,
+        };
         let mut resp = (status, format!("{self}\n")).into_response();
+        if let Some(c) = challenge {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
         if let Some(secs) = retry {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -158,6 +184,9 @@ async fn subscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, WhepError> {
+    streams
+        .authorize(&id, authorization(&headers))
+        .map_err(WhepError::Unauthorized)?;
     let media = streams.media(&id)?;
     is_sdp(&headers)?;
     let offer = std::str::from_utf8(&body).map_err(|_| WhepError::NotText)?;
@@ -221,7 +250,12 @@ fn watch_session(streams: Arc<Streams>, id: String, session: String, viewer: Arc
 async fn unsubscribe(
     State(streams): State<Arc<Streams>>,
     Path((id, session)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Response, WhepError> {
+    // Only the session's holder: its unguessable URL, and the stream's token.
+    streams
+        .authorize(&id, authorization(&headers))
+        .map_err(WhepError::Unauthorized)?;
     let viewer = streams
         .remove_session(&id, &session)
         .ok_or(WhepError::UnknownSession)?;

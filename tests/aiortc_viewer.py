@@ -6,13 +6,14 @@ then optionally waits for the server to hang up. Prints one JSON line:
 decoded video frames and their size, the time from the POST to the first
 decoded video frame, audio frames, and how the call ended.
 
-usage: aiortc_viewer.py URL [--seconds S] [--wait-hangup S]
+usage: aiortc_viewer.py URL [--seconds S] [--wait-hangup S] [--token T]
 """
 
 import argparse
 import asyncio
 import json
 import time
+import urllib.error
 import urllib.request
 
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -24,6 +25,7 @@ async def main() -> None:
     ap.add_argument("url")
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--wait-hangup", type=float, default=0.0)
+    ap.add_argument("--token", default=None)
     args = ap.parse_args()
 
     pc = RTCPeerConnection()
@@ -63,8 +65,16 @@ async def main() -> None:
         headers={"Content-Type": "application/sdp"},
         method="POST",
     )
+    if args.token:
+        req.add_header("Authorization", "Bearer " + args.token)
     loop = asyncio.get_running_loop()
-    resp = await loop.run_in_executor(None, urllib.request.urlopen, req)
+    try:
+        resp = await loop.run_in_executor(None, urllib.request.urlopen, req)
+    except urllib.error.HTTPError as e:
+        print(json.dumps({"status": e.code, "www_authenticate": e.headers.get("WWW-Authenticate"),
+                          "reason": e.read().decode().strip()}), flush=True)
+        await pc.close()
+        return
     stats["status"] = resp.status
     stats["location"] = resp.headers["Location"]
     answer = resp.read().decode()

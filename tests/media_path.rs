@@ -93,6 +93,7 @@ async fn nacks_repair_loss_toward_one_viewer() {
     let addrs = std::sync::Mutex::new((None, None));
     let lossy = Viewer::connect_via(
         &ff.url,
+        None,
         |offer| {
             let (sdp, viewer) = rewrite_candidates(&offer, server_side);
             addrs.lock().unwrap().0 = viewer;

@@ -49,7 +49,7 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         ice_addrs: vec!["127.0.0.1:0".parse().expect("a literal address")],
         gather_timeout: Duration::from_secs(5),
     };
-    let streams = Streams::new(peer);
+    let streams = Streams::new(peer, None);
     let http_stop = CancellationToken::new();
     let server = axum::serve(listener, http::router(streams.clone()))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());
@@ -66,6 +66,8 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         ffmpeg,
         streams,
         ctl: ctl.clone(),
+        // The built-in viewer is the only client.
+        token: None,
     };
     let span = tracing::info_span!("stream", stream = %id);
     let ready = move |_, _| {

@@ -368,21 +368,26 @@ pub struct Viewer {
 impl Viewer {
     /// Subscribes to `url` over WHEP and waits until connected.
     pub async fn connect(url: &str) -> anyhow::Result<Viewer> {
-        Self::connect_via(url, |s| s, |s| s).await
+        Self::connect_via(url, None, |s| s, |s| s).await
     }
 
-    /// Like [`Viewer::connect`], with the offer and the answer passed
-    /// through `offer_fn` and `answer_fn` on their way (e.g. to route the
-    /// media through a test's proxy).
+    /// Like [`Viewer::connect`], with a bearer token when given, and the
+    /// offer and the answer passed through `offer_fn` and `answer_fn` on
+    /// their way (e.g. to route the media through a test's proxy).
     pub async fn connect_via(
         url: &str,
+        token: Option<&str>,
         offer_fn: impl FnOnce(String) -> String,
         answer_fn: impl FnOnce(String) -> String,
     ) -> anyhow::Result<Viewer> {
         let offer = Offer::new().await?;
-        let resp = reqwest::Client::new()
+        let mut request = reqwest::Client::new()
             .post(url)
-            .header("content-type", "application/sdp")
+            .header("content-type", "application/sdp");
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let resp = request
             .body(offer_fn(offer.sdp.clone()))
             .send()
             .await

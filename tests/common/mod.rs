@@ -31,7 +31,17 @@ impl Ffwhep {
 
     /// Like `start`, with `global` options placed before `run`.
     pub fn start_with(extra: &[&str], global: &[&str]) -> Ffwhep {
+        Self::spawn(extra, global, &[])
+    }
+
+    /// Like `start`, with environment variables set.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Ffwhep {
+        Self::spawn(extra, &[], env)
+    }
+
+    fn spawn(extra: &[&str], global: &[&str], env: &[(&str, &str)]) -> Ffwhep {
         let mut child = bin()
+            .envs(env.iter().copied())
             .args(global)
             .args([
                 "run",
