@@ -11,7 +11,7 @@ use crate::http;
 use crate::peer::PeerConfig;
 use crate::ports::allocate_pair;
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
-use crate::registry::Streams;
+use crate::registry::{Limits, Streams};
 use crate::smoke;
 use crate::stream::{self, StreamRun};
 use crate::term::StatusLine;
@@ -202,8 +202,13 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     let peer = PeerConfig {
         ice_addrs: r.ice_addrs.clone(),
         gather_timeout: Duration::from_secs(5),
+        setup_timeout: r.setup_timeout,
     };
-    let streams = Streams::new(peer, global_token);
+    let limits = Limits {
+        max_viewers: r.max_viewers,
+        max_setups: r.max_setups.max(1),
+    };
+    let streams = Streams::new(peer, global_token, limits);
     let http_stop = CancellationToken::new();
     let server = axum::serve(listener, http::router(streams.clone()))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());

@@ -87,6 +87,15 @@ pub struct RunArgs {
     /// Seconds FFmpeg has to finish after SIGINT before it is killed.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub stop_grace: Duration,
+    /// At most this many viewers of all streams together (503 beyond).
+    #[arg(long)]
+    pub max_viewers: Option<usize>,
+    /// At most this many viewers being set up at once (503 beyond).
+    #[arg(long, default_value_t = 16)]
+    pub max_setups: usize,
+    /// Drop a viewer whose ICE/DTLS is not up this long after the answer, e.g. `10s`.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub setup_timeout: Duration,
     /// Bearer token for every stream without its own, and for /status and
     /// /metrics. Better given through the environment than on the command line.
     #[arg(

@@ -26,4 +26,5 @@ pub mod source;
 pub mod status;
 pub mod stream;
 pub mod term;
+pub mod trickle;
 pub mod whep;

@@ -11,7 +11,7 @@ pub enum OfferError {
 }
 
 /// What an offer asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Offered {
     pub video_section: bool,
     pub audio_section: bool,
@@ -19,6 +19,8 @@ pub struct Offered {
     pub h264: bool,
     /// An audio section lists Opus.
     pub opus: bool,
+    /// The offer's ICE username fragment (session or first section level).
+    pub ice_ufrag: Option<String>,
 }
 
 impl Offered {
@@ -52,6 +54,8 @@ impl Offered {
                     Some("audio") => offered.audio_section = true,
                     _ => {}
                 }
+            } else if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
+                offered.ice_ufrag.get_or_insert_with(|| ufrag.to_owned());
             } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
                 let codec = map.split_once(' ').map(|(_, c)| c).unwrap_or("");
                 let name = codec.split('/').next().unwrap_or("");

@@ -263,6 +263,7 @@ struct RawWebRtc {
     video: RawLeg,
     audio: RawLeg,
     gop_cache: Option<CacheLimits>,
+    max_viewers: Option<usize>,
 }
 
 impl Default for RawWebRtc {
@@ -274,6 +275,7 @@ impl Default for RawWebRtc {
             video: RawLeg::default(),
             audio: RawLeg::default(),
             gop_cache: Some(DEFAULT_CACHE),
+            max_viewers: None,
         }
     }
 }
@@ -293,6 +295,7 @@ struct RawWebRtcFields {
     audio: RawLeg,
     #[serde(default)]
     gop_cache: RawGopCache,
+    max_viewers: Option<usize>,
 }
 
 /// `webrtc.gop_cache`: on by default.
@@ -362,6 +365,7 @@ impl TryFrom<RawWebRtcFields> for RawWebRtc {
             video: w.video,
             audio: w.audio,
             gop_cache,
+            max_viewers: w.max_viewers,
         })
     }
 }
@@ -506,6 +510,8 @@ pub struct Plan {
     pub gop_cache: Option<CacheLimits>,
     /// The stream's own bearer token, when it has one.
     pub auth: Option<TokenSource>,
+    /// At most this many viewers of this stream (503 beyond).
+    pub max_viewers: Option<usize>,
 }
 
 impl Plan {
@@ -568,6 +574,7 @@ impl Plan {
                 .collect()
         };
         Plan {
+            max_viewers: w.max_viewers,
             auth: raw.auth,
             gop_cache: w.gop_cache,
             restart: raw.restart,

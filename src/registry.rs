@@ -61,6 +61,17 @@ pub enum Unavailable {
     Ended,
     /// No live source; retry after this many seconds.
     NotLive(u64),
+    /// The stream's or the process's viewer limit is reached.
+    Full,
+}
+
+/// Limits across all streams.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Viewers of all streams together.
+    pub max_viewers: Option<usize>,
+    /// Viewers being set up (offer to answer) at once.
+    pub max_setups: usize,
 }
 
 /// One viewer session.
@@ -68,6 +79,10 @@ pub enum Unavailable {
 pub struct Session {
     pub viewer: Arc<Viewer>,
     pub joined: SystemTime,
+    /// The session's strong entity tag (for If-Match on PATCH).
+    pub etag: String,
+    /// The viewer's ICE username fragment, from its offer.
+    pub ice_ufrag: Option<String>,
 }
 
 /// A stream's record, as a copy for readers.
@@ -96,6 +111,7 @@ pub struct StreamInfo {
 struct Slot {
     media: Option<StreamMedia>,
     token: Option<Secret>,
+    max_viewers: Option<usize>,
     /// When the next run is due, while the stream waits to restart.
     next_run: Option<Instant>,
     sessions: HashMap<String, Session>,
@@ -107,6 +123,7 @@ impl Slot {
         Self {
             media: None,
             token: None,
+            max_viewers: None,
             next_run: None,
             sessions: HashMap::new(),
             info: StreamInfo {
@@ -131,6 +148,9 @@ pub struct Streams {
     pub peer: PeerConfig,
     /// The token for every stream without its own, and for status/metrics.
     global_token: Option<Secret>,
+    limits: Limits,
+    /// Permits for viewers being set up at once.
+    pub setups: tokio::sync::Semaphore,
     inner: Mutex<BTreeMap<String, Slot>>,
 }
 
@@ -145,10 +165,12 @@ fn retry_after(next_run: Option<Instant>) -> u64 {
 }
 
 impl Streams {
-    pub fn new(peer: PeerConfig, global_token: Option<Secret>) -> Arc<Self> {
+    pub fn new(peer: PeerConfig, global_token: Option<Secret>, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             peer,
             global_token,
+            setups: tokio::sync::Semaphore::new(limits.max_setups),
+            limits,
             inner: Mutex::new(BTreeMap::new()),
         })
     }
@@ -164,12 +186,34 @@ impl Streams {
     }
 
     /// Makes `id` known, starting, with no media yet (POSTs get 409).
-    /// `token`: the stream's own bearer token, if any.
-    pub fn declare(&self, id: &str, token: Option<Secret>) {
-        self.lock()
-            .entry(id.to_owned())
-            .or_insert_with(Slot::new)
-            .token = token;
+    /// `token`: the stream's own bearer token, if any; `max_viewers` its
+    /// own viewer limit.
+    pub fn declare(&self, id: &str, token: Option<Secret>, max_viewers: Option<usize>) {
+        let mut map = self.lock();
+        let slot = map.entry(id.to_owned()).or_insert_with(Slot::new);
+        slot.token = token;
+        slot.max_viewers = max_viewers;
+    }
+
+    /// Whether `id` may take one more viewer under its and the global limit.
+    fn room(map: &BTreeMap<String, Slot>, limits: Limits, id: &str) -> Result<(), Unavailable> {
+        let slot = map.get(id).ok_or(Unavailable::UnknownStream)?;
+        if slot
+            .max_viewers
+            .is_some_and(|max| slot.sessions.len() >= max)
+        {
+            return Err(Unavailable::Full);
+        }
+        let total: usize = map.values().map(|s| s.sessions.len()).sum();
+        if limits.max_viewers.is_some_and(|max| total >= max) {
+            return Err(Unavailable::Full);
+        }
+        Ok(())
+    }
+
+    /// Refuses early when `id` is at its viewer limit.
+    pub fn has_room(&self, id: &str) -> Result<(), Unavailable> {
+        Self::room(&self.lock(), self.limits, id)
     }
 
     /// Checks a request's `Authorization` for stream `id` (its own token,
@@ -277,25 +321,21 @@ impl Streams {
 
     /// Registers a new session; refused when the stream lost its media while
     /// the viewer was being made. Returns the number of viewers.
-    pub fn add_session(
-        &self,
-        id: &str,
-        session: &str,
-        viewer: Arc<Viewer>,
-    ) -> Result<usize, Unavailable> {
+    pub fn add_session(&self, id: &str, session: &str, new: Session) -> Result<usize, Unavailable> {
         let mut map = self.lock();
+        // Checked again here: other viewers may have been set up meanwhile.
+        Self::room(&map, self.limits, id)?;
         let slot = map.get_mut(id).ok_or(Unavailable::UnknownStream)?;
         if slot.media.is_none() {
             return Err(Unavailable::NotLive(retry_after(slot.next_run)));
         }
-        slot.sessions.insert(
-            session.to_owned(),
-            Session {
-                viewer,
-                joined: SystemTime::now(),
-            },
-        );
+        slot.sessions.insert(session.to_owned(), new);
         Ok(slot.sessions.len())
+    }
+
+    /// A session, for a request on its resource.
+    pub fn session(&self, id: &str, session: &str) -> Option<Session> {
+        self.lock().get(id)?.sessions.get(session).cloned()
     }
 
     pub fn remove_session(&self, id: &str, session: &str) -> Option<Arc<Viewer>> {

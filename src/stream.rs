@@ -62,7 +62,8 @@ pub enum Ended {
 /// spawn of FFmpeg, with the run number and the port pair.
 pub async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended, Failure> {
     let id = run.plan.id.to_string();
-    run.streams.declare(&id, run.token.clone());
+    run.streams
+        .declare(&id, run.token.clone(), run.plan.max_viewers);
     let mut backoff = Backoff::new(run.plan.restart.clone());
     let mut number = 0;
     let ended = loop {

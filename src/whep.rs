@@ -6,8 +6,10 @@
 
 use crate::auth::Denied;
 use crate::offer::OfferError;
+use crate::offer::Offered;
 use crate::peer::{PeerError, Viewer, accept_offer};
-use crate::registry::{Streams, Unavailable};
+use crate::registry::{Session, Streams, Unavailable};
+use crate::trickle::SdpFrag;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -16,6 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use std::sync::Arc;
 use tracing::Instrument;
+
+/// Seconds a client is told to wait when the server is at a limit.
+const BUSY_RETRY_AFTER_SECS: u64 = 5;
 
 /// An SDP offer is a few kilobytes; anything far larger is refused.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
@@ -40,6 +45,7 @@ impl From<Unavailable> for WhepError {
             Unavailable::UnknownStream => WhepError::UnknownStream,
             Unavailable::Ended => WhepError::Ended,
             Unavailable::NotLive(secs) => WhepError::NotLive(secs),
+            Unavailable::Full => WhepError::Busy("the viewer limit is reached"),
         }
     }
 }
@@ -57,14 +63,22 @@ enum WhepError {
     UnknownSession,
     #[error("the stream has no live source right now; retry in {0} s")]
     NotLive(u64),
-    #[error("unsupported content type {0:?}: expected application/sdp")]
-    ContentType(String),
+    #[error("unsupported content type {0:?}: expected {1}")]
+    ContentType(String, &'static str),
+    #[error("If-Match does not match the session's ETag")]
+    EtagMismatch,
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("the candidate was refused: {0}")]
+    BadCandidate(String),
     #[error("the offer is not UTF-8 text")]
     NotText,
     #[error("{0}")]
     Offer(#[from] OfferError),
     #[error("{0}")]
     Internal(String),
+    #[error("{0}; retry later")]
+    Busy(&'static str),
 }
 
 impl WhepError {
@@ -74,10 +88,14 @@ impl WhepError {
                 StatusCode::NOT_FOUND
             }
             WhepError::NotLive(_) => StatusCode::CONFLICT,
-            WhepError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WhepError::ContentType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            WhepError::EtagMismatch => StatusCode::PRECONDITION_FAILED,
+            WhepError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            WhepError::BadCandidate(_) => StatusCode::BAD_REQUEST,
             WhepError::NotText | WhepError::Offer(_) => StatusCode::BAD_REQUEST,
             WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             WhepError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            WhepError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -89,6 +107,7 @@ impl IntoResponse for WhepError {
         let status = self.status();
         let retry = match &self {
             WhepError::NotLive(secs) => Some(*secs),
+            WhepError::Busy(_) => Some(BUSY_RETRY_AFTER_SECS),
             _ => None,
         };
         let challenge = match &self {
@@ -114,7 +133,7 @@ pub fn router(streams: Arc<Streams>) -> Router {
         .route("/whep/{id}", post(subscribe).options(endpoint_options))
         .route(
             "/whep/{id}/{session}",
-            delete(unsubscribe).options(session_options),
+            delete(unsubscribe).patch(patch).options(session_options),
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such resource\n") })
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
@@ -162,7 +181,64 @@ async fn endpoint_options() -> Response {
 }
 
 async fn session_options() -> Response {
-    preflight("OPTIONS, DELETE")
+    let mut resp = preflight("OPTIONS, PATCH, DELETE");
+    resp.headers_mut()
+        .insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+    resp
+}
+
+/// The media type of trickled candidates (RFC 8840).
+const SDPFRAG: &str = "application/trickle-ice-sdpfrag";
+
+/// PATCH on a session: trickled candidates are added (204). An ICE restart
+/// (new credentials) is not supported: 422, as the draft allows. A wrong
+/// `If-Match` is 412.
+async fn patch(
+    State(streams): State<Arc<Streams>>,
+    Path((id, session)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, WhepError> {
+    streams
+        .authorize(&id, authorization(&headers))
+        .map_err(WhepError::Unauthorized)?;
+    let record = streams
+        .session(&id, &session)
+        .ok_or(WhepError::UnknownSession)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let ct = ct.unwrap_or_default();
+    if !ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .eq_ignore_ascii_case(SDPFRAG)
+    {
+        return Err(WhepError::ContentType(ct, SDPFRAG));
+    }
+    if let Some(m) = headers.get(header::IF_MATCH)
+        && m.as_bytes() != b"*"
+        && m.as_bytes() != record.etag.as_bytes()
+    {
+        return Err(WhepError::EtagMismatch);
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| WhepError::NotText)?;
+    let frag = SdpFrag::parse(text)
+        .map_err(|e| WhepError::Offer(crate::offer::OfferError::Unparsable(e)))?;
+    if frag.is_restart(record.ice_ufrag.as_deref()) {
+        return Err(WhepError::Unsupported(
+            "ICE restart is not supported; POST a new offer instead",
+        ));
+    }
+    for c in &frag.candidates {
+        if let Err(e) = record.viewer.add_candidate(c).await {
+            tracing::debug!(stream = %id, viewer = %session.get(..8).unwrap_or(""), error = %e, "trickled candidate refused");
+            return Err(WhepError::BadCandidate(e));
+        }
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 fn is_sdp(headers: &HeaderMap) -> Result<(), WhepError> {
@@ -174,7 +250,7 @@ fn is_sdp(headers: &HeaderMap) -> Result<(), WhepError> {
     if essence.eq_ignore_ascii_case("application/sdp") {
         Ok(())
     } else {
-        Err(WhepError::ContentType(ct))
+        Err(WhepError::ContentType(ct, "application/sdp"))
     }
 }
 
@@ -189,6 +265,13 @@ async fn subscribe(
         .map_err(WhepError::Unauthorized)?;
     let media = streams.media(&id)?;
     is_sdp(&headers)?;
+    streams.has_room(&id)?;
+    // A cap on viewers being set up at once: each costs sockets and a DTLS
+    // key exchange, and a flood of them must not slow those already playing.
+    let _setup = streams
+        .setups
+        .try_acquire()
+        .map_err(|_| WhepError::Busy("too many viewers are being set up"))?;
     let offer = std::str::from_utf8(&body).map_err(|_| WhepError::NotText)?;
     let session = random_hex();
     let label = &session[..8];
@@ -204,7 +287,14 @@ async fn subscribe(
         }
     })?;
     let viewer = Arc::new(viewer);
-    let viewers = match streams.add_session(&id, &session, viewer.clone()) {
+    let etag = format!("\"{}\"", random_hex());
+    let record = Session {
+        viewer: viewer.clone(),
+        joined: std::time::SystemTime::now(),
+        etag: etag.clone(),
+        ice_ufrag: Offered::parse(offer).ok().and_then(|o| o.ice_ufrag),
+    };
+    let viewers = match streams.add_session(&id, &session, record) {
         Ok(n) => n,
         Err(e) => {
             viewer.hang_up().await;
@@ -222,10 +312,8 @@ async fn subscribe(
     );
     let location = format!("/whep/{id}/{session}");
     h.insert(header::LOCATION, header_value(&location)?);
-    h.insert(
-        header::ETAG,
-        header_value(&format!("\"{}\"", random_hex()))?,
-    );
+    h.insert(header::ETAG, header_value(&etag)?);
+    h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
     Ok(resp)
 }
 
@@ -236,13 +324,13 @@ fn header_value(s: &str) -> Result<HeaderValue, WhepError> {
 
 /// Removes the session once its connection fails or closes on its own.
 fn watch_session(streams: Arc<Streams>, id: String, session: String, viewer: Arc<Viewer>) {
-    let ended = viewer.ended();
+    let ended = viewer.ended(streams.peer.setup_timeout);
     drop(viewer);
     tokio::spawn(async move {
-        ended.await;
+        let why = ended.await;
         if let Some(v) = streams.remove_session(&id, &session) {
             v.hang_up().await;
-            tracing::info!(stream = %id, viewer = %&session[..8], "viewer left (connection ended)");
+            tracing::info!(stream = %id, viewer = %&session[..8], reason = why, "viewer left");
         }
     });
 }

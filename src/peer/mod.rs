@@ -36,8 +36,8 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    configure_rtcp_reports,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, configure_rtcp_reports,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -48,6 +48,9 @@ pub struct PeerConfig {
     pub ice_addrs: Vec<SocketAddr>,
     /// The longest wait for candidate gathering before answering.
     pub gather_timeout: Duration,
+    /// A session whose connection is not up this long after the answer is
+    /// dropped and its resources freed.
+    pub setup_timeout: Duration,
 }
 
 /// The sources of one stream, by kind.
@@ -149,14 +152,46 @@ impl Viewer {
         }
     }
 
-    /// Resolves when the connection has failed or closed.
-    pub fn ended(&self) -> impl Future<Output = ()> + Send + 'static {
+    /// Adds a candidate the viewer trickled.
+    pub async fn add_candidate(&self, c: &crate::trickle::Candidate) -> Result<(), String> {
+        let init = RTCIceCandidateInit {
+            candidate: c.candidate.clone(),
+            sdp_mid: c.mid.clone(),
+            sdp_mline_index: c.mline_index,
+            username_fragment: None,
+            url: None,
+        };
+        self.pc
+            .add_ice_candidate(init)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Resolves when the connection has failed or closed, or did not come
+    /// up within `setup_timeout` (a half-open session), with why.
+    pub fn ended(
+        &self,
+        setup_timeout: Duration,
+    ) -> impl Future<Output = &'static str> + Send + 'static {
         let mut state = self.state.clone();
+        let mut up = self.state.clone();
         let cancel = self.cancel.clone();
         async move {
+            let setup = async {
+                let connected =
+                    up.wait_for(|s| *s == RTCPeerConnectionState::Connected || is_over(*s));
+                if tokio::time::timeout(setup_timeout, connected)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            };
             tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = state.wait_for(|s| is_over(*s)) => {}
+                _ = cancel.cancelled() => "hung up",
+                _ = state.wait_for(|s| is_over(*s)) => "connection ended",
+                _ = setup => "ICE/DTLS did not complete in time",
             }
         }
     }

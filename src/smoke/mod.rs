@@ -10,7 +10,7 @@ use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
 use crate::peer::PeerConfig;
 use crate::profile::Plan;
-use crate::registry::Streams;
+use crate::registry::{Limits, Streams};
 use crate::restart::Policy;
 use crate::stream::{self, StreamRun};
 use serde_json::json;
@@ -48,8 +48,16 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
     let peer = PeerConfig {
         ice_addrs: vec!["127.0.0.1:0".parse().expect("a literal address")],
         gather_timeout: Duration::from_secs(5),
+        setup_timeout: Duration::from_secs(10),
     };
-    let streams = Streams::new(peer, None);
+    let streams = Streams::new(
+        peer,
+        None,
+        Limits {
+            max_viewers: None,
+            max_setups: 1,
+        },
+    );
     let http_stop = CancellationToken::new();
     let server = axum::serve(listener, http::router(streams.clone()))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());

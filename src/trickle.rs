@@ -1,0 +1,97 @@
+//! Reading a `application/trickle-ice-sdpfrag` body (RFC 8840): the ICE
+//! username fragment it belongs to and its candidates with their media
+//! section. Pure; nothing here can panic on any input.
+
+/// One trickled candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The attribute value, e.g. `candidate:1 1 udp 2122260223 192.0.2.1 61764 typ host`.
+    pub candidate: String,
+    pub mid: Option<String>,
+    pub mline_index: Option<u16>,
+}
+
+/// What a fragment carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SdpFrag {
+    pub ice_ufrag: Option<String>,
+    pub ice_pwd: Option<String>,
+    pub candidates: Vec<Candidate>,
+    pub end_of_candidates: bool,
+}
+
+impl SdpFrag {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut frag = SdpFrag::default();
+        let mut mid = None;
+        let mut mline: Option<u16> = None;
+        for (i, line) in text
+            .lines()
+            .map(str::trim_end)
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+        {
+            let bytes = line.as_bytes();
+            if bytes.len() < 2 || bytes[1] != b'=' {
+                return Err(format!("line {} is not an SDP line: {line:?}", i + 1));
+            }
+            if line.starts_with("m=") {
+                mline = Some(mline.map_or(0, |n| n.saturating_add(1)));
+                mid = None;
+            } else if let Some(v) = line.strip_prefix("a=mid:") {
+                mid = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+                frag.ice_ufrag = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+                frag.ice_pwd = Some(v.to_owned());
+            } else if let Some(v) = line.strip_prefix("a=") {
+                if v.starts_with("candidate:") {
+                    frag.candidates.push(Candidate {
+                        candidate: v.to_owned(),
+                        mid: mid.clone(),
+                        mline_index: mline,
+                    });
+                } else if v == "end-of-candidates" {
+                    frag.end_of_candidates = true;
+                }
+            }
+        }
+        Ok(frag)
+    }
+
+    /// True when the fragment asks for an ICE restart: new credentials.
+    pub fn is_restart(&self, current_ufrag: Option<&str>) -> bool {
+        match (&self.ice_ufrag, current_ufrag) {
+            (Some(new), Some(cur)) => new != cur,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FRAG: &str = "a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\nm=audio 9 RTP/AVP 0\r\na=mid:0\r\n\
+        a=candidate:1387637174 1 udp 2122260223 192.0.2.1 61764 typ host generation 0\r\n\
+        m=video 9 RTP/AVP 0\r\na=mid:1\r\na=candidate:2 1 udp 2122194687 198.51.100.2 61765 typ host\r\na=end-of-candidates\r\n";
+
+    #[test]
+    fn reads_candidates_with_their_section() {
+        let f = SdpFrag::parse(FRAG).unwrap();
+        assert_eq!(f.ice_ufrag.as_deref(), Some("EsAw"));
+        assert_eq!(f.candidates.len(), 2);
+        assert_eq!(f.candidates[0].mid.as_deref(), Some("0"));
+        assert_eq!(f.candidates[1].mline_index, Some(1));
+        assert!(f.candidates[1].candidate.starts_with("candidate:2 1 udp"));
+        assert!(f.end_of_candidates);
+        assert!(!f.is_restart(Some("EsAw")));
+        assert!(f.is_restart(Some("old")));
+    }
+
+    #[test]
+    fn refuses_what_is_not_sdp() {
+        assert!(SdpFrag::parse("hello\r\n").is_err());
+        assert_eq!(SdpFrag::parse("").unwrap(), SdpFrag::default());
+    }
+}

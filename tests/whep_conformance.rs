@@ -1,0 +1,165 @@
+//! WHEP (draft-ietf-wish-whep-03) status codes beyond the basics, with real
+//! HTTP: viewer limits (503), trickle and ICE restart on PATCH (204, 422,
+//! 412, 415), 405 with Allow, and half-open sessions being dropped.
+
+mod common;
+
+use common::{Ffwhep, testsrc_profile};
+use ffwhep::smoke::viewer::Offer;
+use std::time::Duration;
+
+struct Posted {
+    status: u16,
+    location: Option<String>,
+    etag: Option<String>,
+    retry_after: Option<String>,
+    offer: Offer,
+}
+
+async fn post(url: &str) -> Posted {
+    let offer = Offer::new().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_owned());
+    Posted {
+        status: r.status().as_u16(),
+        location: h("location"),
+        etag: h("etag"),
+        retry_after: h("retry-after"),
+        offer,
+    }
+}
+
+fn ufrag(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|l| l.strip_prefix("a=ice-ufrag:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewer_limits_answer_503_with_retry_after() {
+    let profile = testsrc_profile("limited", "");
+    let text = std::fs::read_to_string(&profile)
+        .unwrap()
+        .replace("webrtc:\n", "webrtc:\n  max_viewers: 1\n");
+    std::fs::write(&profile, text).unwrap();
+    let ff = Ffwhep::start(&[profile.to_str().unwrap()]);
+    let first = post(&ff.url).await;
+    assert_eq!(first.status, 201);
+    let second = post(&ff.url).await;
+    assert_eq!(second.status, 503, "over the stream's max_viewers");
+    assert_eq!(second.retry_after.as_deref(), Some("5"));
+
+    // The global limit, across streams.
+    let ff2 = Ffwhep::start(&["--max-viewers", "1"]);
+    assert_eq!(post(&ff2.url).await.status, 201);
+    let over = post(&ff2.url).await;
+    assert_eq!((over.status, over.retry_after.as_deref()), (503, Some("5")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn patch_trickles_candidates_and_refuses_ice_restart() {
+    let ff = Ffwhep::start(&[]);
+    let p = post(&ff.url).await;
+    assert_eq!(p.status, 201);
+    let session = format!("{}{}", ff.base(), p.location.unwrap());
+    let etag = p.etag.unwrap();
+    let u = ufrag(&p.offer.sdp);
+    let http = reqwest::Client::new();
+    let patch = |body: String, ct: &str, if_match: Option<&str>| {
+        let mut r = http.patch(&session).header("content-type", ct).body(body);
+        if let Some(m) = if_match {
+            r = r.header("if-match", m);
+        }
+        r.send()
+    };
+    let trickle = format!(
+        "a=ice-ufrag:{u}\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 2122260223 127.0.0.1 9 typ host\r\n"
+    );
+    let r = patch(
+        trickle.clone(),
+        "application/trickle-ice-sdpfrag",
+        Some(&etag),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204, "{:?}", r.text().await);
+    let r = patch(trickle.clone(), "application/trickle-ice-sdpfrag", None)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "If-Match is optional for trickle");
+    let r = patch(
+        trickle.clone(),
+        "application/trickle-ice-sdpfrag",
+        Some("\"other\""),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 412);
+    let r = patch(trickle, "application/sdp", Some(&etag))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let restart = "a=ice-ufrag:newone\r\na=ice-pwd:newpasswordnewpassword12\r\n".to_owned();
+    let r = patch(restart, "application/trickle-ice-sdpfrag", Some(&etag))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("ICE restart is not supported")
+    );
+
+    // Other methods: 405 with Allow.
+    let r = http.get(&session).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let allow = r.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(
+        allow.contains("DELETE") && allow.contains("PATCH"),
+        "{allow}"
+    );
+    let r = http.put(&ff.url).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    let r = http
+        .request(reqwest::Method::OPTIONS, &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["accept-patch"],
+        "application/trickle-ice-sdpfrag"
+    );
+    p.offer.pc.close().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_session_is_dropped() {
+    let ff = Ffwhep::start(&["--setup-timeout", "1s"]);
+    // Answered, but the client never applies the answer: ICE never completes.
+    let p = post(&ff.url).await;
+    assert_eq!(p.status, 201);
+    let session = format!("{}{}", ff.base(), p.location.unwrap());
+    ff.wait_log(Duration::from_secs(5), "the half-open session to go", |l| {
+        l.contains("ICE/DTLS did not complete in time")
+    });
+    assert_eq!(
+        reqwest::Client::new()
+            .delete(&session)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "its resources were not freed"
+    );
+    p.offer.pc.close().await.ok();
+}
