@@ -8,7 +8,7 @@ use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
-use crate::peer::PeerConfig;
+use crate::peer::{IceServer, PeerConfig};
 use crate::ports::allocate_pair;
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::registry::{Limits, Streams};
@@ -123,6 +123,21 @@ fn print_args(a: &ArgsArgs) -> Result<u8, Failure> {
     Ok(code::OK)
 }
 
+/// `--ice-server`s, with the TURN credentials on the `turn:` ones.
+fn ice_servers(r: &RunArgs) -> Vec<IceServer> {
+    r.ice_servers
+        .iter()
+        .map(|url| {
+            let turn = url.starts_with("turn:") || url.starts_with("turns:");
+            IceServer {
+                url: url.clone(),
+                username: r.ice_username.clone().filter(|_| turn),
+                credential: r.ice_credential.clone().filter(|_| turn),
+            }
+        })
+        .collect()
+}
+
 /// The global token from `--token` / FFWHEP_TOKEN or `--token-file`.
 fn global_token(r: &RunArgs) -> Result<Option<Secret>, Failure> {
     let source = match (&r.token, &r.token_file) {
@@ -203,6 +218,8 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         ice_addrs: r.ice_addrs.clone(),
         gather_timeout: Duration::from_secs(5),
         setup_timeout: r.setup_timeout,
+        ice_servers: ice_servers(&r),
+        nat_ips: r.nat_ips.clone(),
     };
     let limits = Limits {
         max_viewers: r.max_viewers,
@@ -210,8 +227,11 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     };
     let streams = Streams::new(peer, global_token, limits);
     let http_stop = CancellationToken::new();
-    let server = axum::serve(listener, http::router(streams.clone()))
-        .with_graceful_shutdown(http_stop.clone().cancelled_owned());
+    let server = axum::serve(
+        listener,
+        http::router(streams.clone(), r.cors_origins.clone()),
+    )
+    .with_graceful_shutdown(http_stop.clone().cancelled_owned());
     let server = tokio::spawn(async move {
         if let Err(e) = server.await {
             tracing::error!(error = %e, "HTTP server failed");

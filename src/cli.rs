@@ -87,6 +87,23 @@ pub struct RunArgs {
     /// Seconds FFmpeg has to finish after SIGINT before it is killed.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub stop_grace: Duration,
+    /// A STUN or TURN server for ICE (repeatable), e.g. `stun:stun.example.org:3478`;
+    /// also advertised to viewers in `Link` headers.
+    #[arg(long = "ice-server")]
+    pub ice_servers: Vec<String>,
+    /// Username for the `turn:` servers.
+    #[arg(long)]
+    pub ice_username: Option<String>,
+    /// Credential for the `turn:` servers.
+    #[arg(long, env = "FFWHEP_ICE_CREDENTIAL", hide_env_values = true)]
+    pub ice_credential: Option<String>,
+    /// Public address a NAT maps 1:1 to this host (repeatable): candidates carry it
+    /// instead of the local addresses.
+    #[arg(long = "nat-ip")]
+    pub nat_ips: Vec<std::net::IpAddr>,
+    /// Origin allowed to call WHEP from a browser (repeatable); `*` allows any.
+    #[arg(long = "cors-origin", default_values = ["*"])]
+    pub cors_origins: Vec<String>,
     /// At most this many viewers of all streams together (503 beyond).
     #[arg(long)]
     pub max_viewers: Option<usize>,

@@ -7,7 +7,8 @@ use axum::Router;
 use axum::routing::get;
 use std::sync::Arc;
 
-pub fn router(streams: Arc<Streams>) -> Router {
+/// `cors_origins`: the origins allowed to call WHEP from a browser (`*`: any).
+pub fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
     let pages = Router::new()
         .route("/", get(player::index))
         .route("/play/{id}", get(player::play))
@@ -16,5 +17,5 @@ pub fn router(streams: Arc<Streams>) -> Router {
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(metrics::metrics))
         .with_state(streams.clone());
-    whep::router(streams).merge(pages)
+    whep::router(streams, cors_origins).merge(pages)
 }

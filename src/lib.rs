@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod candidates;
 pub mod cli;
 pub mod exit;
 pub mod ffmpeg;

@@ -128,7 +128,8 @@ impl IntoResponse for WhepError {
 }
 
 /// The WHEP routes over `streams`.
-pub fn router(streams: Arc<Streams>) -> Router {
+pub fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
+    let cors_origins = Arc::new(cors_origins);
     Router::new()
         .route("/whep/{id}", post(subscribe).options(endpoint_options))
         .route(
@@ -137,21 +138,46 @@ pub fn router(streams: Arc<Streams>) -> Router {
         )
         .fallback(|| async { (StatusCode::NOT_FOUND, "no such resource\n") })
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
-        .layer(axum::middleware::map_response(cors))
+        .layer(axum::middleware::from_fn_with_state(cors_origins, cors))
         .with_state(streams)
 }
 
-async fn cors(mut resp: Response) -> Response {
+/// CORS on every WHEP response: the request's origin is allowed when it is
+/// listed (or `*` is), and the headers a WHEP client reads are exposed.
+async fn cors(
+    State(origins): State<Arc<Vec<String>>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    let any = origins.iter().any(|o| o == "*");
+    let allowed = match &origin {
+        _ if any => Some(HeaderValue::from_static("*")),
+        Some(o) if origins.iter().any(|a| a.as_bytes() == o.as_bytes()) => Some(o.clone()),
+        _ => None,
+    };
+    if let Some(v) = allowed {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    if !any {
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static("Location, ETag, Link, Accept-Post, Accept-Patch"),
     );
     resp
+}
+
+/// Advertises the ICE servers (WHEP: `Link: <url>; rel="ice-server"`).
+fn add_links(h: &mut HeaderMap, streams: &Streams) {
+    for s in &streams.peer.ice_servers {
+        if let Ok(v) = HeaderValue::from_str(&s.link()) {
+            h.append(header::LINK, v);
+        }
+    }
 }
 
 fn preflight(allow: &'static str) -> Response {
@@ -173,8 +199,9 @@ fn preflight(allow: &'static str) -> Response {
     resp
 }
 
-async fn endpoint_options() -> Response {
+async fn endpoint_options(State(streams): State<Arc<Streams>>) -> Response {
     let mut resp = preflight("OPTIONS, POST");
+    add_links(resp.headers_mut(), &streams);
     resp.headers_mut()
         .insert("accept-post", HeaderValue::from_static("application/sdp"));
     resp
@@ -314,6 +341,7 @@ async fn subscribe(
     h.insert(header::LOCATION, header_value(&location)?);
     h.insert(header::ETAG, header_value(&etag)?);
     h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+    add_links(h, &streams);
     Ok(resp)
 }
 

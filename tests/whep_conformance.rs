@@ -163,3 +163,77 @@ async fn a_half_open_session_is_dropped() {
     );
     p.offer.pc.close().await.ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_origins_ice_servers_and_nat_addresses_are_configurable() {
+    let ff = Ffwhep::start(&[
+        "--cors-origin",
+        "https://app.example",
+        "--ice-server",
+        "stun:stun.example.org:3478",
+        "--ice-server",
+        "turn:turn.example.org:3478?transport=udp",
+        "--ice-username",
+        "viewer",
+        "--ice-credential",
+        "pass",
+    ]);
+    let http = reqwest::Client::new();
+    let options = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, &ff.url)
+            .header("origin", origin)
+            .send()
+    };
+    let ok = options("https://app.example").await.unwrap();
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(ok.headers()["vary"], "Origin");
+    let links: Vec<&str> = ok
+        .headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(
+        links,
+        [
+            "<stun:stun.example.org:3478>; rel=\"ice-server\"",
+            "<turn:turn.example.org:3478?transport=udp>; rel=\"ice-server\"; username=\"viewer\"; credential=\"pass\"; credential-type=\"password\"",
+        ]
+    );
+    let other = options("https://elsewhere.example").await.unwrap();
+    assert!(
+        other.headers().get("access-control-allow-origin").is_none(),
+        "an unlisted origin was allowed"
+    );
+
+    // NAT 1:1: the answer's candidates carry the public address.
+    let natted = Ffwhep::start(&["--nat-ip", "203.0.113.7"]);
+    let p = post(&natted.url).await;
+    assert_eq!(p.status, 201);
+    let answer = reqwest::Client::new(); // the answer is in the body: post again to read it
+    let offer = Offer::new().await.unwrap();
+    let body = answer
+        .post(&natted.url)
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let candidates: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    assert!(!candidates.is_empty());
+    assert!(
+        candidates.iter().all(|c| c.contains(" 203.0.113.7 ")),
+        "{candidates:?}"
+    );
+    p.offer.pc.close().await.ok();
+    offer.pc.close().await.ok();
+}

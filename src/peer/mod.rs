@@ -36,8 +36,8 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription,
-    Registry, configure_rtcp_reports,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, configure_rtcp_reports,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -51,6 +51,33 @@ pub struct PeerConfig {
     /// A session whose connection is not up this long after the answer is
     /// dropped and its resources freed.
     pub setup_timeout: Duration,
+    /// STUN/TURN servers for the server's agent (also advertised to viewers).
+    pub ice_servers: Vec<IceServer>,
+    /// Public addresses (NAT 1:1) put in the host candidates instead of the
+    /// local ones.
+    pub nat_ips: Vec<std::net::IpAddr>,
+}
+
+/// A STUN or TURN server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceServer {
+    /// `stun:host:port` or `turn:host:port?transport=udp`.
+    pub url: String,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// The `Link` header value that advertises this server (WHEP §4.6).
+    pub fn link(&self) -> String {
+        let mut v = format!("<{}>; rel=\"ice-server\"", self.url);
+        if let (Some(u), Some(c)) = (&self.username, &self.credential) {
+            v.push_str(&format!(
+                "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+            ));
+        }
+        v
+    }
 }
 
 /// The sources of one stream, by kind.
@@ -263,6 +290,8 @@ pub async fn accept_offer(
         )
         .await?;
         let answer = negotiate(&pc, desc, &gathered, cfg.gather_timeout).await?;
+        // The crate keeps but does not apply NAT 1:1 addresses: done here.
+        let answer = crate::candidates::with_public_addresses(&answer, &cfg.nat_ips);
         let mut forwarders = Vec::new();
         for t in tracks {
             let pt = negotiated_pt(&t.sender, t.kind)
@@ -328,11 +357,23 @@ async fn build_peer(
     // Sender and receiver reports from the crate; NACK, PLI and FIR are
     // answered by the forwarders (from the shared history and GOP cache), so
     // the per-viewer NACK responder is left out.
-    let registry = Ok::<_, webrtc::error::Error>(
-        configure_rtcp_reports(Registry::new()).with(Slot::from(14_000), RtcpToApp::feedback()),
-    )
-    .map_err(internal("registering interceptors"))?;
+    let registry =
+        configure_rtcp_reports(Registry::new()).with(Slot::from(14_000), RtcpToApp::feedback());
+    let ice_servers = cfg
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: vec![s.url.clone()],
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
     let pc = PeerConnectionBuilder::new()
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(ice_servers)
+                .build(),
+        )
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(events))

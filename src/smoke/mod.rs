@@ -49,6 +49,8 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         ice_addrs: vec!["127.0.0.1:0".parse().expect("a literal address")],
         gather_timeout: Duration::from_secs(5),
         setup_timeout: Duration::from_secs(10),
+        ice_servers: Vec::new(),
+        nat_ips: Vec::new(),
     };
     let streams = Streams::new(
         peer,
@@ -59,7 +61,7 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         },
     );
     let http_stop = CancellationToken::new();
-    let server = axum::serve(listener, http::router(streams.clone()))
+    let server = axum::serve(listener, http::router(streams.clone(), vec!["*".into()]))
         .with_graceful_shutdown(http_stop.clone().cancelled_owned());
     tokio::spawn(async move { server.await });
 
