@@ -33,7 +33,7 @@ pub fn main(cli: crate::cli::Cli, term: Option<Term>) -> Result<u8, Failure> {
         Command::Check(p) => check(&p),
         Command::Args(a) => print_args(&a),
         Command::Run(r) => {
-            let result = runtime()?.block_on(run(r, term.clone()));
+            let result = runtime()?.block_on(run(*r, term.clone()));
             if let Some(t) = term {
                 t.clear();
             }

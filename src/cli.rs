@@ -44,7 +44,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Run streams: spawn FFmpeg and serve it over WHEP until the stream ends
     /// (FFmpeg exits and the restart policy does not start it again).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the FFmpeg command line `run` would spawn, shell-quoted, without spawning it.
     Args(ArgsArgs),
     /// Validate a profile and say OK or what is wrong.
