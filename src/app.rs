@@ -191,7 +191,7 @@ fn load_all(paths: &[PathBuf]) -> Result<Vec<Plan>, Failure> {
 
 async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     let plans = load_all(&r.profiles)?;
-    let listener = tokio::net::TcpListener::bind(r.listen).await.map_err(|e| {
+    let listener = std::net::TcpListener::bind(r.listen).map_err(|e| {
         Failure::Setup(anyhow::Error::new(e).context(format!("cannot listen on {}", r.listen)))
     })?;
     let http_addr = listener
@@ -227,16 +227,15 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     };
     let streams = Streams::new(peer, global_token, limits);
     let http_stop = CancellationToken::new();
-    let server = axum::serve(
-        listener,
-        http::router(streams.clone(), r.cors_origins.clone()),
-    )
-    .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-    let server = tokio::spawn(async move {
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let tls = r
+        .tls_cert
+        .clone()
+        .zip(r.tls_key.clone())
+        .map(|(cert, key)| http::Tls { cert, key });
+    let app = http::router(streams.clone(), r.cors_origins.clone());
+    let server = http::serve(listener, app, tls.as_ref(), http_stop.clone())
+        .await
+        .map_err(Failure::Setup)?;
 
     if let Some(t) = &term {
         tokio::spawn(show_status(streams.clone(), t.clone()));
@@ -251,7 +250,8 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     let mut set = JoinSet::new();
     for (plan, token) in plans.into_iter().zip(stream_tokens) {
         let id = plan.id.to_string();
-        let base = format!("http://{}", display_addr(http_addr));
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let base = format!("{scheme}://{}", display_addr(http_addr));
         let url = format!("{base}/whep/{}", plan.id);
         let player = format!("{base}/play/{}", plan.id);
         let span = tracing::info_span!("stream", stream = %plan.id);

@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// Seconds FFmpeg has to finish after SIGINT before it is killed.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub stop_grace: Duration,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// A STUN or TURN server for ICE (repeatable), e.g. `stun:stun.example.org:3478`;
     /// also advertised to viewers in `Link` headers.
     #[arg(long = "ice-server")]

@@ -237,3 +237,95 @@ async fn cors_origins_ice_servers_and_nat_addresses_are_configurable() {
     p.offer.pc.close().await.ok();
     offer.pc.close().await.ok();
 }
+
+#[test]
+fn https_with_a_certificate_serves_a_viewer_nobody_here_wrote() {
+    let dir = common::temp_file("unused", "").parent().unwrap().to_owned();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl not found");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let ff = Ffwhep::start(&[
+        "--tls-cert",
+        cert.to_str().unwrap(),
+        "--tls-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(ff.url.starts_with("https://127.0.0.1:"), "{}", ff.url);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
+    let out = std::process::Command::new("python3")
+        .args([script, &ff.url, "--seconds", "2"])
+        .env("SSL_CERT_FILE", &cert)
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert_eq!(stats["status"], 201, "{stats}");
+    assert!(stats["video_frames"].as_u64().unwrap() > 20, "{stats}");
+    // Plain HTTP on the TLS port gets nothing useful.
+    let plain = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &ff.url.replace("https://", "http://"),
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "201");
+}
+
+#[test]
+fn a_missing_certificate_is_a_setup_error() {
+    let out = common::bin()
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("loading the TLS certificate /nonexistent/c.pem"),
+        "{err}"
+    );
+}
