@@ -8,7 +8,7 @@ use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
-use crate::peer::{IceServer, PeerConfig};
+use crate::peer::{IceServer, PeerConfig, PortRange};
 use crate::ports::allocate_pair;
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::registry::{Limits, Streams};
@@ -220,6 +220,7 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         setup_timeout: r.setup_timeout,
         ice_servers: ice_servers(&r),
         nat_ips: r.nat_ips.clone(),
+        port_range: r.udp_port_range.map(|(a, b)| PortRange::new(a, b)),
     };
     let limits = Limits {
         max_viewers: r.max_viewers,

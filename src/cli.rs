@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// 0.0.0.0 means every non-loopback interface).
     #[arg(long = "ice-addr", default_values = ["0.0.0.0:0", "127.0.0.1:0"])]
     pub ice_addrs: Vec<SocketAddr>,
+    /// Give viewers' WebRTC sockets ports from this range, e.g. `40000-40999`
+    /// (for a firewall), instead of ephemeral ones.
+    #[arg(long, value_parser = parse_port_range)]
+    pub udp_port_range: Option<(u16, u16)>,
     /// Seconds FFmpeg has to finish after SIGINT before it is killed.
     #[arg(long, default_value = "5", value_parser = parse_secs)]
     pub stop_grace: Duration,
@@ -155,6 +159,19 @@ pub struct SmokeArgs {
     /// The picture size the stream must have, e.g. `640x360`.
     #[arg(long, value_parser = parse_size)]
     pub expect_size: Option<(u32, u32)>,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("{s:?}: expected FIRST-LAST, e.g. 40000-40999");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {

@@ -329,3 +329,81 @@ fn a_missing_certificate_is_a_setup_error() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_posts_does_not_slow_the_viewers() {
+    let ff = Ffwhep::start(&[]);
+    let v = common::connect(&ff.url).await;
+    common::wait_for(&v, Duration::from_secs(10), "media", |r| {
+        r.frames_since_idr > 30
+    })
+    .await;
+    let before = v.received().frames_since_idr;
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let url = ff.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut refused = 0;
+            for j in 0..150 {
+                let (ct, body) = match (i + j) % 3 {
+                    0 => ("application/sdp", "v=0\r\nnot an offer\r\n".to_owned()),
+                    1 => ("text/plain", "hello".to_owned()),
+                    _ => ("application/sdp", "x".repeat(100_000)),
+                };
+                let r = http
+                    .post(&url)
+                    .header("content-type", ct)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                refused += u32::from(r.status().is_client_error());
+            }
+            refused
+        }));
+    }
+    let mut refused = 0;
+    for t in tasks {
+        refused += t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    let r = v.received();
+    assert_eq!(refused, 1200, "every bad POST gets a 4xx");
+    assert_eq!(r.video.lost + r.audio.lost, 0);
+    // Frames kept coming at the stream's rate (30/s) while the flood lasted.
+    let frames = r.frames_since_idr - before;
+    let expected = (elapsed.as_secs_f64() * 30.0) as u64;
+    assert!(
+        frames + 15 >= expected,
+        "{frames} frames in {elapsed:?} of flood"
+    );
+    v.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_get_ports_from_the_configured_range() {
+    let ff = Ffwhep::start(&["--udp-port-range", "45100-45120"]);
+    let mut ports = Vec::new();
+    for _ in 0..2 {
+        let offer = Offer::new().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(&ff.url)
+            .header("content-type", "application/sdp")
+            .body(offer.sdp.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let answer = r.text().await.unwrap();
+        for line in answer.lines().filter(|l| l.starts_with("a=candidate:")) {
+            let port: u16 = line.split(' ').nth(5).unwrap().parse().unwrap();
+            assert!((45100..=45120).contains(&port), "{line}");
+            ports.push(port);
+        }
+        offer.pc.close().await.ok();
+    }
+    ports.dedup();
+    assert!(ports.len() >= 2, "both viewers on one port: {ports:?}");
+}

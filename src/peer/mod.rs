@@ -42,7 +42,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 /// How a viewer's peer connections are set up.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct PeerConfig {
     /// Local UDP addresses the viewer's ICE agent binds (port 0: ephemeral).
     pub ice_addrs: Vec<SocketAddr>,
@@ -56,6 +56,68 @@ pub struct PeerConfig {
     /// Public addresses (NAT 1:1) put in the host candidates instead of the
     /// local ones.
     pub nat_ips: Vec<std::net::IpAddr>,
+    /// Ports for viewers' UDP sockets (for firewalls), instead of ephemeral.
+    pub port_range: Option<PortRange>,
+}
+
+/// A range of UDP ports handed out in turn.
+#[derive(Debug)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+    next: std::sync::atomic::AtomicU16,
+}
+
+impl PortRange {
+    pub fn new(first: u16, last: u16) -> Self {
+        Self {
+            first,
+            last,
+            next: std::sync::atomic::AtomicU16::new(first),
+        }
+    }
+
+    /// A port of the range that is free on `ip` right now, trying each once
+    /// from where the last search ended.
+    pub fn take(&self, ip: std::net::IpAddr) -> Option<u16> {
+        let span = u32::from(self.last - self.first) + 1;
+        for _ in 0..span {
+            let port = self.next.fetch_add(1, Relaxed);
+            let port = if port < self.first || port > self.last {
+                self.next.store(self.first + 1, Relaxed);
+                self.first
+            } else {
+                port
+            };
+            if std::net::UdpSocket::bind((ip, port)).is_ok() {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+/// The addresses a viewer's agent binds: ports from the range when one is set.
+fn viewer_addrs(cfg: &PeerConfig) -> Result<Vec<SocketAddr>, PeerError> {
+    let Some(range) = &cfg.port_range else {
+        return Ok(cfg.ice_addrs.clone());
+    };
+    cfg.ice_addrs
+        .iter()
+        .map(|a| match a.port() {
+            0 => range
+                .take(a.ip())
+                .map(|p| SocketAddr::new(a.ip(), p))
+                .ok_or_else(|| {
+                    PeerError::Internal(anyhow::anyhow!(
+                        "no free UDP port in {}-{}",
+                        range.first,
+                        range.last
+                    ))
+                }),
+            _ => Ok(*a),
+        })
+        .collect()
 }
 
 /// A STUN or TURN server.
@@ -377,7 +439,7 @@ async fn build_peer(
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(events))
-        .with_udp_addrs(cfg.ice_addrs.clone())
+        .with_udp_addrs(viewer_addrs(cfg)?)
         .build()
         .await
         .map_err(internal("creating the peer connection"))?;

@@ -51,6 +51,7 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         setup_timeout: Duration::from_secs(10),
         ice_servers: Vec::new(),
         nat_ips: Vec::new(),
+        port_range: None,
     };
     let streams = Streams::new(
         peer,
