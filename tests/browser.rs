@@ -75,3 +75,20 @@ fn player_page_plays_shows_the_end_and_reconnects() {
     assert!(replaying["connects"].as_u64().unwrap() >= 2, "{replaying}");
     assert!(driver.wait().unwrap().success());
 }
+
+#[test]
+fn the_whip_whep_npm_player_plays_with_the_token_and_is_refused_without() {
+    let token = "whep-npm-secret";
+    let profile = testsrc_profile("npm", &format!("auth:\n  token: {token}\n"));
+    let ff = Ffwhep::start(&[profile.to_str().unwrap(), "--ice-addr", "0.0.0.0:0"]);
+    let out = Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+        .args(["whep_client.mjs", &ff.url, token])
+        .output()
+        .expect("node not found");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let seen: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(seen["withToken"]["error"], serde_json::Value::Null, "{seen}; log:\n{}", ff.log());
+    assert_eq!((seen["withToken"]["width"].as_u64(), seen["withToken"]["height"].as_u64()), (Some(640), Some(360)), "{seen}");
+    assert!(seen["withoutToken"]["error"].as_str().unwrap_or("").contains("401"), "{seen}");
+}
