@@ -221,6 +221,7 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         ice_servers: ice_servers(&r),
         nat_ips: r.nat_ips.clone(),
         port_range: r.udp_port_range.map(|(a, b)| PortRange::new(a, b)),
+        ice_tcp_addrs: r.ice_tcp_addrs.clone(),
     };
     let limits = Limits {
         max_viewers: r.max_viewers,

@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// 0.0.0.0 means every non-loopback interface).
     #[arg(long = "ice-addr", default_values = ["0.0.0.0:0", "127.0.0.1:0"])]
     pub ice_addrs: Vec<SocketAddr>,
+    /// Also offer ICE over TCP on this local address (repeatable; port 0 picks one per
+    /// viewer), for viewers whose networks block UDP.
+    #[arg(long = "ice-tcp-addr")]
+    pub ice_tcp_addrs: Vec<SocketAddr>,
     /// Give viewers' WebRTC sockets ports from this range, e.g. `40000-40999`
     /// (for a firewall), instead of ephemeral ones.
     #[arg(long, value_parser = parse_port_range)]

@@ -87,8 +87,27 @@ fn the_whip_whep_npm_player_plays_with_the_token_and_is_refused_without() {
         .output()
         .expect("node not found");
     let line = String::from_utf8_lossy(&out.stdout);
-    let seen: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
-    assert_eq!(seen["withToken"]["error"], serde_json::Value::Null, "{seen}; log:\n{}", ff.log());
-    assert_eq!((seen["withToken"]["width"].as_u64(), seen["withToken"]["height"].as_u64()), (Some(640), Some(360)), "{seen}");
-    assert!(seen["withoutToken"]["error"].as_str().unwrap_or("").contains("401"), "{seen}");
+    let seen: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(
+        seen["withToken"]["error"],
+        serde_json::Value::Null,
+        "{seen}; log:\n{}",
+        ff.log()
+    );
+    assert_eq!(
+        (
+            seen["withToken"]["width"].as_u64(),
+            seen["withToken"]["height"].as_u64()
+        ),
+        (Some(640), Some(360)),
+        "{seen}"
+    );
+    assert!(
+        seen["withoutToken"]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("401"),
+        "{seen}"
+    );
 }

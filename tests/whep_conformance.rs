@@ -407,3 +407,38 @@ async fn viewers_get_ports_from_the_configured_range() {
     ports.dedup();
     assert!(ports.len() >= 2, "both viewers on one port: {ports:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_candidates_are_offered_when_asked_for() {
+    let ff = Ffwhep::start(&["--ice-tcp-addr", "127.0.0.1:0"]);
+    let offer = Offer::new().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(&ff.url)
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    let answer = r.text().await.unwrap();
+    assert!(
+        answer.lines().any(|l| l.starts_with("a=candidate:")
+            && l.contains(" tcp ")
+            && l.contains("tcptype passive")),
+        "{answer}"
+    );
+    offer.pc.close().await.ok();
+    let plain = Ffwhep::start(&[]);
+    let offer = Offer::new().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(&plain.url)
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !r.text().await.unwrap().contains(" tcp "),
+        "TCP candidates without --ice-tcp-addr"
+    );
+    offer.pc.close().await.ok();
+}

@@ -58,6 +58,8 @@ pub struct PeerConfig {
     pub nat_ips: Vec<std::net::IpAddr>,
     /// Ports for viewers' UDP sockets (for firewalls), instead of ephemeral.
     pub port_range: Option<PortRange>,
+    /// Local TCP addresses for ICE-TCP (passive) candidates, when wanted.
+    pub ice_tcp_addrs: Vec<SocketAddr>,
 }
 
 /// A range of UDP ports handed out in turn.
@@ -440,6 +442,7 @@ async fn build_peer(
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(events))
         .with_udp_addrs(viewer_addrs(cfg)?)
+        .with_tcp_addrs(cfg.ice_tcp_addrs.clone())
         .build()
         .await
         .map_err(internal("creating the peer connection"))?;

@@ -52,6 +52,7 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         ice_servers: Vec::new(),
         nat_ips: Vec::new(),
         port_range: None,
+        ice_tcp_addrs: Vec::new(),
     };
     let streams = Streams::new(
         peer,
