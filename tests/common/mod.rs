@@ -39,9 +39,14 @@ impl Ffwhep {
         Self::spawn(extra, &[], env)
     }
 
+    /// `ffwhep run` with exactly `args` (no loopback defaults).
+    pub fn start_raw(args: &[&str]) -> Ffwhep {
+        Self::launch(bin().arg("run").args(args))
+    }
+
     fn spawn(extra: &[&str], global: &[&str], env: &[(&str, &str)]) -> Ffwhep {
-        let mut child = bin()
-            .envs(env.iter().copied())
+        let mut cmd = bin();
+        cmd.envs(env.iter().copied())
             .args(global)
             .args([
                 "run",
@@ -50,7 +55,12 @@ impl Ffwhep {
                 "--ice-addr",
                 "127.0.0.1:0",
             ])
-            .args(extra)
+            .args(extra);
+        Self::launch(&mut cmd)
+    }
+
+    fn launch(cmd: &mut Command) -> Ffwhep {
+        let mut child = cmd
             .env("RUST_LOG", "info,ffwhep=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,188 @@
+//! A viewer in its own network namespace reaches ffwhep only through the
+//! address ffwhep advertises with --nat-ip: a one-to-one NAT made with
+//! nftables (DNAT) in front of the server's address. Needs root (CI runs as
+//! root; scripts/setup installs iproute2 and nftables).
+
+mod common;
+
+use common::Ffwhep;
+use std::process::Command;
+
+/// Runs a command as root (directly, or through `sudo -n`), panicking with
+/// its output when it fails.
+fn root(args: &[&str]) {
+    // SAFETY: geteuid(2) has no preconditions.
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if is_root {
+        Command::new(args[0])
+    } else {
+        Command::new("sudo")
+    };
+    if !is_root {
+        cmd.arg("-n").arg(args[0]);
+    }
+    let out = cmd
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+struct Net {
+    ns: String,
+    veth: String,
+    table: String,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .status();
+        let _ = Command::new("nft")
+            .args(["delete", "table", "ip", &self.table])
+            .status();
+    }
+}
+
+#[test]
+fn a_viewer_behind_the_advertised_nat_address_plays() {
+    let id = std::process::id() % 100_000;
+    let net = Net {
+        ns: format!("ffw{id}"),
+        veth: format!("ffw{id}a"),
+        table: format!("ffw{id}"),
+    };
+    let peer = format!("ffw{id}b");
+    // HTTP on server_ip; media on ice_ip, which the client has no route to:
+    // only the NAT's public address leads there.
+    let (server_ip, ice_ip, client_ip, public_ip) =
+        ("10.201.0.1", "10.202.0.1", "10.201.0.2", "198.18.201.1");
+    root(&["ip", "netns", "add", &net.ns]);
+    root(&[
+        "ip", "link", "add", &net.veth, "type", "veth", "peer", "name", &peer,
+    ]);
+    root(&["ip", "link", "set", &peer, "netns", &net.ns]);
+    root(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{server_ip}/24"),
+        "dev",
+        &net.veth,
+    ]);
+    root(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{ice_ip}/32"),
+        "dev",
+        &net.veth,
+    ]);
+    root(&["ip", "link", "set", &net.veth, "up"]);
+    root(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.ns,
+        "ip",
+        "addr",
+        "add",
+        &format!("{client_ip}/24"),
+        "dev",
+        &peer,
+    ]);
+    root(&[
+        "ip", "netns", "exec", &net.ns, "ip", "link", "set", &peer, "up",
+    ]);
+    root(&[
+        "ip", "netns", "exec", &net.ns, "ip", "link", "set", "lo", "up",
+    ]);
+    // The public address is reachable only through the NAT, via the server side.
+    root(&[
+        "ip",
+        "netns",
+        "exec",
+        &net.ns,
+        "ip",
+        "route",
+        "add",
+        "198.18.201.0/24",
+        "via",
+        server_ip,
+    ]);
+    root(&["nft", "add", "table", "ip", &net.table]);
+    root(&[
+        "nft",
+        "add",
+        "chain",
+        "ip",
+        &net.table,
+        "pre",
+        "{ type nat hook prerouting priority -100; }",
+    ]);
+    root(&[
+        "nft", "add", "rule", "ip", &net.table, "pre", "ip", "daddr", public_ip, "dnat", "to",
+        ice_ip,
+    ]);
+
+    let listen = format!("{server_ip}:0");
+    let ice = format!("{ice_ip}:0");
+    let view = |url: &str| -> serde_json::Value {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.ns,
+                "python3",
+                script,
+                url,
+                "--seconds",
+                "3",
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{e}: {} {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+
+    let natted = Ffwhep::start_raw(&[
+        "--listen",
+        &listen,
+        "--ice-addr",
+        &ice,
+        "--nat-ip",
+        public_ip,
+    ]);
+    let stats = view(&natted.url);
+    assert_eq!(stats["status"], 201, "{stats}");
+    assert!(
+        stats["video_frames"].as_u64().unwrap() > 30,
+        "no picture through the NAT: {stats}; log:\n{}",
+        natted.log()
+    );
+    assert_eq!(
+        (stats["width"].as_u64(), stats["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    drop(natted);
+
+    // Without --nat-ip the answer names the unreachable address: no picture.
+    let plain = Ffwhep::start_raw(&["--listen", &listen, "--ice-addr", &ice]);
+    let stats = view(&plain.url);
+    assert_eq!(
+        stats["video_frames"], 0,
+        "the viewer reached the server without the NAT: {stats}"
+    );
+}
