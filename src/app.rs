@@ -8,6 +8,7 @@ use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
+use crate::peer::mux::UdpMux;
 use crate::peer::{IceServer, PeerConfig, PortRange};
 use crate::ports::allocate_pair;
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
@@ -222,6 +223,14 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         nat_ips: r.nat_ips.clone(),
         port_range: r.udp_port_range.map(|(a, b)| PortRange::new(a, b)),
         ice_tcp_addrs: r.ice_tcp_addrs.clone(),
+        udp_mux: match r.udp_mux {
+            Some(addr) => Some(UdpMux::bind(addr).map_err(|e| {
+                Failure::Setup(
+                    anyhow::Error::new(e).context(format!("cannot bind the UDP mux on {addr}")),
+                )
+            })?),
+            None => None,
+        },
     };
     let limits = Limits {
         max_viewers: r.max_viewers,

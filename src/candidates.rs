@@ -1,37 +1,54 @@
-//! NAT 1:1: the public address of a host behind a one-to-one NAT put into
-//! the host candidates of an SDP answer in place of the local address (the
-//! port stays: the NAT maps it unchanged). Pure.
+//! Host candidates of an SDP answer rewritten: for NAT 1:1, the public
+//! address of a host behind a one-to-one NAT in place of the local address
+//! (the NAT maps the port unchanged); for the UDP mux, the shared port in
+//! place of the socket the crate bound and set aside. Pure.
 
 use std::net::IpAddr;
 
-/// Rewrites the address of each `typ host` candidate to the first of
-/// `public` of the same family; other lines are left as they are.
-pub fn with_public_addresses(sdp: &str, public: &[IpAddr]) -> String {
-    if public.is_empty() {
+/// Rewrites the address of each UDP `typ host` candidate to the first of
+/// `public` of the same family (when there is one), and its port to `port`
+/// (when given); other lines are left as they are.
+pub fn rewrite_host_candidates(sdp: &str, public: &[IpAddr], port: Option<u16>) -> String {
+    if public.is_empty() && port.is_none() {
         return sdp.to_owned();
     }
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.split_inclusive('\n') {
-        out.push_str(&rewrite_line(line, public).unwrap_or_else(|| line.to_owned()));
+        out.push_str(&rewrite_line(line, public, port).unwrap_or_else(|| line.to_owned()));
     }
     out
 }
 
-fn rewrite_line(line: &str, public: &[IpAddr]) -> Option<String> {
+/// [`rewrite_host_candidates`] for NAT 1:1 alone.
+pub fn with_public_addresses(sdp: &str, public: &[IpAddr]) -> String {
+    rewrite_host_candidates(sdp, public, None)
+}
+
+fn rewrite_line(line: &str, public: &[IpAddr], port: Option<u16>) -> Option<String> {
     let body = line.strip_prefix("a=candidate:")?;
     let end = body.trim_end_matches(['\r', '\n']);
     let eol = &body[end.len()..];
     let mut fields: Vec<&str> = end.split(' ').collect();
     // foundation component transport priority address port "typ" type ...
-    if fields.len() < 8 || fields[6] != "typ" || fields[7] != "host" {
+    let udp_host = fields.len() >= 8
+        && fields[2].eq_ignore_ascii_case("udp")
+        && fields[6] == "typ"
+        && fields[7] == "host";
+    if !udp_host {
         return None;
     }
     let local: IpAddr = fields[4].parse().ok()?;
     let mapped = public
         .iter()
-        .find(|p| p.is_ipv4() == local.is_ipv4())?
-        .to_string();
-    fields[4] = &mapped;
+        .find(|p| p.is_ipv4() == local.is_ipv4())
+        .map(ToString::to_string);
+    if let Some(m) = &mapped {
+        fields[4] = m;
+    }
+    let port = port.map(|p| p.to_string());
+    if let Some(p) = &port {
+        fields[5] = p;
+    }
     Some(format!("a=candidate:{}{eol}", fields.join(" ")))
 }
 
@@ -59,5 +76,17 @@ mod tests {
         );
         assert!(out.ends_with("a=mid:0\r\n"));
         assert_eq!(with_public_addresses(sdp, &[]), sdp);
+    }
+
+    #[test]
+    fn the_mux_port_replaces_the_host_ports() {
+        let sdp = "a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
+                   a=candidate:2 1 tcp 2124414975 10.0.0.5 40010 typ host tcptype passive\r\n";
+        let out = rewrite_host_candidates(sdp, &[], Some(8189));
+        assert!(out.contains("10.0.0.5 8189 typ host\r\n"), "{out}");
+        assert!(
+            out.contains("10.0.0.5 40010 typ host tcptype passive"),
+            "TCP candidates keep their port"
+        );
     }
 }

@@ -88,6 +88,10 @@ pub struct RunArgs {
     /// viewer), for viewers whose networks block UDP.
     #[arg(long = "ice-tcp-addr")]
     pub ice_tcp_addrs: Vec<SocketAddr>,
+    /// Serve every viewer's WebRTC on this one UDP address (a concrete IP and a
+    /// port, e.g. `192.0.2.10:8189`), instead of a port each.
+    #[arg(long, value_parser = parse_mux_addr, conflicts_with = "udp_port_range")]
+    pub udp_mux: Option<SocketAddr>,
     /// Give viewers' WebRTC sockets ports from this range, e.g. `40000-40999`
     /// (for a firewall), instead of ephemeral ones.
     #[arg(long, value_parser = parse_port_range)]
@@ -163,6 +167,18 @@ pub struct SmokeArgs {
     /// The picture size the stream must have, e.g. `640x360`.
     #[arg(long, value_parser = parse_size)]
     pub expect_size: Option<(u32, u32)>,
+}
+
+fn parse_mux_addr(s: &str) -> Result<SocketAddr, String> {
+    let a: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?}: expected IP:PORT, e.g. 192.0.2.10:8189"))?;
+    if a.ip().is_unspecified() || a.port() == 0 {
+        return Err(format!(
+            "{s:?}: expected a concrete IP and port (they go into the candidates)"
+        ));
+    }
+    Ok(a)
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16), String> {

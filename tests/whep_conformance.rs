@@ -442,3 +442,59 @@ async fn ice_tcp_candidates_are_offered_when_asked_for() {
     );
     offer.pc.close().await.ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_viewer_can_share_one_udp_port() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mux = format!("127.0.0.1:{port}");
+    let ff = Ffwhep::start(&["--udp-mux", &mux]);
+    let a = common::connect(&ff.url).await;
+    let b = common::connect(&ff.url).await;
+    for v in [&a, &b] {
+        common::wait_for(v, Duration::from_secs(10), "media through the mux", |r| {
+            r.frames_since_idr > 30 && r.audio.packets > 20
+        })
+        .await;
+        let r = v.received();
+        assert_eq!(r.video.lost + r.audio.lost, 0);
+        let ports: Vec<&str> = v
+            .answer
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:"))
+            .filter_map(|l| l.split(' ').nth(5))
+            .collect();
+        assert!(
+            !ports.is_empty() && ports.iter().all(|p| *p == port.to_string()),
+            "{ports:?}"
+        );
+    }
+    // A viewer nobody here wrote shares the port too.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
+    let out = std::process::Command::new("python3")
+        .args([script, &ff.url, "--seconds", "2"])
+        .output()
+        .unwrap();
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        stats["video_frames"].as_u64().unwrap() > 20,
+        "aiortc through the mux: {stats}"
+    );
+    // Hanging one up leaves the other playing.
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.delete(format!("{}{}", ff.base(), a.location))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let before = b.received().video.packets;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(b.received().video.packets > before + 20);
+    b.close().await;
+}

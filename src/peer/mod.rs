@@ -7,6 +7,7 @@
 
 pub mod feedback;
 pub mod forward;
+pub mod mux;
 mod renumber;
 mod report;
 
@@ -37,7 +38,8 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, configure_rtcp_reports,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    configure_rtcp_reports,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -60,6 +62,8 @@ pub struct PeerConfig {
     pub port_range: Option<PortRange>,
     /// Local TCP addresses for ICE-TCP (passive) candidates, when wanted.
     pub ice_tcp_addrs: Vec<SocketAddr>,
+    /// One UDP socket for every viewer, instead of one each.
+    pub udp_mux: Option<Arc<mux::UdpMux>>,
 }
 
 /// A range of UDP ports handed out in turn.
@@ -355,7 +359,8 @@ pub async fn accept_offer(
         .await?;
         let answer = negotiate(&pc, desc, &gathered, cfg.gather_timeout).await?;
         // The crate keeps but does not apply NAT 1:1 addresses: done here.
-        let answer = crate::candidates::with_public_addresses(&answer, &cfg.nat_ips);
+        let mux_port = cfg.udp_mux.as_ref().map(|m| m.local_addr().port());
+        let answer = crate::candidates::rewrite_host_candidates(&answer, &cfg.nat_ips, mux_port);
         let mut forwarders = Vec::new();
         for t in tracks {
             let pt = negotiated_pt(&t.sender, t.kind)
@@ -400,6 +405,16 @@ pub async fn accept_offer(
     })
 }
 
+/// Random hex digits (at most 64), for ICE credentials.
+fn random_token(len: usize) -> String {
+    let hex = format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    );
+    hex[..len.min(hex.len())].to_owned()
+}
+
 fn no_codec_for(kind: RtpCodecKind) -> PeerError {
     let codec = if kind == RtpCodecKind::Video {
         "H.264 (packetization-mode=1)"
@@ -432,7 +447,7 @@ async fn build_peer(
             credential: s.credential.clone().unwrap_or_default(),
         })
         .collect();
-    let pc = PeerConnectionBuilder::new()
+    let builder = PeerConnectionBuilder::new()
         .with_configuration(
             RTCConfigurationBuilder::new()
                 .with_ice_servers(ice_servers)
@@ -441,8 +456,24 @@ async fn build_peer(
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(events))
-        .with_udp_addrs(viewer_addrs(cfg)?)
-        .with_tcp_addrs(cfg.ice_tcp_addrs.clone())
+        .with_tcp_addrs(cfg.ice_tcp_addrs.clone());
+    let builder = match &cfg.udp_mux {
+        Some(m) => {
+            // The mux tells connections apart by our ICE ufrag: set one.
+            let ufrag = random_token(16);
+            let runtime = mux::MuxRuntime::new(Arc::clone(m), ufrag.clone())
+                .map_err(|e| PeerError::Internal(anyhow::Error::new(e)))?;
+            let settings = SettingEngineBuilder::new()
+                .with_ice_credentials(ufrag, random_token(24))
+                .build();
+            builder
+                .with_setting_engine(settings)
+                .with_runtime(runtime)
+                .with_udp_addrs(vec![SocketAddr::new(m.local_addr().ip(), 0)])
+        }
+        None => builder.with_udp_addrs(viewer_addrs(cfg)?),
+    };
+    let pc = builder
         .build()
         .await
         .map_err(internal("creating the peer connection"))?;

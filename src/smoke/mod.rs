@@ -53,6 +53,7 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         nat_ips: Vec::new(),
         port_range: None,
         ice_tcp_addrs: Vec::new(),
+        udp_mux: None,
     };
     let streams = Streams::new(
         peer,
