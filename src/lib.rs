@@ -13,6 +13,7 @@ pub mod exit;
 pub mod ffmpeg;
 pub mod h264;
 pub mod http;
+pub mod latency;
 pub mod metrics;
 pub mod offer;
 pub mod peer;

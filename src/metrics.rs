@@ -36,6 +36,8 @@ struct Families {
     keyframe_requests: IntCounterVec,
     resyncs: IntCounterVec,
     cache_ready: IntGaugeVec,
+    latency_p50: GaugeVec,
+    latency_p99: GaugeVec,
     cache_bytes: IntGaugeVec,
 }
 
@@ -160,6 +162,14 @@ impl Families {
                 s,
             )?,
             cache_bytes: gauge("gop_cache_bytes", "Bytes in the video GOP cache.", s)?,
+            latency_p50: fgauge(
+                "relay_latency_p50_ms",
+                "Median source-to-viewer relay latency (sampled), ms.",
+            )?,
+            latency_p99: fgauge(
+                "relay_latency_p99_ms",
+                "99th percentile relay latency (sampled), ms.",
+            )?,
             registry,
         })
     }
@@ -235,6 +245,11 @@ impl Families {
             self.resyncs
                 .with_label_values(l)
                 .inc_by(sent.resyncs.load(Relaxed));
+            let lat = info.latency.summary();
+            if let (Some(p50), Some(p99)) = (lat.p50_ms, lat.p99_ms) {
+                self.latency_p50.with_label_values(l).set(p50);
+                self.latency_p99.with_label_values(l).set(p99);
+            }
             if let Some(c) = info.gop_cache {
                 self.cache_ready
                     .with_label_values(l)

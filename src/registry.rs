@@ -6,6 +6,7 @@
 use crate::auth::{self, Denied, Secret};
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
+use crate::latency::Histogram;
 use crate::peer::{PeerConfig, StreamMedia, Viewer, ViewerCounters};
 use crate::source::SourceStats;
 use crate::source::gop::CacheState;
@@ -103,6 +104,8 @@ pub struct StreamInfo {
     pub sources: Vec<(&'static str, Arc<SourceStats>)>,
     /// What all viewers of the stream were sent, over its whole life.
     pub sent: Arc<ViewerCounters>,
+    /// Relay latency of sampled packets, over the stream's life.
+    pub latency: Arc<Histogram>,
     pub sessions: Vec<(String, Session)>,
     /// The video GOP cache (`None` when off or without video).
     pub gop_cache: Option<CacheState>,
@@ -136,6 +139,7 @@ impl Slot {
                 ports: None,
                 sources: Vec::new(),
                 sent: Arc::default(),
+                latency: Arc::default(),
                 sessions: Vec::new(),
                 gop_cache: None,
             },
@@ -252,6 +256,12 @@ impl Streams {
             s.info.state = State::Running;
             s.info.sources = sources;
         });
+    }
+
+    /// The stream's relay latency histogram.
+    pub fn latency(&self, id: &str) -> Arc<Histogram> {
+        self.with(id, |s| s.info.latency.clone())
+            .unwrap_or_default()
     }
 
     /// The stream-wide counters viewers add to.

@@ -23,6 +23,8 @@ pub struct RtpPacket {
     /// The first packet of a keyframe (set by a video source, which parses
     /// the payload once for all viewers).
     pub keyframe_start: bool,
+    /// When the source received it, for the packets sampled for latency.
+    pub received_at: Option<std::time::Instant>,
 }
 
 impl RtpPacket {
@@ -62,6 +64,7 @@ pub fn classify(data: Bytes) -> Datagram {
             payload_offset: h.payload_offset,
             payload_end: h.payload_end,
             keyframe_start: false,
+            received_at: None,
             data,
         }),
         Err(why) => Datagram::Garbage(why),

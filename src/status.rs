@@ -34,6 +34,9 @@ pub struct StreamStatus {
     pub gop_cache: GopCache,
     /// What all viewers were sent over the stream's life.
     pub sent: SentTotals,
+    /// From a packet's arrival on a source socket to its hand-off toward a
+    /// viewer, for one packet in 32.
+    pub relay_latency: crate::latency::Summary,
     pub viewers: Vec<ViewerStatus>,
 }
 
@@ -143,6 +146,7 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
             keyframe_requests: info.sent.keyframe_requests.load(Relaxed),
             resyncs: info.sent.resyncs.load(Relaxed),
         },
+        relay_latency: info.latency.summary(),
         viewers,
     }
 }

@@ -128,6 +128,10 @@ async fn status_and_metrics_agree_with_what_the_viewer_received() {
         metric_sent >= sent && metric_sent <= received_after + 50,
         "metrics {metric_sent}, status {sent}"
     );
+    assert!(
+        sample(&scrape, "ffwhep_relay_latency_p99_ms", &st).is_some(),
+        "no latency metric"
+    );
     let src = sample(
         &scrape,
         "ffwhep_source_rtp_packets_total",

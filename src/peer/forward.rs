@@ -56,6 +56,8 @@ pub struct Forwarder {
     pub cancel: CancellationToken,
     /// This viewer's counters, then the stream's.
     pub counters: [Arc<ViewerCounters>; 2],
+    /// Where sampled packets' relay latency goes.
+    pub latency: Arc<crate::latency::Histogram>,
 }
 
 enum Phase {
@@ -260,6 +262,9 @@ impl Forwarder {
             Ok(()) => {
                 self.count(|c| &c.packets_sent, 1);
                 self.count(|c| &c.bytes_sent, bytes);
+                if let Some(t) = p.received_at {
+                    self.latency.record(t.elapsed());
+                }
             }
             Err(e) => {
                 if self.counters[0].write_errors.fetch_add(1, Relaxed) == 0 {

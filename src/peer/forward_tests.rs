@@ -102,6 +102,7 @@ fn forwarder(
         ssrc: 42,
         cancel: cancel.clone(),
         counters: [counters.clone(), Arc::default()],
+        latency: Arc::default(),
     };
     (fwd, cancel, counters)
 }

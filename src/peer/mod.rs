@@ -155,6 +155,8 @@ pub struct StreamMedia {
     pub audio: Option<SourceHandle>,
     /// What all viewers of the stream were sent, over its whole life.
     pub sent: Arc<ViewerCounters>,
+    /// Relay latency of the stream's sampled packets.
+    pub latency: Arc<crate::latency::Histogram>,
 }
 
 /// Packets and bytes written toward viewers, and packets dropped because a
@@ -391,6 +393,7 @@ pub async fn accept_offer(
             ssrc: t.ssrc,
             cancel: cancel.clone(),
             counters: [counters.clone(), media.sent.clone()],
+            latency: media.latency.clone(),
         };
         tokio::spawn(forward_once_connected(fwd, state.clone()).in_current_span());
     }

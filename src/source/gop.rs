@@ -104,6 +104,7 @@ mod tests {
             payload_offset: 12,
             payload_end: len,
             keyframe_start: key,
+            received_at: None,
         }
     }
 

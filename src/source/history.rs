@@ -56,6 +56,7 @@ mod tests {
             payload_offset: 12,
             payload_end: 13,
             keyframe_start: false,
+            received_at: None,
         }
     }
 

@@ -339,6 +339,9 @@ impl Reader {
         }
         let stats = &self.handle.stats;
         let n = stats.rtp_packets.fetch_add(1, Relaxed);
+        if n.is_multiple_of(crate::latency::SAMPLE_EVERY) {
+            packet.received_at = Some(std::time::Instant::now());
+        }
         stats.rtp_bytes.fetch_add(packet.data.len() as u64, Relaxed);
         self.handle.history.put(&packet);
         if let Some(cache) = &mut self.cache {
