@@ -149,7 +149,8 @@ impl Forwarder {
         run.numbers.rebase(first.timestamp, REPLAY_STEP);
         run.phase = Phase::Flowing;
         for p in &backlog {
-            self.send(run, p).await;
+            // Cached packets left the source long ago: not relay latency.
+            self.send(run, p, false).await;
         }
         run.expected = backlog.last().map(|p| p.sequence.wrapping_add(1));
         !self.cancel.is_cancelled()
@@ -174,7 +175,7 @@ impl Forwarder {
             run.numbers.rebase(p.timestamp, REPLAY_STEP);
             run.phase = Phase::Flowing;
         }
-        self.send(run, &p).await;
+        self.send(run, &p, true).await;
         None
     }
 
@@ -255,14 +256,16 @@ impl Forwarder {
         }
     }
 
-    async fn send(&self, run: &mut Run, p: &RtpPacket) {
+    /// Sends one packet; `live` packets that were sampled add their relay
+    /// latency.
+    async fn send(&self, run: &mut Run, p: &RtpPacket, live: bool) {
         let (seq, ts) = run.numbers.next(p.sequence, p.timestamp);
         let bytes = p.data.len() as u64;
         match self.sink.write(self.packet(p, seq, ts)).await {
             Ok(()) => {
                 self.count(|c| &c.packets_sent, 1);
                 self.count(|c| &c.bytes_sent, bytes);
-                if let Some(t) = p.received_at {
+                if let Some(t) = p.received_at.filter(|_| live) {
                     self.latency.record(t.elapsed());
                 }
             }
