@@ -26,6 +26,10 @@ pub const MAX_RESYNCS: usize = 3;
 pub const RESYNC_WINDOW: Duration = Duration::from_secs(10);
 /// Keyframe requests are answered from the cache at most this often.
 pub const KEYFRAME_ANSWER_EVERY: Duration = Duration::from_secs(2);
+/// A cached GOP goes out this many packets at a time...
+const BACKLOG_BURST: usize = 16;
+/// ...with this pause between (some 20 KB a millisecond).
+const BACKLOG_PAUSE: Duration = Duration::from_millis(1);
 /// 90 kHz ticks between a replayed GOP and what was sent before it.
 const REPLAY_STEP: u32 = 3000;
 
@@ -148,9 +152,17 @@ impl Forwarder {
         };
         run.numbers.rebase(first.timestamp, REPLAY_STEP);
         run.phase = Phase::Flowing;
-        for p in &backlog {
+        for (i, p) in backlog.iter().enumerate() {
             // Cached packets left the source long ago: not relay latency.
             self.send(run, p, false).await;
+            // Paced, not all at once: a whole GOP in one burst overflows a
+            // viewer's socket buffer. The keyframe goes first regardless.
+            if (i + 1) % BACKLOG_BURST == 0 {
+                tokio::time::sleep(BACKLOG_PAUSE).await;
+                if self.cancel.is_cancelled() {
+                    return false;
+                }
+            }
         }
         run.expected = backlog.last().map(|p| p.sequence.wrapping_add(1));
         !self.cancel.is_cancelled()

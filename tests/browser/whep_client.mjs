@@ -51,6 +51,8 @@ try {
     stats.forEach((s) => { if (s.type === "inbound-rtp" && s.kind === "video") frames = s.framesDecoded || 0; });
     return frames > 30;
   }, null, { timeout: 20000, polling: 250 });
+  // The element reports its size once a frame has been rendered.
+  await p.waitForFunction(() => document.querySelector("video").videoWidth > 0, null, { timeout: 10000 });
   out.withToken = await p.evaluate(async () => {
     const v = document.querySelector("video");
     return { error: window.result.error, width: v.videoWidth, height: v.videoHeight };
