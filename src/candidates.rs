@@ -19,11 +19,6 @@ pub fn rewrite_host_candidates(sdp: &str, public: &[IpAddr], port: Option<u16>) 
     out
 }
 
-/// [`rewrite_host_candidates`] for NAT 1:1 alone.
-pub fn with_public_addresses(sdp: &str, public: &[IpAddr]) -> String {
-    rewrite_host_candidates(sdp, public, None)
-}
-
 fn rewrite_line(line: &str, public: &[IpAddr], port: Option<u16>) -> Option<String> {
     let body = line.strip_prefix("a=candidate:")?;
     let end = body.trim_end_matches(['\r', '\n']);
@@ -61,7 +56,7 @@ mod tests {
         let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
                    a=candidate:2 1 udp 1694498815 198.51.100.9 40000 typ srflx raddr 10.0.0.5 rport 40000\r\n\
                    a=candidate:3 1 udp 2130706431 fd00::5 40002 typ host\r\na=mid:0\r\n";
-        let out = with_public_addresses(sdp, &["203.0.113.7".parse().unwrap()]);
+        let out = rewrite_host_candidates(sdp, &["203.0.113.7".parse().unwrap()], None);
         assert!(
             out.contains("a=candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host\r\n"),
             "{out}"
@@ -75,7 +70,7 @@ mod tests {
             "no IPv6 public address given: unchanged"
         );
         assert!(out.ends_with("a=mid:0\r\n"));
-        assert_eq!(with_public_addresses(sdp, &[]), sdp);
+        assert_eq!(rewrite_host_candidates(sdp, &[], None), sdp);
     }
 
     #[test]

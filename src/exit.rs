@@ -94,19 +94,10 @@ impl StopReason {
 /// How an ended stream maps to an exit code: `Ok` with the code for a clean
 /// end or a requested stop, `Err` for a failure to report.
 pub fn judge(ended: &Ended, stop: Option<StopReason>) -> Result<u8, Failure> {
+    if !ended.failed(stop.is_some()) {
+        return Ok(stop.map_or(code::OK, StopReason::code));
+    }
     match ended {
-        Ended::Stopped => Ok(stop.map_or(code::OK, StopReason::code)),
-        Ended::Exited {
-            exit,
-            stalled: None,
-        } if exit.stopped && stop.is_some() => Ok(stop.map_or(code::OK, StopReason::code)),
-        Ended::Exited {
-            exit,
-            stalled: None,
-        } if exit.status.success() => Ok(code::OK),
-        Ended::Exited { exit, stalled } => {
-            Err(Failure::Ffmpeg(describe(exit, stalled.as_deref(), None)))
-        }
         Ended::Exhausted {
             exit,
             stalled,
@@ -123,6 +114,10 @@ pub fn judge(ended: &Ended, stop: Option<StopReason>) -> Result<u8, Failure> {
                 Some(&gave_up),
             )))
         }
+        Ended::Exited { exit, stalled } => {
+            Err(Failure::Ffmpeg(describe(exit, stalled.as_deref(), None)))
+        }
+        Ended::Stopped => Ok(stop.map_or(code::OK, StopReason::code)),
     }
 }
 

@@ -58,6 +58,20 @@ pub enum Ended {
     Stopped,
 }
 
+impl Ended {
+    /// Whether this ending is a failure; `stop_requested`: ffwhep was asked
+    /// to stop (a signal or `--duration`), so an exit it caused is not one.
+    pub fn failed(&self, stop_requested: bool) -> bool {
+        match self {
+            Ended::Stopped => false,
+            Ended::Exhausted { .. } => true,
+            Ended::Exited { exit, stalled } => {
+                stalled.is_some() || !(exit.status.success() || (exit.stopped && stop_requested))
+            }
+        }
+    }
+}
+
 /// Runs the stream until it ends for good. `ready` is called after each
 /// spawn of FFmpeg, with the run number and the port pair.
 pub async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended, Failure> {
@@ -112,14 +126,7 @@ pub async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended,
             _ = run.ctl.stop.cancelled() => break Ended::Stopped,
         }
     };
-    let failed = match &ended {
-        Ended::Stopped => false,
-        Ended::Exhausted { .. } => true,
-        Ended::Exited { exit, stalled } => {
-            stalled.is_some()
-                || !(exit.status.success() || (exit.stopped && run.ctl.stop.is_cancelled()))
-        }
-    };
+    let failed = ended.failed(run.ctl.stop.is_cancelled());
     run.streams.finish(
         &id,
         if failed {

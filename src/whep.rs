@@ -232,19 +232,7 @@ async fn patch(
     let record = streams
         .session(&id, &session)
         .ok_or(WhepError::UnknownSession)?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let ct = ct.unwrap_or_default();
-    if !ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .eq_ignore_ascii_case(SDPFRAG)
-    {
-        return Err(WhepError::ContentType(ct, SDPFRAG));
-    }
+    content_type(&headers, SDPFRAG)?;
     if let Some(m) = headers.get(header::IF_MATCH)
         && m.as_bytes() != b"*"
         && m.as_bytes() != record.etag.as_bytes()
@@ -268,16 +256,17 @@ async fn patch(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn is_sdp(headers: &HeaderMap) -> Result<(), WhepError> {
+/// The request's media type is `expected` (parameters aside), or 415.
+fn content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), WhepError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let ct = ct.unwrap_or_default();
     let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/sdp") {
+    if essence.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
-        Err(WhepError::ContentType(ct, "application/sdp"))
+        Err(WhepError::ContentType(ct, expected))
     }
 }
 
@@ -291,7 +280,7 @@ async fn subscribe(
         .authorize(&id, authorization(&headers))
         .map_err(WhepError::Unauthorized)?;
     let media = streams.media(&id)?;
-    is_sdp(&headers)?;
+    content_type(&headers, "application/sdp")?;
     streams.has_room(&id)?;
     // A cap on viewers being set up at once: each costs sockets and a DTLS
     // key exchange, and a flood of them must not slow those already playing.
