@@ -4,22 +4,13 @@
 mod common;
 
 use common::{Ffwhep, testsrc_profile, wait_for};
-use ffwhep::smoke::viewer::{Offer, Viewer};
-use std::process::Command;
+use ffwhep::smoke::viewer::Viewer;
 use std::time::Duration;
 
 const TOKEN: &str = "cam1-7f3a9c2e-secret";
 
 async fn post(url: &str, auth: Option<&str>) -> reqwest::Response {
-    let offer = Offer::new().await.unwrap();
-    let mut req = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone());
-    if let Some(a) = auth {
-        req = req.header("authorization", a);
-    }
-    let r = req.send().await.unwrap();
+    let (r, offer) = common::post_offer(url, auth).await;
     offer.pc.close().await.ok();
     r
 }
@@ -109,18 +100,9 @@ async fn a_global_token_guards_streams_status_and_metrics_but_not_probes() {
     assert!(!ff.log().contains(TOKEN), "the token was logged");
 
     // A viewer nobody here wrote: refused without the token, plays with it.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
-    let out = Command::new("python3")
-        .args([script, &ff.url, "--seconds", "2"])
-        .output()
-        .unwrap();
-    let refused: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused = common::aiortc_view(&ff.url, &["--seconds", "2"], &[]);
     assert_eq!(refused["status"], 401, "{refused}");
-    let out = Command::new("python3")
-        .args([script, &ff.url, "--seconds", "2", "--token", TOKEN])
-        .output()
-        .unwrap();
-    let played: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let played = common::aiortc_view(&ff.url, &["--seconds", "2", "--token", TOKEN], &[]);
     assert_eq!(played["status"], 201, "{played}");
     assert!(played["video_frames"].as_u64().unwrap() > 20, "{played}");
 }

@@ -67,22 +67,10 @@ fn aiortc_decodes_the_stream_and_is_hung_up_when_ffmpeg_dies() {
 fn aiortc_joining_a_4s_gop_mid_way_decodes_at_once() {
     // Joined 1.5 s into a 4 s GOP: without the GOP cache the first frame
     // could not come before the next keyframe, 2.5 s away.
-    let profile = common::testsrc_profile("gop4", "");
-    let text = std::fs::read_to_string(&profile).unwrap().replace(
-        "map: \"0:v:0\"",
-        "map: \"0:v:0\"\n    keyframe_interval: 4s",
-    );
-    std::fs::write(&profile, text).unwrap();
+    let profile = common::testsrc_profile_gop("gop4", 4);
     let ff = Ffwhep::start(&[profile.to_str().unwrap()]);
     std::thread::sleep(Duration::from_millis(1500));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
-    let out = Command::new("python3")
-        .args([script, &ff.url, "--seconds", "3"])
-        .output()
-        .unwrap();
-    let line = String::from_utf8_lossy(&out.stdout);
-    let stats: serde_json::Value =
-        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let stats = common::aiortc_view(&ff.url, &["--seconds", "3"], &[]);
     let first = stats["first_frame_ms"]
         .as_u64()
         .unwrap_or_else(|| panic!("no frame decoded: {stats}"));

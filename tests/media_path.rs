@@ -5,7 +5,7 @@
 mod common;
 
 use common::lossy::{Shim, rewrite_candidates};
-use common::{Ffwhep, connect, probe_h264, testsrc_profile, wait_for};
+use common::{Ffwhep, connect, probe_h264, wait_for};
 use ffwhep::smoke::viewer::{Viewer, summary};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -13,12 +13,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_joining_mid_gop_gets_the_cached_keyframe_at_once() {
     // A 4 s GOP, joined 1.5 s in: without the cache the next IDR is 2.5 s away.
-    let profile = testsrc_profile("gop4", "");
-    let text = std::fs::read_to_string(&profile).unwrap().replace(
-        "map: \"0:v:0\"",
-        "map: \"0:v:0\"\n    keyframe_interval: 4s",
-    );
-    std::fs::write(&profile, text).unwrap();
+    let profile = common::testsrc_profile_gop("gop4", 4);
     let ff = Ffwhep::start(&[profile.to_str().unwrap()]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let v = connect(&ff.url).await;

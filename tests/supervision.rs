@@ -21,14 +21,7 @@ fn restart_profile() -> std::path::PathBuf {
 }
 
 async fn post_status(url: &str) -> (u16, Option<u64>) {
-    let offer = ffwhep::smoke::viewer::Offer::new().await.unwrap();
-    let r = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .unwrap();
+    let (r, offer) = common::post_offer(url, None).await;
     offer.pc.close().await.ok();
     let retry = r
         .headers()

@@ -17,14 +17,7 @@ struct Posted {
 }
 
 async fn post(url: &str) -> Posted {
-    let offer = Offer::new().await.unwrap();
-    let r = reqwest::Client::new()
-        .post(url)
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .unwrap();
+    let (r, offer) = common::post_offer(url, None).await;
     let h = |k: &str| r.headers().get(k).map(|v| v.to_str().unwrap().to_owned());
     Posted {
         status: r.status().as_u16(),
@@ -211,20 +204,9 @@ async fn cors_origins_ice_servers_and_nat_addresses_are_configurable() {
 
     // NAT 1:1: the answer's candidates carry the public address.
     let natted = Ffwhep::start(&["--nat-ip", "203.0.113.7"]);
-    let p = post(&natted.url).await;
-    assert_eq!(p.status, 201);
-    let answer = reqwest::Client::new(); // the answer is in the body: post again to read it
-    let offer = Offer::new().await.unwrap();
-    let body = answer
-        .post(&natted.url)
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (r, offer) = common::post_offer(&natted.url, None).await;
+    assert_eq!(r.status(), 201);
+    let body = r.text().await.unwrap();
     let candidates: Vec<&str> = body
         .lines()
         .filter(|l| l.starts_with("a=candidate:"))
@@ -234,7 +216,6 @@ async fn cors_origins_ice_servers_and_nat_addresses_are_configurable() {
         candidates.iter().all(|c| c.contains(" 203.0.113.7 ")),
         "{candidates:?}"
     );
-    p.offer.pc.close().await.ok();
     offer.pc.close().await.ok();
 }
 
@@ -278,19 +259,11 @@ fn https_with_a_certificate_serves_a_viewer_nobody_here_wrote() {
         key.to_str().unwrap(),
     ]);
     assert!(ff.url.starts_with("https://127.0.0.1:"), "{}", ff.url);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
-    let out = std::process::Command::new("python3")
-        .args([script, &ff.url, "--seconds", "2"])
-        .env("SSL_CERT_FILE", &cert)
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let stats = common::aiortc_view(
+        &ff.url,
+        &["--seconds", "2"],
+        &[("SSL_CERT_FILE", cert.as_os_str())],
+    );
     assert_eq!(stats["status"], 201, "{stats}");
     assert!(stats["video_frames"].as_u64().unwrap() > 20, "{stats}");
     // Plain HTTP on the TLS port gets nothing useful.
@@ -387,14 +360,7 @@ async fn viewers_get_ports_from_the_configured_range() {
     let ff = Ffwhep::start(&["--udp-port-range", "45100-45120"]);
     let mut ports = Vec::new();
     for _ in 0..2 {
-        let offer = Offer::new().await.unwrap();
-        let r = reqwest::Client::new()
-            .post(&ff.url)
-            .header("content-type", "application/sdp")
-            .body(offer.sdp.clone())
-            .send()
-            .await
-            .unwrap();
+        let (r, offer) = common::post_offer(&ff.url, None).await;
         assert_eq!(r.status(), 201);
         let answer = r.text().await.unwrap();
         for line in answer.lines().filter(|l| l.starts_with("a=candidate:")) {
@@ -411,14 +377,7 @@ async fn viewers_get_ports_from_the_configured_range() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_tcp_candidates_are_offered_when_asked_for() {
     let ff = Ffwhep::start(&["--ice-tcp-addr", "127.0.0.1:0"]);
-    let offer = Offer::new().await.unwrap();
-    let r = reqwest::Client::new()
-        .post(&ff.url)
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .unwrap();
+    let (r, offer) = common::post_offer(&ff.url, None).await;
     let answer = r.text().await.unwrap();
     assert!(
         answer.lines().any(|l| l.starts_with("a=candidate:")
@@ -428,14 +387,7 @@ async fn ice_tcp_candidates_are_offered_when_asked_for() {
     );
     offer.pc.close().await.ok();
     let plain = Ffwhep::start(&[]);
-    let offer = Offer::new().await.unwrap();
-    let r = reqwest::Client::new()
-        .post(&plain.url)
-        .header("content-type", "application/sdp")
-        .body(offer.sdp.clone())
-        .send()
-        .await
-        .unwrap();
+    let (r, offer) = common::post_offer(&plain.url, None).await;
     assert!(
         !r.text().await.unwrap().contains(" tcp "),
         "TCP candidates without --ice-tcp-addr"
@@ -473,12 +425,7 @@ async fn every_viewer_can_share_one_udp_port() {
         );
     }
     // A viewer nobody here wrote shares the port too.
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
-    let out = std::process::Command::new("python3")
-        .args([script, &ff.url, "--seconds", "2"])
-        .output()
-        .unwrap();
-    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats = common::aiortc_view(&ff.url, &["--seconds", "2"], &[]);
     assert!(
         stats["video_frames"].as_u64().unwrap() > 20,
         "aiortc through the mux: {stats}"

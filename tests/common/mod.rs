@@ -309,3 +309,57 @@ pub fn testsrc_profile(id: &str, extra: &str) -> std::path::PathBuf {
     let text = builtin.replace("id: testsrc", &format!("id: {id}")) + extra;
     temp_file(&format!("{id}.yaml"), &text)
 }
+
+/// The aiortc viewer script (tests/aiortc_viewer.py).
+pub const AIORTC_VIEWER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
+
+/// Runs the aiortc viewer against `url` with `args` and `env`, and returns
+/// the one JSON line it prints.
+pub fn aiortc_view(
+    url: &str,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(AIORTC_VIEWER)
+        .arg(url)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("python3 not found");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// POSTs a fresh recvonly offer to `url` (with `Authorization: auth` when
+/// given); returns the response and the offering peer, to close when done.
+pub async fn post_offer(
+    url: &str,
+    auth: Option<&str>,
+) -> (reqwest::Response, ffwhep::smoke::viewer::Offer) {
+    let offer = ffwhep::smoke::viewer::Offer::new().await.unwrap();
+    let mut req = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/sdp")
+        .body(offer.sdp.clone());
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    (req.send().await.unwrap(), offer)
+}
+
+/// [`testsrc_profile`] with the default encoder's keyframe interval set.
+pub fn testsrc_profile_gop(id: &str, keyframe_secs: u32) -> std::path::PathBuf {
+    let profile = testsrc_profile(id, "");
+    let text = std::fs::read_to_string(&profile).unwrap().replace(
+        "map: \"0:v:0\"",
+        &format!("map: \"0:v:0\"\n    keyframe_interval: {keyframe_secs}s"),
+    );
+    std::fs::write(&profile, text).unwrap();
+    profile
+}
