@@ -50,6 +50,14 @@ async fn a_stream_token_is_required_to_watch_and_to_hang_up() {
         401,
         "anyone holding the URL could hang up"
     );
+    let patch = http
+        .patch(&session)
+        .header("content-type", "application/trickle-ice-sdpfrag")
+        .body("a=end-of-candidates\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patch.status(), 401, "anyone holding the URL could patch");
     assert_eq!(
         http.delete(&session)
             .bearer_auth(TOKEN)

@@ -445,3 +445,38 @@ async fn every_viewer_can_share_one_udp_port() {
     assert!(b.received().video.packets > before + 20);
     b.close().await;
 }
+
+#[test]
+fn oversized_and_slow_request_headers_are_refused() {
+    use std::io::{Read, Write};
+    let ff = Ffwhep::start(&[]);
+    let addr = ff.base().trim_start_matches("http://").to_owned();
+    // Over the 64 KiB header buffer.
+    let mut big = std::net::TcpStream::connect(&addr).unwrap();
+    let header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let _ = big.write_all(header.as_bytes());
+    let mut reply = String::new();
+    let _ = big.read_to_string(&mut reply);
+    assert!(
+        !reply.starts_with("HTTP/1.1 200"),
+        "an oversized header was served: {reply}"
+    );
+    // Headers that never finish: the connection is closed after the 10 s limit.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = slow.read_to_end(&mut rest).is_ok();
+    assert!(closed, "the half-sent request was kept open past 20 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "closed before the limit"
+    );
+    assert!(!String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
+}

@@ -68,18 +68,21 @@ fn h264(seq: u16) -> Vec<u8> {
 }
 
 fn video_source() -> (Source, UdpSocket) {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = sock.local_addr().unwrap().port();
-    let limits = CacheLimits {
+    video_source_with(Some(CacheLimits {
         max_bytes: 1_000_000,
         max_age: Duration::from_secs(60),
-    };
+    }))
+}
+
+fn video_source_with(cache: Option<CacheLimits>) -> (Source, UdpSocket) {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = sock.local_addr().unwrap().port();
     let src = Source::start(
         sock,
         "video",
         SourceKind::Video {
             pt: Some(102),
-            cache: Some(limits),
+            cache,
         },
     )
     .unwrap();
@@ -266,5 +269,31 @@ async fn keyframe_requests_are_answered_from_the_cache_at_most_every_two_seconds
     settle().await;
     assert_eq!(sink.sent().len(), sent.len(), "answered twice within 2 s");
     assert_eq!(counters.keyframe_requests.load(Relaxed), 2);
+    src.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_cached_gop_a_viewer_waits_for_the_next_keyframe() {
+    let (src, tx) = video_source_with(None);
+    send(&tx, 50..60, 5).await; // mid-GOP, before the viewer
+    let (sink, _) = FakeSink::new(None, Duration::ZERO);
+    let (fwd, _, _) = forwarder(&src, sink.clone());
+    tokio::spawn(fwd.run());
+    settle().await;
+    send(&tx, 60..250, 5).await; // keyframes at 100 and 200
+    settle().await;
+    let sent = sink.sent();
+    assert_eq!(
+        sent.len(),
+        150,
+        "packets before the keyframe reached the viewer"
+    );
+    assert_eq!(
+        sent[0].payload[0] & 0x1f,
+        7,
+        "the first packet is not a keyframe start"
+    );
+    assert_eq!(sent[0].payload[1], 100, "not the next keyframe");
+    assert_contiguous(&sent);
     src.close().await;
 }
