@@ -223,28 +223,18 @@ impl Families {
                     .with_label_values(lk)
                     .inc_by(s.rejected_packets.load(Relaxed));
             }
-            self.sent_packets
-                .with_label_values(l)
-                .inc_by(info.sent.packets_sent.load(Relaxed));
-            self.sent_bytes
-                .with_label_values(l)
-                .inc_by(info.sent.bytes_sent.load(Relaxed));
-            self.sent_dropped
-                .with_label_values(l)
-                .inc_by(info.sent.dropped.load(Relaxed));
-            let sent = &info.sent;
-            self.nacks
-                .with_label_values(l)
-                .inc_by(sent.nacks.load(Relaxed));
+            let sent = info.sent;
+            self.sent_packets.with_label_values(l).inc_by(sent.packets);
+            self.sent_bytes.with_label_values(l).inc_by(sent.bytes);
+            self.sent_dropped.with_label_values(l).inc_by(sent.dropped);
+            self.nacks.with_label_values(l).inc_by(sent.nacks);
             self.retransmitted
                 .with_label_values(l)
-                .inc_by(sent.retransmitted.load(Relaxed));
+                .inc_by(sent.retransmitted);
             self.keyframe_requests
                 .with_label_values(l)
-                .inc_by(sent.keyframe_requests.load(Relaxed));
-            self.resyncs
-                .with_label_values(l)
-                .inc_by(sent.resyncs.load(Relaxed));
+                .inc_by(sent.keyframe_requests);
+            self.resyncs.with_label_values(l).inc_by(sent.resyncs);
             let lat = info.latency.summary();
             if let (Some(p50), Some(p99)) = (lat.p50_ms, lat.p99_ms) {
                 self.latency_p50.with_label_values(l).set(p50);

@@ -7,7 +7,7 @@ use crate::auth::{self, Denied, Secret};
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
 use crate::latency::Histogram;
-use crate::peer::{PeerConfig, StreamMedia, Viewer, ViewerCounters};
+use crate::peer::{PeerConfig, SentTotals, StreamMedia, Viewer};
 use crate::source::SourceStats;
 use crate::source::gop::CacheState;
 use serde::Serialize;
@@ -102,8 +102,10 @@ pub struct StreamInfo {
     pub ports: Option<LegPorts>,
     /// The current run's sources, by kind.
     pub sources: Vec<(&'static str, Arc<SourceStats>)>,
-    /// What all viewers of the stream were sent, over its whole life.
-    pub sent: Arc<ViewerCounters>,
+    /// What all viewers of the stream were sent, over its whole life:
+    /// viewers that left (folded in as they go) and, in a snapshot, the
+    /// current ones.
+    pub sent: SentTotals,
     /// Relay latency of sampled packets, over the stream's life.
     pub latency: Arc<Histogram>,
     pub sessions: Vec<(String, Session)>,
@@ -138,7 +140,7 @@ impl Slot {
                 live: false,
                 ports: None,
                 sources: Vec::new(),
-                sent: Arc::default(),
+                sent: SentTotals::default(),
                 latency: Arc::default(),
                 sessions: Vec::new(),
                 gop_cache: None,
@@ -264,11 +266,6 @@ impl Streams {
             .unwrap_or_default()
     }
 
-    /// The stream-wide counters viewers add to.
-    pub fn sent_counters(&self, id: &str) -> Arc<ViewerCounters> {
-        self.with(id, |s| s.info.sent.clone()).unwrap_or_default()
-    }
-
     /// The latest progress, and whether media is live.
     pub fn update_progress(&self, id: &str, progress: Option<Progress>, live: bool) {
         self.with(id, |s| {
@@ -313,7 +310,9 @@ impl Streams {
             s.media = None;
             s.info.sources.clear();
             s.info.live = false;
-            s.sessions.drain().map(|(_, v)| v.viewer).collect()
+            let gone: Vec<Arc<Viewer>> = s.sessions.drain().map(|(_, v)| v.viewer).collect();
+            gone.iter().for_each(|v| s.info.sent += v.totals());
+            gone
         })
         .unwrap_or_default()
     }
@@ -349,8 +348,12 @@ impl Streams {
     }
 
     pub fn remove_session(&self, id: &str, session: &str) -> Option<Arc<Viewer>> {
-        self.with(id, |s| s.sessions.remove(session).map(|s| s.viewer))
-            .flatten()
+        self.with(id, |s| {
+            let viewer = s.sessions.remove(session)?.viewer;
+            s.info.sent += viewer.totals();
+            Some(viewer)
+        })
+        .flatten()
     }
 
     /// A copy of every stream's record, sessions included, by id.
@@ -359,6 +362,9 @@ impl Streams {
             .iter()
             .map(|(id, s)| {
                 let mut info = s.info.clone();
+                s.sessions
+                    .values()
+                    .for_each(|v| info.sent += v.viewer.totals());
                 info.gop_cache = s
                     .media
                     .as_ref()

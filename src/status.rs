@@ -3,7 +3,7 @@
 //! stream has live media).
 
 use crate::ffmpeg::progress::Progress;
-use crate::peer::ViewerReport;
+use crate::peer::{SentTotals, ViewerReport};
 use crate::registry::{State, StreamInfo, Streams};
 use crate::source::gop::CacheState;
 use crate::whep::challenge;
@@ -69,17 +69,6 @@ pub struct GopCache {
 }
 
 #[derive(Debug, Serialize)]
-pub struct SentTotals {
-    pub packets: u64,
-    pub bytes: u64,
-    pub dropped: u64,
-    pub nacks: u64,
-    pub retransmitted: u64,
-    pub keyframe_requests: u64,
-    pub resyncs: u64,
-}
-
-#[derive(Debug, Serialize)]
 pub struct ViewerStatus {
     /// The first 8 hex digits of the session id (the rest stays secret).
     pub id: String,
@@ -137,15 +126,7 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
             enabled: info.gop_cache.is_some(),
             state: info.gop_cache,
         },
-        sent: SentTotals {
-            packets: info.sent.packets_sent.load(Relaxed),
-            bytes: info.sent.bytes_sent.load(Relaxed),
-            dropped: info.sent.dropped.load(Relaxed),
-            nacks: info.sent.nacks.load(Relaxed),
-            retransmitted: info.sent.retransmitted.load(Relaxed),
-            keyframe_requests: info.sent.keyframe_requests.load(Relaxed),
-            resyncs: info.sent.resyncs.load(Relaxed),
-        },
+        sent: info.sent,
         relay_latency: info.latency.summary(),
         viewers,
     }

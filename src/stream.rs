@@ -192,7 +192,6 @@ async fn one_run(
     let media = StreamMedia {
         video: run.plan.video.as_ref().map(|_| video.handle()),
         audio: run.plan.audio.as_ref().map(|_| audio.handle()),
-        sent: run.streams.sent_counters(id),
         latency: run.streams.latency(id),
     };
     let watched: Vec<_> = [(&media.video, "video"), (&media.audio, "audio")]

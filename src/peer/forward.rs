@@ -58,8 +58,8 @@ pub struct Forwarder {
     pub pt: u8,
     pub ssrc: u32,
     pub cancel: CancellationToken,
-    /// This viewer's counters, then the stream's.
-    pub counters: [Arc<ViewerCounters>; 2],
+    /// This viewer's counters.
+    pub counters: Arc<ViewerCounters>,
     /// Where sampled packets' relay latency goes.
     pub latency: Arc<crate::latency::Histogram>,
 }
@@ -137,11 +137,7 @@ impl Forwarder {
     }
 
     async fn subscribe(&self) -> Option<Subscription> {
-        let drops = self
-            .counters
-            .iter()
-            .map(|c| Arc::clone(c) as Arc<dyn DropCount>)
-            .collect();
+        let drops = vec![Arc::clone(&self.counters) as Arc<dyn DropCount>];
         self.source.subscribe(VIEWER_QUEUE, drops).await
     }
 
@@ -282,7 +278,7 @@ impl Forwarder {
                 }
             }
             Err(e) => {
-                if self.counters[0].write_errors.fetch_add(1, Relaxed) == 0 {
+                if self.counters.write_errors.fetch_add(1, Relaxed) == 0 {
                     tracing::debug!(error = %e, "write to viewer failed");
                 }
             }
@@ -290,9 +286,7 @@ impl Forwarder {
     }
 
     fn count(&self, field: impl Fn(&ViewerCounters) -> &std::sync::atomic::AtomicU64, n: u64) {
-        for c in &self.counters {
-            field(c).fetch_add(n, Relaxed);
-        }
+        field(&self.counters).fetch_add(n, Relaxed);
     }
 
     fn packet(&self, p: &RtpPacket, seq: u16, ts: u32) -> rtc::rtp::Packet {

@@ -104,7 +104,7 @@ fn forwarder(
         pt: 125,
         ssrc: 42,
         cancel: cancel.clone(),
-        counters: [counters.clone(), Arc::default()],
+        counters: counters.clone(),
         latency: Arc::default(),
     };
     (fwd, cancel, counters)

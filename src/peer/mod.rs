@@ -153,14 +153,51 @@ impl IceServer {
 pub struct StreamMedia {
     pub video: Option<SourceHandle>,
     pub audio: Option<SourceHandle>,
-    /// What all viewers of the stream were sent, over its whole life.
-    pub sent: Arc<ViewerCounters>,
     /// Relay latency of the stream's sampled packets.
     pub latency: Arc<crate::latency::Histogram>,
 }
 
-/// Packets and bytes written toward viewers, and packets dropped because a
-/// viewer's queue was full.
+/// What one viewer was sent, as plain numbers that add up across viewers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SentTotals {
+    pub packets: u64,
+    pub bytes: u64,
+    pub dropped: u64,
+    pub nacks: u64,
+    pub retransmitted: u64,
+    pub keyframe_requests: u64,
+    pub resyncs: u64,
+}
+
+impl std::ops::AddAssign for SentTotals {
+    fn add_assign(&mut self, o: Self) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.dropped += o.dropped;
+        self.nacks += o.nacks;
+        self.retransmitted += o.retransmitted;
+        self.keyframe_requests += o.keyframe_requests;
+        self.resyncs += o.resyncs;
+    }
+}
+
+impl ViewerCounters {
+    pub fn totals(&self) -> SentTotals {
+        SentTotals {
+            packets: self.packets_sent.load(Relaxed),
+            bytes: self.bytes_sent.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            nacks: self.nacks.load(Relaxed),
+            retransmitted: self.retransmitted.load(Relaxed),
+            keyframe_requests: self.keyframe_requests.load(Relaxed),
+            resyncs: self.resyncs.load(Relaxed),
+        }
+    }
+}
+
+/// Packets and bytes written toward one viewer, and packets dropped because
+/// its queue was full. Each viewer counts only its own (no counter shared
+/// across viewers on the per-packet path); stream totals are summed.
 #[derive(Debug, Default)]
 pub struct ViewerCounters {
     pub packets_sent: AtomicU64,
@@ -262,6 +299,11 @@ impl Viewer {
             .add_ice_candidate(init)
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// What this viewer was sent so far.
+    pub fn totals(&self) -> SentTotals {
+        self.counters.totals()
     }
 
     /// Resolves when the connection has failed or closed, or did not come
@@ -392,7 +434,7 @@ pub async fn accept_offer(
             pt,
             ssrc: t.ssrc,
             cancel: cancel.clone(),
-            counters: [counters.clone(), media.sent.clone()],
+            counters: counters.clone(),
             latency: media.latency.clone(),
         };
         tokio::spawn(forward_once_connected(fwd, state.clone()).in_current_span());
