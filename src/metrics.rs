@@ -6,7 +6,9 @@ use crate::registry::{State, Streams};
 use axum::extract::State as AxState;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, proto,
+};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -250,12 +252,56 @@ impl Families {
     }
 }
 
+/// `ffwhep_relay_latency_seconds`: the sampled relay latency as a
+/// Prometheus histogram (cumulative over the stream's life), so that a
+/// scraper can take the quantiles of any window from two scrapes.
+fn latency_family(streams: &Streams) -> proto::MetricFamily {
+    let metrics = streams
+        .snapshot()
+        .into_iter()
+        .map(|(id, info)| {
+            let c = info.latency.cumulative();
+            let mut label = proto::LabelPair::default();
+            label.set_name("stream".to_owned());
+            label.set_value(id);
+            let buckets = c
+                .bounds_s
+                .iter()
+                .map(|&(bound, n)| {
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(bound);
+                    b.set_cumulative_count(n);
+                    b
+                })
+                .collect();
+            let mut h = proto::Histogram::default();
+            h.set_bucket(buckets);
+            h.set_sample_count(c.count);
+            h.set_sample_sum(c.sum_s);
+            let mut m = proto::Metric::from_label(vec![label]);
+            m.set_histogram(h);
+            m
+        })
+        .collect();
+    let mut family = proto::MetricFamily::default();
+    family.set_name("ffwhep_relay_latency_seconds".to_owned());
+    family.set_help(format!(
+        "Source-to-viewer relay latency, one packet in {} timed.",
+        crate::latency::SAMPLE_EVERY
+    ));
+    family.set_field_type(proto::MetricType::HISTOGRAM);
+    family.set_metric(metrics);
+    family
+}
+
 /// The text exposition of every stream's metrics.
 pub fn render(streams: &Streams) -> prometheus::Result<String> {
     let families = Families::new()?;
     families.fill(streams);
+    let mut gathered = families.registry.gather();
+    gathered.push(latency_family(streams));
     let mut out = Vec::new();
-    TextEncoder::new().encode(&families.registry.gather(), &mut out)?;
+    TextEncoder::new().encode(&gathered, &mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 

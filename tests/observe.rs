@@ -132,6 +132,29 @@ async fn status_and_metrics_agree_with_what_the_viewer_received() {
         sample(&scrape, "ffwhep_relay_latency_p99_ms", &st).is_some(),
         "no latency metric"
     );
+    // The latency histogram: cumulative buckets that never decrease, as
+    // many samples as /status had counted (or more: it was scraped later).
+    let buckets = scrape
+        .samples
+        .iter()
+        .find_map(|s| match &s.value {
+            prometheus_parse::Value::Histogram(b)
+                if s.metric == "ffwhep_relay_latency_seconds"
+                    && s.labels.get("stream") == Some("testsrc") =>
+            {
+                Some(b.clone())
+            }
+            _ => None,
+        })
+        .expect("no ffwhep_relay_latency_seconds histogram");
+    assert_eq!(buckets.len(), 10, "9 bounds and +Inf: {buckets:?}");
+    assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
+    let status_samples = s["relay_latency"]["samples"].as_u64().unwrap() as f64;
+    let total = buckets.last().unwrap().count;
+    assert!(
+        total >= status_samples && total > 0.0,
+        "histogram {total}, status {status_samples}"
+    );
     let src = sample(
         &scrape,
         "ffwhep_source_rtp_packets_total",
