@@ -1,0 +1,43 @@
+"""Formats scripts/bench-fanout's JSON lines as a Markdown table.
+
+Per-viewer CPU is (CPU at N - CPU at 0 viewers) / N for the same relay in the
+same run; per-viewer memory is (RSS after N connected - RSS just before) / N.
+usage: python3 scripts/fanout_table.py RESULTS.jsonl
+"""
+
+import json
+import sys
+
+
+def fmt(v, spec="{:.2f}"):
+    return "-" if v is None else spec.format(v)
+
+
+def main(path):
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    idle = {r["relay"]: r["relay_cpu_pct"] for r in rows if r["viewers"] == 0}
+    print("| N | relay | connected | CPU % | CPU % per viewer | RSS MB | KB per viewer "
+          "| threads | loss % (max) | received / sent (min) | hop p50 / p99 ms "
+          "| ffwhep relay latency p50 / p99 ms (at most) | client CPU % |")
+    print("|" + "---|" * 13)
+    for r in rows:
+        n = r["viewers"]
+        per_cpu = per_kb = None
+        if n and r["connected"]:
+            per_cpu = (r["relay_cpu_pct"] - idle.get(r["relay"], 0.0)) / r["connected"]
+            per_kb = (r["relay_rss_kb"] - r["relay_rss_kb_before"]) / r["connected"]
+        lat = "-"
+        if r.get("relay_latency_p99_le_ms") is not None:
+            lat = f'{r["relay_latency_p50_le_ms"]} / {r["relay_latency_p99_le_ms"]}'
+        hop = "-"
+        if r["hop_p50_ms"] is not None:
+            hop = f'{r["hop_p50_ms"]:.2f} / {r["hop_p99_ms"]:.2f}'
+        print(f'| {n} | {r["relay"]} | {r["connected"]}/{n} | {r["relay_cpu_pct"]:.1f} '
+              f'| {fmt(per_cpu, "{:.3f}")} | {r["relay_rss_kb"] / 1024:.1f} | {fmt(per_kb, "{:.0f}")} '
+              f'| {r["relay_threads"]} | {fmt(r["loss_pct_max"] if n else None, "{:.3f}")} '
+              f'| {fmt(r["received_vs_reference_min"], "{:.4f}")} | {hop} | {lat} '
+              f'| {r["client_cpu_pct"]:.1f} |')
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
