@@ -132,17 +132,29 @@ fn bucket_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Optio
         .map(|(&(le, a), &(_, b))| (le, a - b))
         .collect();
     let total = diff.last()?.1;
+    // Beyond the last finite bound the answer is only "more than 20 ms":
+    // reported as twice that bound, never as infinity (JSON has none).
+    let last_finite = diff.iter().rev().find(|(le, _)| le.is_finite())?.0;
     (total > 0.0).then(|| {
-        diff.iter()
-            .find(|(_, c)| *c >= q * total)
-            .map(|(le, _)| le * 1000.0)
+        diff.iter().find(|(_, c)| *c >= q * total).map(|&(le, _)| {
+            1000.0
+                * if le.is_finite() {
+                    le
+                } else {
+                    2.0 * last_finite
+                }
+        })
     })?
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let http = reqwest::Client::new();
+    // No pooled connections: a server may close an idle one just as it is
+    // reused (ffwhep closes them after its 10 s header timeout).
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     let tap = Arc::new(Tap::default());
     tap.listen(args.tap_port)
         .await
