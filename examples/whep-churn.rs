@@ -43,14 +43,22 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let per_join = started.elapsed() / cycles.max(1) as u32;
-    let (mut lost, mut frames) = (0, u64::MAX);
+    // What the steady viewers missed: packets never received (sequence
+    // gaps), and frames not received whole (of those they saw the end of).
+    let (mut lost, mut frames, mut broken) = (0, u64::MAX, 0);
     for v in &viewers {
         let r = v.received();
         lost += r.video.lost + r.audio.lost;
         frames = frames.min(r.frames_since_idr);
+        let ends = r
+            .video_packets
+            .values()
+            .filter(|(_, marker)| *marker)
+            .count() as u64;
+        broken += ends.saturating_sub(1).saturating_sub(r.complete_frames());
     }
     println!(
-        "done cycles={cycles} failures={failures} per_join_ms={} steady_lost={lost} steady_min_frames={frames}",
+        "done cycles={cycles} failures={failures} per_join_ms={} steady_lost={lost} steady_broken_frames={broken} steady_min_frames={frames}",
         per_join.as_millis()
     );
     for v in &viewers {

@@ -149,7 +149,18 @@ pub async fn status(AxState(streams): AxState<Arc<Streams>>, headers: HeaderMap)
     if let Some(r) = guard(&streams, &headers) {
         return r;
     }
-    Json(serde_json::json!({ "streams": collect(&streams).await })).into_response()
+    Json(serde_json::json!({
+        "streams": collect(&streams).await,
+        "process": process(),
+    }))
+    .into_response()
+}
+
+/// The process as a whole: the async runtime's live tasks and workers (a
+/// leak of viewers shows as tasks that never end).
+fn process() -> serde_json::Value {
+    let m = tokio::runtime::Handle::current().metrics();
+    serde_json::json!({ "tasks": m.num_alive_tasks(), "workers": m.num_workers() })
 }
 
 pub async fn healthz() -> &'static str {

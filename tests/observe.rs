@@ -286,3 +286,59 @@ fn a_terminal_gets_a_status_line_that_never_breaks_the_log() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&piped.stderr).contains("\u{1b}[2K"));
 }
+
+/// `/status` counts the runtime's live tasks: viewers add some while they
+/// watch, and leaving (DELETE) gives every one of them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_tasks_and_viewers_give_theirs_back() {
+    let ff = Ffwhep::start(&[]);
+    let base = ff.base();
+    let tasks = || async {
+        let (_, body) = get(&format!("{base}/status")).await;
+        let s: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(s["process"]["workers"].as_u64(), Some(2), "{s}");
+        s["process"]["tasks"].as_u64().expect("no task count")
+    };
+    let first = connect(&ff.url).await;
+    wait_for(&first, Duration::from_secs(10), "media", |r| {
+        r.video.packets > 30
+    })
+    .await;
+    let before = tasks().await;
+    let mut viewers = Vec::new();
+    for _ in 0..3 {
+        let v = connect(&ff.url).await;
+        wait_for(&v, Duration::from_secs(10), "media", |r| {
+            r.video.packets > 30
+        })
+        .await;
+        viewers.push(v);
+    }
+    let watching = tasks().await;
+    assert!(
+        watching >= before + 3,
+        "3 more viewers, tasks {before} -> {watching}"
+    );
+    let http = reqwest::Client::new();
+    for v in &viewers {
+        let r = http
+            .delete(format!("{base}{}", v.location))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        v.close().await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = tasks().await;
+        if now <= before {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tasks {before} before 3 viewers, {watching} with them, still {now} 10 s after they left"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
