@@ -2,7 +2,7 @@
 //! built with the `prometheus` crate at scrape time, each with a `stream`
 //! label.
 
-use crate::registry::{State, Streams};
+use crate::registry::{State, StreamInfo, Streams};
 use axum::extract::State as AxState;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -176,8 +176,8 @@ impl Families {
         })
     }
 
-    fn fill(&self, streams: &Streams) {
-        for (id, info) in streams.snapshot() {
+    fn fill(&self, snapshot: &[(String, StreamInfo)]) {
+        for (id, info) in snapshot {
             let l = &[id.as_str()][..];
             for st in State::ALL {
                 self.state
@@ -255,15 +255,14 @@ impl Families {
 /// `ffwhep_relay_latency_seconds`: the sampled relay latency as a
 /// Prometheus histogram (cumulative over the stream's life), so that a
 /// scraper can take the quantiles of any window from two scrapes.
-fn latency_family(streams: &Streams) -> proto::MetricFamily {
-    let metrics = streams
-        .snapshot()
-        .into_iter()
+fn latency_family(snapshot: &[(String, StreamInfo)]) -> proto::MetricFamily {
+    let metrics = snapshot
+        .iter()
         .map(|(id, info)| {
             let c = info.latency.cumulative();
             let mut label = proto::LabelPair::default();
             label.set_name("stream".to_owned());
-            label.set_value(id);
+            label.set_value(id.clone());
             let buckets = c
                 .bounds_s
                 .iter()
@@ -297,9 +296,11 @@ fn latency_family(streams: &Streams) -> proto::MetricFamily {
 /// The text exposition of every stream's metrics.
 pub fn render(streams: &Streams) -> prometheus::Result<String> {
     let families = Families::new()?;
-    families.fill(streams);
+    // One snapshot for every family, so they agree with each other.
+    let snapshot = streams.snapshot();
+    families.fill(&snapshot);
     let mut gathered = families.registry.gather();
-    gathered.push(latency_family(streams));
+    gathered.push(latency_family(&snapshot));
     let mut out = Vec::new();
     TextEncoder::new().encode(&gathered, &mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())

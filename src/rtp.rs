@@ -71,6 +71,46 @@ pub fn classify(data: Bytes) -> Datagram {
     }
 }
 
+/// The extended (32-bit-and-up) sequence numbers of one RTP stream as a
+/// receiver sees them: each 16-bit number is placed in the cycle nearest the
+/// highest seen so far, so wraps and late packets both land right.
+#[derive(Default, Debug, Clone)]
+pub struct SeqRange {
+    first: Option<u64>,
+    highest: u64,
+}
+
+impl SeqRange {
+    /// Places `seq`; returns its extended number.
+    pub fn extend(&mut self, seq: u16) -> u64 {
+        let Some(_) = self.first else {
+            // One cycle up, so that a late packet from before the first
+            // still has a number below it.
+            let ext = u64::from(seq) + (1 << 16);
+            self.first = Some(ext);
+            self.highest = ext;
+            return ext;
+        };
+        let h = self.highest;
+        let candidate = (h & !0xffff) | u64::from(seq);
+        let ext = [
+            candidate.wrapping_sub(1 << 16),
+            candidate,
+            candidate + (1 << 16),
+        ]
+        .into_iter()
+        .min_by_key(|c| c.abs_diff(h))
+        .unwrap_or(candidate);
+        self.highest = h.max(ext);
+        ext
+    }
+
+    /// How many packets the range from the first to the highest spans.
+    pub fn expected(&self) -> u64 {
+        self.first.map_or(0, |f| self.highest.saturating_sub(f) + 1)
+    }
+}
+
 struct Layout {
     payload_offset: usize,
     payload_end: usize,
@@ -119,6 +159,19 @@ mod tests {
         ];
         v.extend_from_slice(extra);
         Bytes::from(v)
+    }
+
+    #[test]
+    fn sequence_numbers_extend_across_the_wrap() {
+        let mut r = SeqRange::default();
+        assert_eq!(r.expected(), 0);
+        let ext: Vec<u64> = [65534u16, 65535, 0, 1, 65533]
+            .into_iter()
+            .map(|s| r.extend(s))
+            .collect();
+        assert_eq!(ext[2] - ext[1], 1, "0 follows 65535");
+        assert_eq!(ext[1] - ext[4], 2, "a late 65533 stays before 65535");
+        assert_eq!(r.expected(), 4, "65534..=1");
     }
 
     #[test]

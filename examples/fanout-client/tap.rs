@@ -3,6 +3,8 @@
 //! that a viewer receiving the same payload through a relay can tell the
 //! relay's hop: its arrival minus the tap's, both on this process's clock.
 
+use bytes::Bytes;
+use ffwhep::rtp::{self, Datagram};
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -22,24 +24,6 @@ pub fn payload_key(payload: &[u8]) -> u64 {
     payload.len().hash(&mut h);
     payload[..payload.len().min(64)].hash(&mut h);
     h.finish()
-}
-
-/// The RTP payload of a datagram, or `None` for RTCP and anything that is
-/// not RTP version 2.
-pub fn rtp_payload(d: &[u8]) -> Option<&[u8]> {
-    if d.len() < 12 || d[0] >> 6 != 2 || (200..=204).contains(&d[1]) {
-        return None;
-    }
-    let mut at = 12 + 4 * usize::from(d[0] & 0x0f);
-    if d[0] & 0x10 != 0 {
-        let words = u16::from_be_bytes([*d.get(at + 2)?, *d.get(at + 3)?]);
-        at += 4 + 4 * usize::from(words);
-    }
-    let mut end = d.len();
-    if d[0] & 0x20 != 0 {
-        end = end.checked_sub(usize::from(*d.last()?))?;
-    }
-    d.get(at..end)
 }
 
 #[derive(Default)]
@@ -104,11 +88,12 @@ impl Tap {
                 let mut buf = vec![0u8; 2048];
                 while let Ok(n) = sock.recv(&mut buf).await {
                     let now = Instant::now();
-                    if let Some(p) = rtp_payload(&buf[..n]) {
-                        tap.packets[kind].fetch_add(1, Relaxed);
-                        if kind == 0 {
-                            tap.note(payload_key(p), now);
-                        }
+                    let Datagram::Rtp(p) = rtp::classify(Bytes::copy_from_slice(&buf[..n])) else {
+                        continue; // FFmpeg's sender reports
+                    };
+                    tap.packets[kind].fetch_add(1, Relaxed);
+                    if kind == 0 {
+                        tap.note(payload_key(&p.payload()), now);
                     }
                 }
             });
@@ -160,24 +145,5 @@ impl Tap {
                 s.early_order.push_back((now, key));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn payload_skips_csrcs_extension_and_padding() {
-        // V=2, P=1, X=1, CC=1; PT 102; then CSRC, a one-word extension,
-        // payload "abc", two bytes of padding.
-        let mut d = vec![0xb1, 102, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2];
-        d.extend([0, 0, 0, 9]); // CSRC
-        d.extend([0xbe, 0xde, 0, 1, 1, 2, 3, 4]); // extension
-        d.extend(b"abc");
-        d.extend([0, 2]);
-        assert_eq!(rtp_payload(&d), Some(&b"abc"[..]));
-        let rtcp = [0x80, 200, 0, 6, 0, 0, 0, 1, 0, 0, 0, 0];
-        assert_eq!(rtp_payload(&rtcp), None);
     }
 }

@@ -5,6 +5,8 @@
 
 use crate::tap::Tap;
 use anyhow::{Context, bail};
+use ffwhep::rtp::SeqRange;
+use ffwhep::smoke::viewer::PeerEvents;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
@@ -17,9 +19,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    register_default_interceptors,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, register_default_interceptors,
 };
 
 /// One packet in this many per track is timed against the tap.
@@ -32,71 +33,25 @@ pub struct Counts {
     pub expected: AtomicU64,
 }
 
-/// Received packets and the extended sequence-number span, owned by the
-/// track's task and published to [`Counts`].
-#[derive(Default)]
-struct SeqSpan {
-    first: Option<u64>,
-    highest: u64,
-}
-
-impl SeqSpan {
-    fn take(&mut self, seq: u16) -> u64 {
-        let Some(first) = self.first else {
-            self.first = Some(u64::from(seq) + (1 << 16));
-            self.highest = u64::from(seq) + (1 << 16);
-            return 1;
+/// Counts one track's packets until it ends: received, and the span of
+/// sequence numbers (so gaps are losses); times 1 video packet in
+/// [`HOP_SAMPLE_EVERY`] against the tap.
+async fn count(track: Arc<dyn TrackRemote>, counts: Arc<[Counts; 2]>, tap: Arc<Tap>) {
+    let kind = usize::from(track.kind().await != RtpCodecKind::Video);
+    let c = &counts[kind];
+    let mut span = SeqRange::default();
+    let mut n = 0u64;
+    while let Some(evt) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
+            continue;
         };
-        let h = self.highest;
-        let c = (h & !0xffff) | u64::from(seq);
-        let ext = [c.wrapping_sub(1 << 16), c, c + (1 << 16)]
-            .into_iter()
-            .min_by_key(|x| x.abs_diff(h))
-            .unwrap_or(c);
-        self.highest = h.max(ext);
-        self.highest - first + 1
-    }
-}
-
-struct Events {
-    state: watch::Sender<RTCPeerConnectionState>,
-    gathered: Arc<Notify>,
-    counts: Arc<[Counts; 2]>,
-    tap: Arc<Tap>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Events {
-    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
-        if s == RTCIceGatheringState::Complete {
-            self.gathered.notify_one();
+        n += 1;
+        span.extend(pkt.header.sequence_number);
+        c.packets.store(n, Relaxed);
+        c.expected.store(span.expected(), Relaxed);
+        if kind == 0 && n.is_multiple_of(HOP_SAMPLE_EVERY) {
+            tap.hop(&pkt.payload);
         }
-    }
-
-    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
-        self.state.send_replace(s);
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let kind = usize::from(track.kind().await != RtpCodecKind::Video);
-        let (counts, tap) = (self.counts.clone(), self.tap.clone());
-        tokio::spawn(async move {
-            let mut span = SeqSpan::default();
-            let mut n = 0u64;
-            while let Some(evt) = track.poll().await {
-                let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
-                    continue;
-                };
-                n += 1;
-                let c = &counts[kind];
-                c.packets.store(n, Relaxed);
-                c.expected
-                    .store(span.take(pkt.header.sequence_number), Relaxed);
-                if kind == 0 && n.is_multiple_of(HOP_SAMPLE_EVERY) {
-                    tap.hop(&pkt.payload);
-                }
-            }
-        });
     }
 }
 
@@ -156,15 +111,14 @@ impl Viewer {
     async fn new(tap: Arc<Tap>, bind_ip: &str) -> anyhow::Result<Viewer> {
         let mut m = engine()?;
         let registry = register_default_interceptors(Registry::new(), &mut m)?;
-        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
-        let gathered = Arc::new(Notify::new());
         let counts: Arc<[Counts; 2]> = Arc::default();
-        let events = Events {
-            state: state_tx,
-            gathered: gathered.clone(),
-            counts: counts.clone(),
-            tap,
+        let on_track = {
+            let counts = counts.clone();
+            move |track| {
+                tokio::spawn(count(track, counts.clone(), tap.clone()));
+            }
         };
+        let (events, state, gathered) = PeerEvents::new(on_track);
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
                 .with_media_engine(m)

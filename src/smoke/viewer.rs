@@ -5,6 +5,7 @@
 
 use crate::h264::{self, nal};
 use crate::peer::feedback::RtcpToApp;
+use crate::rtp::SeqRange;
 use anyhow::{Context, bail};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
@@ -40,13 +41,6 @@ pub struct TrackStats {
     seq: SeqRange,
 }
 
-/// The extended sequence-number range of a track, for loss counting.
-#[derive(Default, Debug, Clone)]
-struct SeqRange {
-    first: Option<u64>,
-    highest: u64,
-}
-
 impl TrackStats {
     /// Counts a packet; returns its extended sequence number.
     fn take(&mut self, seq: u16, bytes: usize, mime: &str) -> u64 {
@@ -55,29 +49,8 @@ impl TrackStats {
         if self.mime.is_empty() {
             self.mime = mime.to_owned();
         }
-        let ext = match self.seq.first {
-            None => {
-                self.seq.first = Some(u64::from(seq) + (1 << 16));
-                self.seq.highest = u64::from(seq) + (1 << 16);
-                return self.seq.highest;
-            }
-            // The extended number closest to the highest seen so far.
-            Some(_) => {
-                let h = self.seq.highest;
-                let candidate = (h & !0xffff) | u64::from(seq);
-                [
-                    candidate.wrapping_sub(1 << 16),
-                    candidate,
-                    candidate + (1 << 16),
-                ]
-                .into_iter()
-                .min_by_key(|c| c.abs_diff(h))
-                .unwrap_or(candidate)
-            }
-        };
-        self.seq.highest = self.seq.highest.max(ext);
-        let expected = self.seq.highest - self.seq.first.unwrap_or(ext) + 1;
-        self.lost = expected.saturating_sub(self.packets);
+        let ext = self.seq.extend(seq);
+        self.lost = self.seq.expected().saturating_sub(self.packets);
         ext
     }
 }
@@ -207,15 +180,37 @@ fn lock(r: &Shared) -> MutexGuard<'_, Received> {
     r.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-struct Events {
+/// A receiving peer's events as its owner needs them: the connection state
+/// (a watch), the end of ICE gathering (a notify), and each remote track
+/// handed to `on_track`. Shared by the smoke viewer and the load clients.
+pub struct PeerEvents {
     state: watch::Sender<RTCPeerConnectionState>,
     gathered: Arc<Notify>,
-    received: Shared,
-    t0: Instant,
+    on_track: Box<dyn Fn(Arc<dyn TrackRemote>) + Send + Sync>,
+}
+
+impl PeerEvents {
+    /// The handler, the state's receiver and the gathering notify.
+    pub fn new(
+        on_track: impl Fn(Arc<dyn TrackRemote>) + Send + Sync + 'static,
+    ) -> (
+        PeerEvents,
+        watch::Receiver<RTCPeerConnectionState>,
+        Arc<Notify>,
+    ) {
+        let (state, state_rx) = watch::channel(RTCPeerConnectionState::New);
+        let gathered = Arc::new(Notify::new());
+        let events = PeerEvents {
+            state,
+            gathered: gathered.clone(),
+            on_track: Box::new(on_track),
+        };
+        (events, state_rx, gathered)
+    }
 }
 
 #[async_trait::async_trait]
-impl PeerConnectionEventHandler for Events {
+impl PeerConnectionEventHandler for PeerEvents {
     async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
         if s == RTCIceGatheringState::Complete {
             self.gathered.notify_one();
@@ -227,42 +222,45 @@ impl PeerConnectionEventHandler for Events {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        let received = self.received.clone();
-        let t0 = self.t0;
-        tokio::spawn(async move {
-            let mut depack = H264Packet::default();
-            while let Some(evt) = track.poll().await {
-                let pkt = match evt {
-                    TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
-                    TrackRemoteEvent::OnRtcpPacket(rtcp) => {
-                        let video = track.kind().await == RtpCodecKind::Video;
-                        for p in &rtcp {
-                            if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
-                                lock(&received).sender_reports[usize::from(!video)] =
-                                    Some((sr.ntp_time, sr.rtp_time, Instant::now()));
-                            }
-                        }
-                        continue;
+        (self.on_track)(track);
+    }
+}
+
+/// Records what arrives on one track until it ends.
+async fn record(track: Arc<dyn TrackRemote>, received: Shared, t0: Instant) {
+    let mut depack = H264Packet::default();
+    let mut mime: Option<String> = None;
+    while let Some(evt) = track.poll().await {
+        let pkt = match evt {
+            TrackRemoteEvent::OnRtpPacket(pkt) => pkt,
+            TrackRemoteEvent::OnRtcpPacket(rtcp) => {
+                let video = track.kind().await == RtpCodecKind::Video;
+                for p in &rtcp {
+                    if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                        lock(&received).sender_reports[usize::from(!video)] =
+                            Some((sr.ntp_time, sr.rtp_time, Instant::now()));
                     }
-                    _ => continue,
-                };
-                let Some(codec) = track.codec(pkt.header.ssrc).await else {
-                    continue;
-                };
-                let mut r = lock(&received);
-                let video = codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_H264);
-                r.last_packet[usize::from(!video)] = Some((pkt.header.timestamp, Instant::now()));
-                if video {
-                    r.take_video(&pkt, &codec.mime_type, &mut depack, t0);
-                } else {
-                    r.audio.take(
-                        pkt.header.sequence_number,
-                        pkt.payload.len(),
-                        &codec.mime_type,
-                    );
                 }
+                continue;
             }
-        });
+            _ => continue,
+        };
+        // The negotiated codec, looked up once per track.
+        if mime.is_none() {
+            mime = track.codec(pkt.header.ssrc).await.map(|c| c.mime_type);
+        }
+        let Some(mime) = mime.as_deref() else {
+            continue;
+        };
+        let mut r = lock(&received);
+        let video = mime.eq_ignore_ascii_case(MIME_TYPE_H264);
+        r.last_packet[usize::from(!video)] = Some((pkt.header.timestamp, Instant::now()));
+        if video {
+            r.take_video(&pkt, mime, &mut depack, t0);
+        } else {
+            r.audio
+                .take(pkt.header.sequence_number, pkt.payload.len(), mime);
+        }
     }
 }
 
@@ -312,16 +310,15 @@ impl Offer {
             Slot::from(14_000),
             RtcpToApp::new(|p| p.as_any().is::<SenderReport>()),
         );
-        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
-        let gathered = Arc::new(Notify::new());
         let received = Shared::default();
         let t0 = Instant::now();
-        let events = Events {
-            state: state_tx,
-            gathered: gathered.clone(),
-            received: received.clone(),
-            t0,
+        let on_track = {
+            let received = received.clone();
+            move |track| {
+                tokio::spawn(record(track, received.clone(), t0));
+            }
         };
+        let (events, state, gathered) = PeerEvents::new(on_track);
         let pc: Arc<dyn PeerConnection> = Arc::new(
             PeerConnectionBuilder::new()
                 .with_media_engine(m)
@@ -506,7 +503,8 @@ impl Viewer {
     pub async fn wait_until(&self, within: Duration, f: impl Fn(&Received) -> bool) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            if f(&self.received()) {
+            // Checked under the lock: no copy of the kept H.264 per poll.
+            if f(&lock(&self.received)) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
