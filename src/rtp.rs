@@ -25,6 +25,11 @@ pub struct RtpPacket {
     pub keyframe_start: bool,
     /// When the source received it, for the packets sampled for latency.
     pub received_at: Option<std::time::Instant>,
+    /// Set on one subscriber's copy: the source dropped packets for that
+    /// subscriber (its queue was full) just before this one. A gap in the
+    /// sequence numbers alone may be loss before the source, which every
+    /// viewer shares and no resync can mend.
+    pub after_drop: bool,
 }
 
 impl RtpPacket {
@@ -65,6 +70,7 @@ pub fn classify(data: Bytes) -> Datagram {
             payload_end: h.payload_end,
             keyframe_start: false,
             received_at: None,
+            after_drop: false,
             data,
         }),
         Err(why) => Datagram::Garbage(why),

@@ -73,8 +73,6 @@ enum Phase {
 struct Run {
     numbers: Renumber,
     phase: Phase,
-    /// The source sequence number expected next.
-    expected: Option<u16>,
     resyncs: Vec<Instant>,
     last_key_answer: Option<Instant>,
     feedback_open: bool,
@@ -98,7 +96,6 @@ impl Forwarder {
             } else {
                 Phase::Flowing
             },
-            expected: None,
             resyncs: Vec::new(),
             last_key_answer: None,
             feedback_open: true,
@@ -160,7 +157,6 @@ impl Forwarder {
                 }
             }
         }
-        run.expected = backlog.last().map(|p| p.sequence.wrapping_add(1));
         !self.cancel.is_cancelled()
     }
 
@@ -170,10 +166,10 @@ impl Forwarder {
         run: &mut Run,
         p: RtpPacket,
     ) -> Option<tokio::sync::mpsc::Receiver<RtpPacket>> {
-        let gap = run.expected.is_some_and(|e| e != p.sequence);
-        run.expected = Some(p.sequence.wrapping_add(1));
-        if gap && self.video {
-            // Packets were dropped for this viewer: part of a frame is gone.
+        if p.after_drop && self.video {
+            // The source dropped packets for this viewer: part of a frame is
+            // gone. (A gap from loss before the source is everyone's and is
+            // passed on as it is.)
             return self.resync(run, "its queue overflowed").await;
         }
         if matches!(run.phase, Phase::WaitKey) {
@@ -210,9 +206,14 @@ impl Forwarder {
             return None;
         }
         tracing::debug!(reason = why, "resyncing viewer from the GOP cache");
+        self.restart(run).await
+    }
+
+    /// Subscribes anew: the cached GOP (or, without one, the next keyframe),
+    /// then a new live queue.
+    async fn restart(&self, run: &mut Run) -> Option<tokio::sync::mpsc::Receiver<RtpPacket>> {
         let sub = self.subscribe().await?;
         run.phase = Phase::WaitKey;
-        run.expected = None;
         self.send_backlog(run, sub.backlog).await;
         Some(sub.live)
     }
@@ -256,10 +257,7 @@ impl Forwarder {
                 }
                 run.last_key_answer = Some(now);
                 // Not counted as falling behind: the viewer asked.
-                let sub = self.subscribe().await?;
-                run.phase = Phase::WaitKey;
-                self.send_backlog(run, sub.backlog).await;
-                Some(sub.live)
+                self.restart(run).await
             }
         }
     }

@@ -297,3 +297,32 @@ async fn without_a_cached_gop_a_viewer_waits_for_the_next_keyframe() {
     assert_contiguous(&sent);
     src.close().await;
 }
+
+/// Loss before the source (a gap in FFmpeg's numbers) is every viewer's and
+/// no replay can mend it: the viewer is not resynced for it, and the packets
+/// after the gap flow on. Only the source's own drops for a viewer resync it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_before_the_source_is_passed_on_not_resynced() {
+    let (src, tx) = video_source();
+    let (sink, _feedback) = FakeSink::new(None, Duration::ZERO);
+    let (fwd, _, counters) = forwarder(&src, sink.clone());
+    tokio::spawn(fwd.run());
+    settle().await;
+    send(&tx, 0..30, 5).await;
+    send(&tx, 31..40, 5).await; // 30 never reached the source
+    send(&tx, 45..60, 5).await; // nor did 40-44
+    settle().await;
+    assert_eq!(
+        counters.resyncs.load(Relaxed),
+        0,
+        "resynced for upstream loss"
+    );
+    let sent = sink.sent();
+    assert_eq!(
+        sent.len(),
+        30 + 9 + 15,
+        "every packet that arrived went out"
+    );
+    assert_contiguous(&sent);
+    src.close().await;
+}

@@ -105,6 +105,7 @@ mod tests {
             payload_end: len,
             keyframe_start: key,
             received_at: None,
+            after_drop: false,
         }
     }
 

@@ -57,6 +57,7 @@ mod tests {
             payload_end: 13,
             keyframe_start: false,
             received_at: None,
+            after_drop: false,
         }
     }
 

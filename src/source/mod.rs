@@ -63,6 +63,8 @@ pub trait DropCount: Send + Sync {
 struct Subscriber {
     tx: mpsc::Sender<RtpPacket>,
     drops: Vec<Arc<dyn DropCount>>,
+    /// Packets were dropped for it since the last one it got.
+    missed: bool,
     backlog: Option<oneshot::Sender<Vec<RtpPacket>>>,
 }
 
@@ -116,6 +118,7 @@ impl SourceHandle {
             .send(Subscriber {
                 tx,
                 drops,
+                missed: false,
                 backlog: Some(backlog_tx),
             })
             .await
@@ -340,7 +343,7 @@ impl Reader {
         let stats = &self.handle.stats;
         let n = stats.rtp_packets.fetch_add(1, Relaxed);
         if n.is_multiple_of(crate::latency::SAMPLE_EVERY) {
-            packet.received_at = Some(std::time::Instant::now());
+            packet.received_at = Some(now);
         }
         stats.rtp_bytes.fetch_add(packet.data.len() as u64, Relaxed);
         self.handle.history.put(&packet);
@@ -350,16 +353,23 @@ impl Reader {
                 *self.handle.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache.state());
             }
         }
-        self.subscribers
-            .retain(|sub| match sub.tx.try_send(packet.clone()) {
-                Ok(()) => true,
+        self.subscribers.retain_mut(|sub| {
+            let mut copy = packet.clone();
+            copy.after_drop = sub.missed;
+            match sub.tx.try_send(copy) {
+                Ok(()) => {
+                    sub.missed = false;
+                    true
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     stats.dropped.fetch_add(1, Relaxed);
                     sub.drops.iter().for_each(|d| d.dropped());
+                    sub.missed = true;
                     true
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
-            });
+            }
+        });
     }
 }
 
