@@ -1,7 +1,8 @@
 """Formats scripts/bench-fanout's JSON lines as a Markdown table.
 
-Per-viewer CPU is (CPU at N - CPU at 0 viewers) / N for the same relay in the
-same run; per-viewer memory is (RSS after N connected - RSS just before) / N.
+Per-viewer CPU is (CPU at N - CPU at 0 viewers) / viewers connected, for the
+same relay in the same run (shown only when the run has an N = 0 step);
+per-viewer memory is (RSS with them connected - RSS just before) / connected.
 usage: python3 scripts/fanout_table.py RESULTS.jsonl
 """
 
@@ -24,7 +25,8 @@ def main(path):
         n = r["viewers"]
         per_cpu = per_kb = None
         if n and r["connected"]:
-            per_cpu = (r["relay_cpu_pct"] - idle.get(r["relay"], 0.0)) / r["connected"]
+            if r["relay"] in idle:  # without an N = 0 row there is no baseline
+                per_cpu = (r["relay_cpu_pct"] - idle[r["relay"]]) / r["connected"]
             per_kb = (r["relay_rss_kb"] - r["relay_rss_kb_before"]) / r["connected"]
         lat = "-"
         if r.get("relay_latency_p99_le_ms") is not None:

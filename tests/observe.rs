@@ -296,7 +296,11 @@ async fn status_counts_tasks_and_viewers_give_theirs_back() {
     let tasks = || async {
         let (_, body) = get(&format!("{base}/status")).await;
         let s: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(s["process"]["workers"].as_u64(), Some(2), "{s}");
+        // tokio's default: one worker per core (or TOKIO_WORKER_THREADS).
+        assert!(
+            s["process"]["workers"].as_u64().is_some_and(|w| w >= 1),
+            "{s}"
+        );
         s["process"]["tasks"].as_u64().expect("no task count")
     };
     let first = connect(&ff.url).await;
