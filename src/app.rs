@@ -10,12 +10,15 @@ use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
 use crate::peer::mux::UdpMux;
 use crate::peer::{IceServer, PeerConfig, PortRange};
-use crate::ports::allocate_pair;
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
-use crate::registry::{Limits, Streams};
 use crate::smoke;
+use crate::source::ports::allocate_pair;
+use crate::stream::judge;
+use crate::stream::registry::State;
+use crate::stream::registry::{Limits, Streams};
 use crate::stream::{self, StreamRun};
 use crate::term::StatusLine;
+use futures::FutureExt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,13 +26,14 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 /// The terminal status line, when `run` shows one.
-pub type Term = Arc<StatusLine<std::io::Stderr>>;
+pub(crate) type Term = Arc<StatusLine<std::io::Stderr>>;
 
 /// Runs a parsed command line; the `Ok` value is the exit code.
-pub fn main(cli: crate::cli::Cli, term: Option<Term>) -> Result<u8, Failure> {
+pub(crate) fn main(cli: crate::cli::Cli, term: Option<Term>) -> Result<u8, Failure> {
     match cli.command {
         Command::Check(p) => check(&p),
         Command::Args(a) => print_args(&a),
@@ -101,12 +105,8 @@ fn check(p: &ProfileArg) -> Result<u8, Failure> {
 
 fn print_args(a: &ArgsArgs) -> Result<u8, Failure> {
     let plan = load(&a.profile)?;
+    // clap keeps --port within 1 to 65534: audio uses port + 1.
     let video = match a.port {
-        Some(0) | Some(u16::MAX) => {
-            return Err(Failure::Setup(anyhow::anyhow!(
-                "--port must be 1 to 65534 (audio uses port + 1)"
-            )));
-        }
         Some(v) => v,
         None => allocate_pair()?.video_port(),
     };
@@ -215,47 +215,60 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
             })?;
         stream_tokens.push(token);
     }
+    // Every task of the process besides the streams' own, ended by `stop`.
+    let tasks = TaskTracker::new();
+    let stop = CancellationToken::new();
+    let udp_mux = match r.udp_mux {
+        Some(addr) => {
+            let (mux, route) = UdpMux::bind(addr).map_err(|e| {
+                Failure::Setup(
+                    anyhow::Error::new(e).context(format!("cannot bind the UDP mux on {addr}")),
+                )
+            })?;
+            tasks.spawn(until(stop.clone(), route));
+            Some(mux)
+        }
+        None => None,
+    };
     let peer = PeerConfig {
         ice_addrs: r.ice_addrs.clone(),
-        gather_timeout: Duration::from_secs(5),
+        gather_timeout: r.ice_gather_timeout,
         setup_timeout: r.setup_timeout,
         ice_servers: ice_servers(&r),
         nat_ips: r.nat_ips.clone(),
         port_range: r.udp_port_range.map(|(a, b)| PortRange::new(a, b)),
         ice_tcp_addrs: r.ice_tcp_addrs.clone(),
-        udp_mux: match r.udp_mux {
-            Some(addr) => Some(UdpMux::bind(addr).map_err(|e| {
-                Failure::Setup(
-                    anyhow::Error::new(e).context(format!("cannot bind the UDP mux on {addr}")),
-                )
-            })?),
-            None => None,
-        },
+        udp_mux,
     };
     let limits = Limits {
         max_viewers: r.max_viewers,
         max_setups: r.max_setups.max(1),
     };
     let streams = Streams::new(peer, global_token, limits);
-    let http_stop = CancellationToken::new();
     let tls = r
         .tls_cert
         .clone()
         .zip(r.tls_key.clone())
         .map(|(cert, key)| http::Tls { cert, key });
     let app = http::router(streams.clone(), r.cors_origins.clone());
-    let server = http::serve(listener, app, tls.as_ref(), http_stop.clone())
+    let server = http::serve(listener, app, tls.as_ref(), stop.clone())
         .await
         .map_err(Failure::Setup)?;
 
     if let Some(t) = &term {
-        tokio::spawn(show_status(streams.clone(), t.clone()));
+        tasks.spawn(until(stop.clone(), show_status(streams.clone(), t.clone())));
     }
     let ctl = StopControl::new(r.stop_grace);
     let reason = Arc::new(Mutex::new(None));
-    tokio::spawn(forward_signals(ctl.clone(), reason.clone()));
+    tasks.spawn(until(
+        stop.clone(),
+        forward_signals(ctl.clone(), reason.clone()),
+    ));
     if let Some(d) = r.duration {
-        tokio::spawn(stop_after(d, ctl.clone(), reason.clone()));
+        tasks.spawn(until(
+            stop.clone(),
+            stop_after(d, ctl.clone(), reason.clone()),
+        ));
     }
 
     let mut set = JoinSet::new();
@@ -278,22 +291,45 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         let fut = stream::run(run, move |_, _| {
             announce_once.call_once(|| announce(&url, &player, term.as_ref()))
         });
-        set.spawn(async move { (id, fut.await) }.instrument(span));
+        // A panic that escapes a stream (its runs catch their own) fails
+        // that stream alone.
+        let streams = streams.clone();
+        set.spawn(
+            async move {
+                let result = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::error!("the stream's task panicked");
+                        streams.finish(&id, State::Failed);
+                        Err(Failure::Panicked("the stream's task panicked".into()))
+                    }
+                };
+                (id, result)
+            }
+            .instrument(span),
+        );
     }
     let mut outcomes = Vec::new();
     while let Some(joined) = set.join_next().await {
         let (id, result) = joined.map_err(Failure::setup("a stream task failed"))?;
         let stop = *reason.lock().unwrap_or_else(|p| p.into_inner());
-        outcomes.push((id, result.and_then(|ended| exit::judge(&ended, stop))));
+        outcomes.push((id, result.and_then(|ended| judge(&ended, stop))));
     }
-    http_stop.cancel();
-    if tokio::time::timeout(Duration::from_secs(2), server)
-        .await
-        .is_err()
-    {
-        tracing::warn!("HTTP server did not stop within 2 s");
+    stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    if server.await.is_err() {
+        tracing::warn!("the HTTP server task failed");
     }
     exit::worst(outcomes)
+}
+
+/// Runs `task` until `stop` fires.
+async fn until(stop: CancellationToken, task: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = task => {}
+    }
 }
 
 /// Keeps the terminal status line current: per stream its state, frame

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
-    crate::restart::parse_duration(s)
+    crate::profile::restart::parse_duration(s)
         .ok_or_else(|| format!("{s:?}: expected a duration such as 30s, 5m or 1.5"))
 }
 
@@ -128,6 +128,9 @@ pub struct RunArgs {
     /// At most this many viewers being set up at once (503 beyond).
     #[arg(long, default_value_t = 16)]
     pub max_setups: usize,
+    /// The longest the answer waits for ICE gathering (STUN/TURN candidates), e.g. `5s`.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    pub ice_gather_timeout: Duration,
     /// Drop a viewer whose ICE/DTLS is not up this long after the answer, e.g. `10s`.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub setup_timeout: Duration,
@@ -211,8 +214,8 @@ pub struct ArgsArgs {
     #[command(flatten)]
     pub ffmpeg: FfmpegArg,
     /// The video port V to show (audio is V+1). Without it, a pair free right now is used;
-    /// `run` binds its own pair when it starts.
-    #[arg(long)]
+    /// `run` binds its own pair when it starts. 1 to 65534.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=65534))]
     pub port: Option<u16>,
 }
 

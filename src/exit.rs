@@ -1,11 +1,9 @@
 //! How a run ends, and the exit code each ending maps to: decided here and
 //! nowhere else, so wrappers (cron, systemd, CI) can act on it.
 
-use crate::ffmpeg::supervisor::{Exit, SpawnError};
-use crate::ports::AllocError;
+use crate::ffmpeg::supervisor::SpawnError;
 use crate::profile::ProfileError;
-use crate::stream::Ended;
-use std::os::unix::process::ExitStatusExt;
+use crate::source::ports::AllocError;
 
 /// Exit codes, as documented in README.md.
 pub mod code {
@@ -42,6 +40,9 @@ pub enum Failure {
     Setup(anyhow::Error),
     #[error("smoke check failed: {0}")]
     Smoke(String),
+    /// A bug: the stream's task panicked. It was torn down; others go on.
+    #[error("internal error (a panic): {0}; the stream was torn down")]
+    Panicked(String),
     /// Several streams failed: each with its id. The code is the worst one's.
     #[error("{}", .0.iter().map(|(id, f)| format!("stream {id}: {f}")).collect::<Vec<_>>().join("\nerror: "))]
     Several(Vec<(String, Failure)>),
@@ -53,7 +54,7 @@ impl Failure {
             Failure::Profile(_) => code::USAGE,
             Failure::FfmpegNotFound(_) => code::FFMPEG_NOT_FOUND,
             Failure::Ports(_) => code::PORTS,
-            Failure::Ffmpeg(_) => code::FFMPEG_FAILED,
+            Failure::Ffmpeg(_) | Failure::Panicked(_) => code::FFMPEG_FAILED,
             Failure::Setup(_) => code::SETUP,
             Failure::Smoke(_) => code::SMOKE_FAILED,
             Failure::Several(list) => list
@@ -83,68 +84,12 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    fn code(self) -> u8 {
+    pub fn code(self) -> u8 {
         match self {
             StopReason::Signal(sig) => code::SIGNAL_BASE + u8::try_from(sig).unwrap_or(0),
             StopReason::Duration => code::OK,
         }
     }
-}
-
-/// How an ended stream maps to an exit code: `Ok` with the code for a clean
-/// end or a requested stop, `Err` for a failure to report.
-pub fn judge(ended: &Ended, stop: Option<StopReason>) -> Result<u8, Failure> {
-    if !ended.failed(stop.is_some()) {
-        return Ok(stop.map_or(code::OK, StopReason::code));
-    }
-    match ended {
-        Ended::Exhausted {
-            exit,
-            stalled,
-            restarts,
-            window,
-        } => {
-            let gave_up = format!(
-                "restarts exhausted ({restarts} within {} s)",
-                window.as_secs()
-            );
-            Err(Failure::Ffmpeg(describe(
-                exit,
-                stalled.as_deref(),
-                Some(&gave_up),
-            )))
-        }
-        Ended::Exited { exit, stalled } => {
-            Err(Failure::Ffmpeg(describe(exit, stalled.as_deref(), None)))
-        }
-        Ended::Stopped => Ok(stop.map_or(code::OK, StopReason::code)),
-    }
-}
-
-/// What happened to FFmpeg, with its last lines.
-fn describe(exit: &Exit, stalled: Option<&str>, prefix: Option<&str>) -> String {
-    let how = match (exit.status.code(), exit.status.signal()) {
-        (Some(c), _) => format!("FFmpeg exited with status {c}"),
-        (None, Some(s)) => format!("FFmpeg was killed by signal {s} ({})", signal_name(s)),
-        _ => format!("FFmpeg ended: {}", exit.status),
-    };
-    let mut msg = String::new();
-    if let Some(p) = prefix {
-        msg.push_str(p);
-        msg.push_str("; last run: ");
-    }
-    if let Some(why) = stalled {
-        msg.push_str(&format!("FFmpeg stalled ({why}) and was stopped; "));
-    }
-    msg.push_str(&how);
-    if !exit.tail.is_empty() {
-        msg.push_str("; its last lines:");
-        for line in &exit.tail {
-            msg.push_str("\n    ");
-            msg.push_str(line);
-        }
-    }
-    msg
 }
 
 /// One exit for several streams: the worst outcome decides the code; every
@@ -192,98 +137,6 @@ pub fn signal_name(sig: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::ExitStatus;
-    use std::time::Duration;
-
-    fn exited(raw: i32, stopped: bool) -> Ended {
-        let exit = Exit {
-            status: ExitStatus::from_raw(raw),
-            stopped,
-            tail: vec!["[error] boom".into()],
-        };
-        Ended::Exited {
-            exit,
-            stalled: None,
-        }
-    }
-
-    #[test]
-    fn clean_exit_is_zero() {
-        assert_eq!(judge(&exited(0, false), None).unwrap(), code::OK);
-    }
-
-    #[test]
-    fn failure_carries_status_and_tail() {
-        let f = judge(&exited(1 << 8, false), None).unwrap_err();
-        assert_eq!(f.code(), code::FFMPEG_FAILED);
-        let msg = f.to_string();
-        assert!(
-            msg.contains("status 1") && msg.contains("[error] boom"),
-            "{msg}"
-        );
-    }
-
-    #[test]
-    fn killed_ffmpeg_is_a_failure() {
-        let f = judge(&exited(libc::SIGKILL, false), None).unwrap_err();
-        assert!(
-            f.to_string().contains("killed by signal 9 (SIGKILL)"),
-            "{f}"
-        );
-    }
-
-    #[test]
-    fn stop_by_signal_is_128_plus_signal_and_duration_is_clean() {
-        // FFmpeg exits 255 after SIGINT: still a stop, not a failure.
-        let sigterm = Some(StopReason::Signal(libc::SIGTERM));
-        assert_eq!(judge(&exited(255 << 8, true), sigterm).unwrap(), 143);
-        assert_eq!(
-            judge(&exited(0, true), Some(StopReason::Signal(libc::SIGINT))).unwrap(),
-            130
-        );
-        assert_eq!(
-            judge(&exited(255 << 8, true), Some(StopReason::Duration)).unwrap(),
-            0
-        );
-        assert_eq!(judge(&Ended::Stopped, sigterm).unwrap(), 143);
-    }
-
-    #[test]
-    fn stall_and_exhaustion_are_failures_that_say_so() {
-        let exit = Exit {
-            status: ExitStatus::from_raw(255 << 8),
-            stopped: true,
-            tail: vec![],
-        };
-        let stalled = Ended::Exited {
-            exit,
-            stalled: Some("no RTP on the video source for 5 s".into()),
-        };
-        let msg = judge(&stalled, None).unwrap_err().to_string();
-        assert!(
-            msg.contains("FFmpeg stalled (no RTP on the video source for 5 s)"),
-            "{msg}"
-        );
-        let exit = Exit {
-            status: ExitStatus::from_raw(1 << 8),
-            stopped: false,
-            tail: vec![],
-        };
-        let gave_up = Ended::Exhausted {
-            exit,
-            stalled: None,
-            restarts: 3,
-            window: Duration::from_secs(60),
-        };
-        let f = judge(&gave_up, None).unwrap_err();
-        assert_eq!(f.code(), code::FFMPEG_FAILED);
-        assert!(
-            f.to_string().starts_with(
-                "restarts exhausted (3 within 60 s); last run: FFmpeg exited with status 1"
-            ),
-            "{f}"
-        );
-    }
 
     #[test]
     fn each_failure_has_its_code() {

@@ -1,32 +1,47 @@
 //! ffwhep: run FFmpeg and serve its output to WebRTC viewers over WHEP.
 //!
-//! Layers, bottom up: `profile` (the typed plan), `ffmpeg` (argv and the
-//! supervisor), `ports`, `rtp` and `source` (RTP in), `offer` and `peer`
-//! (WebRTC out), `whep` (HTTP), `stream` (one stream's lifecycle), `app`
-//! (the commands) and `smoke` (the built-in viewer that checks a profile).
+//! Layers, bottom up (each imports only those below it):
+//! - plain data and pure parsing: `profile` (the typed plan), `auth`, `exit`,
+//!   `rtp`, `h264`, `latency`, `sdp` (offers, trickle fragments, candidates);
+//! - `ffmpeg` (argv, output lines, progress, the supervisor) and `source` (the
+//!   port pair, RTP in, GOP cache, shared history): nothing of WebRTC or HTTP;
+//! - `peer`: a viewer's WebRTC connection, fed from the sources;
+//! - `stream`: one stream's lifecycle and the registry of every stream;
+//! - `http`: the router, WHEP, pages, status and metrics;
+//! - `app` (the commands), `logging` and `term`, and `smoke` (the built-in
+//!   viewer that checks a profile).
 
-pub mod app;
-pub mod auth;
-pub mod candidates;
-pub mod cli;
-pub mod exit;
-pub mod ffmpeg;
+mod app;
+mod auth;
+mod cli;
+mod exit;
+mod ffmpeg;
 pub mod h264;
-pub mod http;
-pub mod latency;
-pub mod metrics;
-pub mod offer;
-pub mod peer;
-pub mod player;
-pub mod ports;
+mod http;
+mod latency;
+mod logging;
+mod peer;
 pub mod profile;
-pub mod registry;
-pub mod restart;
 pub mod rtp;
+pub mod sdp;
 pub mod smoke;
-pub mod source;
-pub mod status;
-pub mod stream;
-pub mod term;
-pub mod trickle;
-pub mod whep;
+mod source;
+mod stream;
+mod term;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// The whole command line program: parse, set up logging, run the command,
+/// print the error chain once, and return the exit code decided in `exit`.
+pub fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let status_line = logging::init(&cli);
+    match app::main(cli, status_line) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => {
+            eprintln!("error: {failure:#}");
+            ExitCode::from(failure.code())
+        }
+    }
+}

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use ffwhep::h264::{payload_nals, sps_dimensions};
-use ffwhep::offer::Offered;
 use ffwhep::rtp::{Datagram, classify};
+use ffwhep::sdp::offer::Offered;
 use proptest::prelude::*;
 
 proptest! {

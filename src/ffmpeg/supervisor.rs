@@ -4,8 +4,9 @@
 //!
 //! Knows nothing of WebRTC, HTTP or ports.
 
+use super::lines::{LineSplitter, Severity};
 use super::progress::{Line as ProgressLine, Progress, ProgressParser};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -209,10 +210,30 @@ impl Ffmpeg {
             }
         }
         log_line(&line, stderr);
+        #[cfg(debug_assertions)]
+        injected_panic(&line);
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
         self.tail.push_back(line);
+    }
+}
+
+/// Debug builds only: a line of FFmpeg's that contains the text of
+/// `FFWHEP_DEBUG_PANIC_ON` panics the stream that read it, so tests can
+/// check that a panic stays within its stream.
+#[cfg(debug_assertions)]
+fn injected_panic(line: &str) {
+    static MARK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let mark = MARK.get_or_init(|| {
+        std::env::var("FFWHEP_DEBUG_PANIC_ON")
+            .ok()
+            .filter(|m| !m.is_empty())
+    });
+    if let Some(m) = mark
+        && line.contains(m.as_str())
+    {
+        panic!("injected panic: FFmpeg printed {m:?}");
     }
 }
 
@@ -229,72 +250,6 @@ fn log_line(line: &str, stderr: bool) {
         Severity::Info => tracing::info!(target: "ffmpeg", "{line}"),
         Severity::Debug => tracing::debug!(target: "ffmpeg", "{line}"),
         Severity::Trace => tracing::trace!(target: "ffmpeg", "{line}"),
-    }
-}
-
-/// The severity of an FFmpeg log line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl Severity {
-    /// Reads the `[level]` tag that `-loglevel level+...` puts on each line;
-    /// an untagged line is info.
-    pub fn of(line: &str) -> Self {
-        const TAGS: &[(&str, Severity)] = &[
-            ("[panic]", Severity::Error),
-            ("[fatal]", Severity::Error),
-            ("[error]", Severity::Error),
-            ("[warning]", Severity::Warn),
-            ("[info]", Severity::Info),
-            ("[verbose]", Severity::Debug),
-            ("[debug]", Severity::Debug),
-            ("[trace]", Severity::Trace),
-        ];
-        // The tag follows an optional "[component @ 0x...] " prefix.
-        let head = &line[..line.len().min(96)];
-        TAGS.iter()
-            .filter_map(|(tag, sev)| head.find(tag).map(|i| (i, *sev)))
-            .min_by_key(|(i, _)| *i)
-            .map_or(Severity::Info, |(_, sev)| sev)
-    }
-}
-
-/// Splits a byte stream into lines at `\n` or `\r`, decoding each lossily,
-/// so bytes that are not UTF-8 cannot break the relay.
-#[derive(Default)]
-struct LineSplitter {
-    partial: BytesMut,
-}
-
-/// A line longer than this is cut, so a stream without newlines cannot grow
-/// memory without bound.
-const MAX_LINE: usize = 8 * 1024;
-
-impl LineSplitter {
-    fn push(&mut self, chunk: &[u8], mut out: impl FnMut(String)) {
-        for &b in chunk {
-            if b == b'\n' || b == b'\r' {
-                if !self.partial.is_empty() {
-                    out(String::from_utf8_lossy(&self.partial).into_owned());
-                    self.partial.clear();
-                }
-            } else if self.partial.len() < MAX_LINE {
-                self.partial.extend_from_slice(&[b]);
-            }
-        }
-    }
-
-    fn finish(&mut self, out: impl FnOnce(String)) {
-        if !self.partial.is_empty() {
-            out(String::from_utf8_lossy(&self.partial).into_owned());
-            self.partial.clear();
-        }
     }
 }
 
@@ -318,44 +273,6 @@ fn set_parent_death_signal(_cmd: &mut Command) {}
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn severity_follows_the_level_tag() {
-        assert_eq!(
-            Severity::of("[libx264 @ 0x55] [info] frame I:3"),
-            Severity::Info
-        );
-        assert_eq!(
-            Severity::of("[error] Error opening input file x"),
-            Severity::Error
-        );
-        assert_eq!(Severity::of("[fatal] Conversion failed!"), Severity::Error);
-        assert_eq!(
-            Severity::of("[rtp @ 0x1] [warning] Non-monotonous DTS"),
-            Severity::Warn
-        );
-        assert_eq!(
-            Severity::of("[h264 @ 0x1] [debug] nal_unit_type: 5"),
-            Severity::Debug
-        );
-        assert_eq!(Severity::of("SDP:"), Severity::Info);
-        // A tag quoted later in the message does not count over the real one.
-        assert_eq!(
-            Severity::of("[info] file named [error].mp4"),
-            Severity::Info
-        );
-    }
-
-    #[test]
-    fn splits_lines_across_chunks_and_carriage_returns() {
-        let mut s = LineSplitter::default();
-        let mut lines = Vec::new();
-        s.push(b"one\ntw", |l| lines.push(l));
-        s.push(b"o\r\nthree\rfo", |l| lines.push(l));
-        s.push(b"\xffur", |l| lines.push(l));
-        s.finish(|l| lines.push(l));
-        assert_eq!(lines, ["one", "two", "three", "fo\u{fffd}ur"]);
-    }
 
     #[tokio::test]
     async fn missing_program_is_not_found() {
@@ -402,27 +319,25 @@ mod tests {
         );
     }
 
+    /// A child that ignores SIGINT, and says so with a progress report once
+    /// its trap is in place: the event a test waits for before stopping it.
+    fn sigint_ignoring_child() -> Ffmpeg {
+        let script = "trap '' INT; printf 'frame=1\\nprogress=continue\\n'; exec sleep 30";
+        Ffmpeg::spawn(&"sh".into(), &["-c".to_owned(), script.to_owned()]).unwrap()
+    }
+
     #[tokio::test]
     async fn kill_now_skips_the_grace() {
-        let argv = vec![
-            "-c".to_owned(),
-            "trap '' INT; echo ready; exec sleep 30".to_owned(),
-        ];
-        let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
-        let ctl = StopControl::new(Duration::from_secs(60));
+        let ff = sigint_ignoring_child();
+        let ctl = StopControl::new(Duration::from_secs(3600));
         let (stop, kill) = (ctl.stop.clone(), ctl.kill_now.clone());
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            stop.cancel();
-            kill.cancel();
-        });
-        let exit = tokio::time::timeout(
-            Duration::from_secs(10),
-            ff.wait(ctl, watch::channel(None).0),
-        )
-        .await
-        .expect("kill_now did not cut the 60 s grace short")
-        .unwrap();
+        let (tx, mut rx) = watch::channel(None);
+        let exit = tokio::spawn(ff.wait(ctl, tx));
+        rx.changed().await.unwrap();
+        stop.cancel();
+        kill.cancel();
+        // Without kill_now this would wait out the hour's grace.
+        let exit = exit.await.unwrap().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(exit.status.signal(), Some(libc::SIGKILL));
     }
@@ -430,19 +345,14 @@ mod tests {
     #[tokio::test]
     async fn stop_sends_sigint_then_sigkill() {
         // Ignores SIGINT, so only SIGKILL after the grace ends it.
-        let argv = vec![
-            "-c".to_owned(),
-            "trap '' INT; echo ready; exec sleep 30".to_owned(),
-        ];
-        let ff = Ffmpeg::spawn(&"sh".into(), &argv).unwrap();
+        let ff = sigint_ignoring_child();
         let ctl = StopControl::new(Duration::from_millis(200));
         let later = ctl.stop.clone();
-        // Give sh time to install its trap before the stop request.
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            later.cancel();
-        });
-        let exit = ff.wait(ctl, watch::channel(None).0).await.unwrap();
+        let (tx, mut rx) = watch::channel(None);
+        let exit = tokio::spawn(ff.wait(ctl, tx));
+        rx.changed().await.unwrap();
+        later.cancel();
+        let exit = exit.await.unwrap().unwrap();
         assert!(exit.stopped);
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(exit.status.signal(), Some(libc::SIGKILL));

@@ -6,9 +6,9 @@
 //! or more is skipped, never part of one. A viewer that keeps falling behind
 //! is hung up. NACKs are answered from the source's shared history; a
 //! keyframe request (PLI/FIR) is answered from the GOP cache, at most once
-//! every [`KEYFRAME_ANSWER_EVERY`].
+//! every [`ForwardPolicy::keyframe_answer_every`].
 
-use super::ViewerCounters;
+use super::counters::ViewerCounters;
 use super::renumber::Renumber;
 use crate::rtp::RtpPacket;
 use crate::source::{DropCount, SourceHandle, Subscription};
@@ -19,13 +19,28 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Packets queued between a source and one viewer.
-pub const VIEWER_QUEUE: usize = 512;
-/// A viewer that needs more resyncs than this within [`RESYNC_WINDOW`] is
-/// hung up: it cannot keep up.
-pub const MAX_RESYNCS: usize = 3;
-pub const RESYNC_WINDOW: Duration = Duration::from_secs(10);
-/// Keyframe requests are answered from the cache at most this often.
-pub const KEYFRAME_ANSWER_EVERY: Duration = Duration::from_secs(2);
+pub(crate) const VIEWER_QUEUE: usize = 512;
+
+/// When a viewer is resynced, hung up, or answered from the cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ForwardPolicy {
+    /// A viewer that needs more resyncs than this within `resync_window` is
+    /// hung up: it cannot keep up.
+    pub max_resyncs: usize,
+    pub resync_window: Duration,
+    /// Keyframe requests are answered from the cache at most this often.
+    pub keyframe_answer_every: Duration,
+}
+
+impl Default for ForwardPolicy {
+    fn default() -> Self {
+        Self {
+            max_resyncs: 3,
+            resync_window: Duration::from_secs(10),
+            keyframe_answer_every: Duration::from_secs(2),
+        }
+    }
+}
 /// A cached GOP goes out this many packets at a time...
 const BACKLOG_BURST: usize = 16;
 /// ...with this pause between (some 20 KB a millisecond).
@@ -62,6 +77,7 @@ pub struct Forwarder {
     pub counters: Arc<ViewerCounters>,
     /// Where sampled packets' relay latency goes.
     pub latency: Arc<crate::latency::Histogram>,
+    pub policy: ForwardPolicy,
 }
 
 enum Phase {
@@ -76,6 +92,8 @@ struct Run {
     resyncs: Vec<Instant>,
     last_key_answer: Option<Instant>,
     feedback_open: bool,
+    /// A write to the viewer failed already (logged once).
+    write_failed: bool,
 }
 
 impl Forwarder {
@@ -99,6 +117,7 @@ impl Forwarder {
             resyncs: Vec::new(),
             last_key_answer: None,
             feedback_open: true,
+            write_failed: false,
         };
         if !self.send_backlog(&mut run, sub.backlog).await {
             return;
@@ -191,15 +210,15 @@ impl Forwarder {
         why: &str,
     ) -> Option<tokio::sync::mpsc::Receiver<RtpPacket>> {
         let now = Instant::now();
-        run.resyncs
-            .retain(|t| now.duration_since(*t) < RESYNC_WINDOW);
+        let window = self.policy.resync_window;
+        run.resyncs.retain(|t| now.duration_since(*t) < window);
         run.resyncs.push(now);
         self.count(|c| &c.resyncs, 1);
-        if run.resyncs.len() > MAX_RESYNCS {
+        if run.resyncs.len() > self.policy.max_resyncs {
             tracing::warn!(
                 reason = why,
                 resyncs = run.resyncs.len(),
-                window_s = RESYNC_WINDOW.as_secs(),
+                window_s = window.as_secs(),
                 "viewer cannot keep up: hanging up"
             );
             self.cancel.cancel();
@@ -250,7 +269,7 @@ impl Forwarder {
                 let now = Instant::now();
                 let recent = run
                     .last_key_answer
-                    .is_some_and(|t| now.duration_since(t) < KEYFRAME_ANSWER_EVERY);
+                    .is_some_and(|t| now.duration_since(t) < self.policy.keyframe_answer_every);
                 let cached = self.source.cache_state().is_some_and(|c| c.ready);
                 if !self.video || recent || !cached {
                     return None;
@@ -276,7 +295,8 @@ impl Forwarder {
                 }
             }
             Err(e) => {
-                if self.counters.write_errors.fetch_add(1, Relaxed) == 0 {
+                if !run.write_failed {
+                    run.write_failed = true;
                     tracing::debug!(error = %e, "write to viewer failed");
                 }
             }

@@ -5,33 +5,37 @@
 //! one forwarder per track takes packets from that kind's source and rewrites
 //! them to the payload type the viewer negotiated and the viewer's own SSRC.
 
-pub mod feedback;
-pub mod forward;
-pub mod mux;
+mod codecs;
+mod config;
+mod counters;
+pub(crate) mod feedback;
+mod forward;
+pub(crate) mod mux;
 mod renumber;
 mod report;
+mod runtime;
 
-pub use report::ViewerReport;
+pub(crate) use config::{IceServer, PeerConfig, PortRange};
+pub(crate) use counters::SentTotals;
+pub(crate) use report::ViewerReport;
 
-use crate::offer::{OfferError, Offered};
-use crate::source::{DropCount, SourceHandle};
+use crate::sdp::offer::{OfferError, Offered};
+use crate::source::SourceHandle;
+use codecs::{local_track, negotiated_pt, register_codecs};
+use counters::ViewerCounters;
 use feedback::{RtcpToApp, TrackSink};
-use forward::Forwarder;
+use forward::{ForwardPolicy, Forwarder};
 use rtc::interceptor::Slot;
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use runtime::TrackedRuntime;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use std::time::SystemTime;
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -42,111 +46,7 @@ use webrtc::peer_connection::{
     configure_rtcp_reports,
 };
 use webrtc::rtp_transceiver::RtpSender;
-
-/// How a viewer's peer connections are set up.
-#[derive(Debug)]
-pub struct PeerConfig {
-    /// Local UDP addresses the viewer's ICE agent binds (port 0: ephemeral).
-    pub ice_addrs: Vec<SocketAddr>,
-    /// The longest wait for candidate gathering before answering.
-    pub gather_timeout: Duration,
-    /// A session whose connection is not up this long after the answer is
-    /// dropped and its resources freed.
-    pub setup_timeout: Duration,
-    /// STUN/TURN servers for the server's agent (also advertised to viewers).
-    pub ice_servers: Vec<IceServer>,
-    /// Public addresses (NAT 1:1) put in the host candidates instead of the
-    /// local ones.
-    pub nat_ips: Vec<std::net::IpAddr>,
-    /// Ports for viewers' UDP sockets (for firewalls), instead of ephemeral.
-    pub port_range: Option<PortRange>,
-    /// Local TCP addresses for ICE-TCP (passive) candidates, when wanted.
-    pub ice_tcp_addrs: Vec<SocketAddr>,
-    /// One UDP socket for every viewer, instead of one each.
-    pub udp_mux: Option<Arc<mux::UdpMux>>,
-}
-
-/// A range of UDP ports handed out in turn.
-#[derive(Debug)]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
-    next: std::sync::atomic::AtomicU16,
-}
-
-impl PortRange {
-    pub fn new(first: u16, last: u16) -> Self {
-        Self {
-            first,
-            last,
-            next: std::sync::atomic::AtomicU16::new(first),
-        }
-    }
-
-    /// A port of the range that is free on `ip` right now, trying each once
-    /// from where the last search ended.
-    pub fn take(&self, ip: std::net::IpAddr) -> Option<u16> {
-        let span = u32::from(self.last - self.first) + 1;
-        for _ in 0..span {
-            let port = self.next.fetch_add(1, Relaxed);
-            let port = if port < self.first || port > self.last {
-                self.next.store(self.first + 1, Relaxed);
-                self.first
-            } else {
-                port
-            };
-            if std::net::UdpSocket::bind((ip, port)).is_ok() {
-                return Some(port);
-            }
-        }
-        None
-    }
-}
-
-/// The addresses a viewer's agent binds: ports from the range when one is set.
-fn viewer_addrs(cfg: &PeerConfig) -> Result<Vec<SocketAddr>, PeerError> {
-    let Some(range) = &cfg.port_range else {
-        return Ok(cfg.ice_addrs.clone());
-    };
-    cfg.ice_addrs
-        .iter()
-        .map(|a| match a.port() {
-            0 => range
-                .take(a.ip())
-                .map(|p| SocketAddr::new(a.ip(), p))
-                .ok_or_else(|| {
-                    PeerError::Internal(anyhow::anyhow!(
-                        "no free UDP port in {}-{}",
-                        range.first,
-                        range.last
-                    ))
-                }),
-            _ => Ok(*a),
-        })
-        .collect()
-}
-
-/// A STUN or TURN server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IceServer {
-    /// `stun:host:port` or `turn:host:port?transport=udp`.
-    pub url: String,
-    pub username: Option<String>,
-    pub credential: Option<String>,
-}
-
-impl IceServer {
-    /// The `Link` header value that advertises this server (WHEP §4.6).
-    pub fn link(&self) -> String {
-        let mut v = format!("<{}>; rel=\"ice-server\"", self.url);
-        if let (Some(u), Some(c)) = (&self.username, &self.credential) {
-            v.push_str(&format!(
-                "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
-            ));
-        }
-        v
-    }
-}
+use webrtc::runtime::default_runtime;
 
 /// The sources of one stream, by kind.
 #[derive(Clone, Default)]
@@ -155,68 +55,6 @@ pub struct StreamMedia {
     pub audio: Option<SourceHandle>,
     /// Relay latency of the stream's sampled packets.
     pub latency: Arc<crate::latency::Histogram>,
-}
-
-/// What one viewer was sent, as plain numbers that add up across viewers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SentTotals {
-    pub packets: u64,
-    pub bytes: u64,
-    pub dropped: u64,
-    pub nacks: u64,
-    pub retransmitted: u64,
-    pub keyframe_requests: u64,
-    pub resyncs: u64,
-}
-
-impl std::ops::AddAssign for SentTotals {
-    fn add_assign(&mut self, o: Self) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        self.dropped += o.dropped;
-        self.nacks += o.nacks;
-        self.retransmitted += o.retransmitted;
-        self.keyframe_requests += o.keyframe_requests;
-        self.resyncs += o.resyncs;
-    }
-}
-
-impl ViewerCounters {
-    pub fn totals(&self) -> SentTotals {
-        SentTotals {
-            packets: self.packets_sent.load(Relaxed),
-            bytes: self.bytes_sent.load(Relaxed),
-            dropped: self.dropped.load(Relaxed),
-            nacks: self.nacks.load(Relaxed),
-            retransmitted: self.retransmitted.load(Relaxed),
-            keyframe_requests: self.keyframe_requests.load(Relaxed),
-            resyncs: self.resyncs.load(Relaxed),
-        }
-    }
-}
-
-/// Packets and bytes written toward one viewer, and packets dropped because
-/// its queue was full. Each viewer counts only its own (no counter shared
-/// across viewers on the per-packet path); stream totals are summed.
-#[derive(Debug, Default)]
-pub struct ViewerCounters {
-    pub packets_sent: AtomicU64,
-    pub bytes_sent: AtomicU64,
-    pub dropped: AtomicU64,
-    /// Packets the viewer asked to have again.
-    pub nacks: AtomicU64,
-    pub retransmitted: AtomicU64,
-    /// PLI and FIR received.
-    pub keyframe_requests: AtomicU64,
-    /// Restarts from the GOP cache (or the next keyframe) after falling behind.
-    pub resyncs: AtomicU64,
-    pub write_errors: AtomicU64,
-}
-
-impl DropCount for ViewerCounters {
-    fn dropped(&self) {
-        self.dropped.fetch_add(1, Relaxed);
-    }
 }
 
 /// Runs `fwd` once the connection is up: before that, writes cannot be
@@ -259,18 +97,31 @@ pub struct Viewer {
     tracks: Vec<(Arc<TrackLocalStaticRTP>, u32)>,
     cancel: CancellationToken,
     state: watch::Receiver<RTCPeerConnectionState>,
+    /// Every task of the viewer: its forwarders and its connection's own.
+    tasks: TaskTracker,
     /// The SDP answer, with the gathered candidates.
     pub answer: String,
 }
 
 impl Viewer {
     /// Stops forwarding at once, says RTCP BYE on each track, and closes the
-    /// peer connection (which sends DTLS close_notify).
+    /// peer connection (which sends DTLS close_notify); returns when every
+    /// task of the viewer has ended, whoever hung up first.
     pub async fn hang_up(&self) {
-        if self.cancel.is_cancelled() {
-            return;
+        if !self.cancel.is_cancelled() {
+            self.cancel.cancel();
+            self.say_goodbye().await;
         }
-        self.cancel.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// The live tasks of this viewer.
+    pub fn tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    async fn say_goodbye(&self) {
         // Only a connected viewer can be told (its SRTP keys exist).
         let connected = *self.state.borrow() == RTCPeerConnectionState::Connected;
         for (track, ssrc) in self.tracks.iter().filter(|_| connected) {
@@ -287,7 +138,7 @@ impl Viewer {
     }
 
     /// Adds a candidate the viewer trickled.
-    pub async fn add_candidate(&self, c: &crate::trickle::Candidate) -> Result<(), String> {
+    pub async fn add_candidate(&self, c: &crate::sdp::trickle::Candidate) -> Result<(), String> {
         let init = RTCIceCandidateInit {
             candidate: c.candidate.clone(),
             sdp_mid: c.mid.clone(),
@@ -394,7 +245,8 @@ pub async fn accept_offer(
         label: label.to_owned(),
         connected_at: connected_at.clone(),
     };
-    let pc = build_peer(cfg, events).await?;
+    let tasks = TaskTracker::new();
+    let pc = build_peer(cfg, events, &tasks).await?;
     let result = async {
         let tracks = add_tracks(
             &pc,
@@ -404,7 +256,8 @@ pub async fn accept_offer(
         let answer = negotiate(&pc, desc, &gathered, cfg.gather_timeout).await?;
         // The crate keeps but does not apply NAT 1:1 addresses: done here.
         let mux_port = cfg.udp_mux.as_ref().map(|m| m.local_addr().port());
-        let answer = crate::candidates::rewrite_host_candidates(&answer, &cfg.nat_ips, mux_port);
+        let answer =
+            crate::sdp::candidates::rewrite_host_candidates(&answer, &cfg.nat_ips, mux_port);
         let mut forwarders = Vec::new();
         for t in tracks {
             let pt = negotiated_pt(&t.sender, t.kind)
@@ -419,6 +272,8 @@ pub async fn accept_offer(
         Ok(r) => r,
         Err(e) => {
             let _ = pc.close().await;
+            tasks.close();
+            tasks.wait().await;
             return Err(e);
         }
     };
@@ -436,8 +291,9 @@ pub async fn accept_offer(
             cancel: cancel.clone(),
             counters: counters.clone(),
             latency: media.latency.clone(),
+            policy: ForwardPolicy::default(),
         };
-        tokio::spawn(forward_once_connected(fwd, state.clone()).in_current_span());
+        tasks.spawn(forward_once_connected(fwd, state.clone()).in_current_span());
     }
     Ok(Viewer {
         pc,
@@ -446,6 +302,7 @@ pub async fn accept_offer(
         tracks: bye_tracks,
         cancel,
         state,
+        tasks,
         answer,
     })
 }
@@ -472,9 +329,11 @@ fn no_codec_for(kind: RtpCodecKind) -> PeerError {
     .into()
 }
 
+/// A peer connection whose tasks are spawned into `tasks`.
 async fn build_peer(
     cfg: &PeerConfig,
     events: Events,
+    tasks: &TaskTracker,
 ) -> Result<Arc<dyn PeerConnection>, PeerError> {
     let mut engine = MediaEngine::default();
     register_codecs(&mut engine).map_err(internal("registering codecs"))?;
@@ -513,10 +372,17 @@ async fn build_peer(
                 .build();
             builder
                 .with_setting_engine(settings)
-                .with_runtime(runtime)
+                .with_runtime(TrackedRuntime::new(runtime, tasks.clone()))
                 .with_udp_addrs(vec![SocketAddr::new(m.local_addr().ip(), 0)])
         }
-        None => builder.with_udp_addrs(viewer_addrs(cfg)?),
+        None => {
+            let runtime = default_runtime().ok_or_else(|| {
+                PeerError::Internal(anyhow::anyhow!("no async runtime for the connection"))
+            })?;
+            builder
+                .with_runtime(TrackedRuntime::new(runtime, tasks.clone()))
+                .with_udp_addrs(config::viewer_addrs(cfg)?)
+        }
     };
     let pc = builder
         .build()
@@ -590,92 +456,4 @@ async fn negotiate(
         ))
     })?;
     Ok(local.sdp)
-}
-
-fn h264_fmtp(profile_level_id: &str) -> String {
-    format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}")
-}
-
-fn video_codec(profile_level_id: &str) -> RTCRtpCodec {
-    let fb = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.into(),
-        parameter: parameter.into(),
-    };
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_H264.to_owned(),
-        clock_rate: 90000,
-        channels: 0,
-        sdp_fmtp_line: h264_fmtp(profile_level_id),
-        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
-    }
-}
-
-fn audio_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
-/// Only what FFmpeg's legs carry: constrained baseline (or baseline) H.264
-/// in packetization mode 1, and Opus.
-fn register_codecs(engine: &mut MediaEngine) -> webrtc::error::Result<()> {
-    for (pt, plid) in [(102, "42e01f"), (104, "42001f")] {
-        engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: video_codec(plid),
-                payload_type: pt,
-            },
-            RtpCodecKind::Video,
-        )?;
-    }
-    engine.register_codec(
-        RTCRtpCodecParameters {
-            rtp_codec: audio_codec(),
-            payload_type: 111,
-        },
-        RtpCodecKind::Audio,
-    )
-}
-
-fn local_track(kind: RtpCodecKind, ssrc: u32) -> MediaStreamTrack {
-    let codec = match kind {
-        RtpCodecKind::Audio => audio_codec(),
-        _ => video_codec("42e01f"),
-    };
-    MediaStreamTrack::new(
-        "ffwhep".to_owned(),
-        format!("ffwhep-{kind}"),
-        format!("ffwhep-{kind}"),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            active: true,
-            codec,
-            ..Default::default()
-        }],
-    )
-}
-
-/// The payload type this viewer negotiated for `kind`, matched on mime type
-/// (and packetization mode 1 for H.264) rather than trusting list order.
-async fn negotiated_pt(sender: &Arc<dyn RtpSender>, kind: RtpCodecKind) -> Option<u8> {
-    let params = sender.get_parameters().await.ok()?;
-    params.rtp_parameters.codecs.iter().find_map(|c| {
-        let mime = &c.rtp_codec.mime_type;
-        let ok = match kind {
-            RtpCodecKind::Audio => mime.eq_ignore_ascii_case(MIME_TYPE_OPUS),
-            _ => {
-                mime.eq_ignore_ascii_case(MIME_TYPE_H264)
-                    && c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1")
-            }
-        };
-        ok.then_some(c.payload_type)
-    })
 }

@@ -45,9 +45,9 @@ impl fmt::Debug for UdpMux {
 }
 
 impl UdpMux {
-    /// Binds `addr` (a concrete address: it goes into the candidates) and
-    /// starts routing what arrives.
-    pub fn bind(addr: SocketAddr) -> io::Result<Arc<Self>> {
+    /// Binds `addr` (a concrete address: it goes into the candidates); the
+    /// future routes what arrives, for the caller to run until it stops.
+    pub fn bind(addr: SocketAddr) -> io::Result<(Arc<Self>, impl Future<Output = ()> + Send)> {
         let std = std::net::UdpSocket::bind(addr)?;
         std.set_nonblocking(true)?;
         let local = std.local_addr()?;
@@ -56,8 +56,8 @@ impl UdpMux {
             local,
             routes: Mutex::default(),
         });
-        tokio::spawn(Arc::clone(&mux).route());
-        Ok(mux)
+        let route = Arc::clone(&mux).route();
+        Ok((mux, route))
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -5,13 +5,15 @@
 
 pub mod viewer;
 
+use crate::stream::judge;
+
 use crate::exit::{self, Failure};
 use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
 use crate::peer::PeerConfig;
 use crate::profile::Plan;
-use crate::registry::{Limits, Streams};
-use crate::restart::Policy;
+use crate::profile::restart::Policy;
+use crate::stream::registry::{Limits, Streams};
 use crate::stream::{self, StreamRun};
 use serde_json::json;
 use std::ffi::OsString;
@@ -23,7 +25,7 @@ use viewer::{Received, Viewer};
 
 /// What the smoke check expects.
 #[derive(Debug, Clone)]
-pub struct Expect {
+pub(crate) struct Expect {
     /// The whole check, from spawning FFmpeg to the last frame.
     pub timeout: Duration,
     /// Complete video frames to receive after the first IDR.
@@ -36,11 +38,10 @@ pub struct Expect {
 
 /// Runs the smoke check of `plan`. The summary goes to stdout; the `Ok`
 /// value is the exit code.
-pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8, Failure> {
+pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8, Failure> {
     // A smoke run judges the profile's first run; it never restarts.
     plan.restart.policy = Policy::Never;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(Failure::setup("binding the HTTP port"))?;
     let addr = listener
         .local_addr()
@@ -64,9 +65,10 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         },
     );
     let http_stop = CancellationToken::new();
-    let server = axum::serve(listener, http::router(streams.clone(), vec!["*".into()]))
-        .with_graceful_shutdown(http_stop.clone().cancelled_owned());
-    tokio::spawn(async move { server.await });
+    let app = http::router(streams.clone(), vec!["*".into()]);
+    let server = http::serve(listener, app, None, http_stop.clone())
+        .await
+        .map_err(Failure::Setup)?;
 
     let id = plan.id.to_string();
     let url = format!("http://{addr}/whep/{id}");
@@ -102,20 +104,21 @@ pub async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8,
         ended = &mut stream => (None, Some(ended)),
     };
     ctl.stop.cancel();
+    // The stream is stopped: it ends after its grace at the latest.
     let ended = match ended {
         Some(e) => e.ok(),
-        None => tokio::time::timeout(Duration::from_secs(10), stream)
-            .await
-            .ok()
-            .and_then(Result::ok),
+        None => stream.await.ok(),
     };
     http_stop.cancel();
+    if server.await.is_err() {
+        tracing::warn!("the HTTP server task failed");
+    }
     let outcome = match (checked, ended) {
         (Some(Ok(received)), _) => Ok((None, Some(received))),
         (Some(Err((reason, received))), _) => Ok((Some(reason), received)),
         // FFmpeg ended before the check could finish: its own failure says why.
         (None, Some(Err(f))) => Err(f),
-        (None, Some(Ok(ended))) => match exit::judge(&ended, None) {
+        (None, Some(Ok(ended))) => match judge(&ended, None) {
             Err(f) => Err(f),
             Ok(_) => Ok((
                 Some("FFmpeg ended before the check was done".to_owned()),

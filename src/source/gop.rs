@@ -2,15 +2,9 @@
 //! SPS and PPS included) up to now, bounded in bytes and age, so a new
 //! viewer can start decoding at once instead of waiting for the next IDR.
 
+use crate::profile::CacheLimits;
 use crate::rtp::RtpPacket;
-use std::time::{Duration, Instant};
-
-/// Bounds of the cache; past either it is dropped until the next keyframe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheLimits {
-    pub max_bytes: usize,
-    pub max_age: Duration,
-}
+use std::time::Instant;
 
 /// What the cache holds, for status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -92,6 +86,7 @@ impl GopCache {
 mod tests {
     use super::*;
     use bytes::Bytes;
+    use std::time::Duration;
 
     fn pkt(seq: u16, key: bool, len: usize) -> RtpPacket {
         RtpPacket {

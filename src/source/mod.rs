@@ -9,13 +9,15 @@
 //! subscriber's packet is dropped and counted, and the source never waits.
 //! Knows nothing of WebRTC or HTTP.
 
-pub mod gop;
-pub mod history;
+pub(crate) mod gop;
+pub(crate) mod history;
+pub(crate) mod ports;
 
 use crate::h264::payload_nals;
+use crate::profile::CacheLimits;
 use crate::rtp::{Datagram, RtpPacket, classify};
 use bytes::BytesMut;
-use gop::{CacheLimits, CacheState, GopCache};
+use gop::{CacheState, GopCache};
 use history::History;
 use std::net::UdpSocket as StdUdpSocket;
 use std::sync::Arc;
@@ -44,6 +46,8 @@ pub struct SourceStats {
     pub rejected_packets: AtomicU64,
     /// Packets not queued for a subscriber whose queue was full.
     pub dropped: AtomicU64,
+    /// Subscribers registered now.
+    pub subscribers: AtomicU64,
 }
 
 /// A running source. Dropping it does not stop it: call [`Source::close`].
@@ -258,6 +262,12 @@ impl Reader {
             return; // the subscriber gave up waiting
         }
         self.subscribers.push(sub);
+        self.count_subscribers();
+    }
+
+    fn count_subscribers(&self) {
+        let n = self.subscribers.len() as u64;
+        self.handle.stats.subscribers.store(n, Relaxed);
     }
 
     /// Counts a well-formed packet refused for where it came from or what it
@@ -370,6 +380,7 @@ impl Reader {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
+        self.count_subscribers();
     }
 }
 
@@ -457,7 +468,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_new_subscriber_gets_the_cached_gop_then_live_without_gap() {
-        let limits = gop::CacheLimits {
+        let limits = CacheLimits {
             max_bytes: 100_000,
             max_age: Duration::from_secs(5),
         };

@@ -1,13 +1,20 @@
 //! The HTTP server: its routes (WHEP, the browser pages, status, probes and
 //! metrics, over one shared registry), its limits, and plain or TLS serving.
+//! Every error response is written by `error`.
 
-use crate::registry::Streams;
-use crate::{metrics, player, status, whep};
+mod error;
+mod metrics;
+mod pages;
+mod status;
+mod whep;
+
+use crate::stream::registry::Streams;
 use anyhow::Context;
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use error::HttpError;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +27,13 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most a connection may buffer while reading a request's headers.
 const MAX_HEADER_BUFFER: usize = 64 * 1024;
 
+/// The request's `Authorization` header, as bytes.
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes)
+}
+
 /// A certificate chain and its key, PEM.
 #[derive(Debug, Clone)]
 pub struct Tls {
@@ -28,10 +42,11 @@ pub struct Tls {
 }
 
 /// `cors_origins`: the origins allowed to call WHEP from a browser (`*`: any).
-pub fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
+pub(crate) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
     let pages = Router::new()
-        .route("/", get(player::index))
-        .route("/play/{id}", get(player::play))
+        .route("/", get(pages::index))
+        .route("/streams", get(pages::streams))
+        .route("/play/{id}", get(pages::play))
         .route("/status", get(status::status))
         .route("/healthz", get(status::healthz))
         .route("/readyz", get(status::readyz))
@@ -45,13 +60,13 @@ pub fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
 async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
-        Err(_) => (StatusCode::REQUEST_TIMEOUT, "the request took too long\n").into_response(),
+        Err(_) => HttpError::Timeout.into_response(),
     }
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop`
 /// fires, then lets open requests finish for up to 2 s.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: std::net::TcpListener,
     app: Router,
     tls: Option<&Tls>,
@@ -59,12 +74,20 @@ pub async fn serve(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     let handle = axum_server::Handle::new();
-    let on_stop = handle.clone();
-    tokio::spawn(async move {
-        stop.cancelled().await;
-        on_stop.graceful_shutdown(Some(Duration::from_secs(2)));
-    });
     let make = app.into_make_service();
+    // One task serves and, when `stop` fires, shuts down gracefully.
+    let until_stopped =
+        move |serving: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>,
+              handle: axum_server::Handle<std::net::SocketAddr>| async move {
+            tokio::pin!(serving);
+            tokio::select! {
+                r = &mut serving => report(r),
+                _ = stop.cancelled() => {
+                    handle.graceful_shutdown(Some(Duration::from_secs(2)));
+                    report(serving.await);
+                }
+            }
+        };
     let task = match tls {
         Some(t) => {
             // One process-wide provider; a second install is harmless.
@@ -78,14 +101,14 @@ pub async fn serve(
                         t.key.display()
                     )
                 })?;
-            let mut server = axum_server::from_tcp_rustls(listener, config)?.handle(handle);
+            let mut server = axum_server::from_tcp_rustls(listener, config)?.handle(handle.clone());
             limit(server.http_builder());
-            tokio::spawn(async move { report(server.serve(make).await) })
+            tokio::spawn(until_stopped(Box::pin(server.serve(make)), handle))
         }
         None => {
-            let mut server = axum_server::from_tcp(listener)?.handle(handle);
+            let mut server = axum_server::from_tcp(listener)?.handle(handle.clone());
             limit(server.http_builder());
-            tokio::spawn(async move { report(server.serve(make).await) })
+            tokio::spawn(until_stopped(Box::pin(server.serve(make)), handle))
         }
     };
     Ok(task)

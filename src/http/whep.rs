@@ -1,15 +1,13 @@
-//! HTTP: the WHEP endpoints and every error response they give.
-//!
-//! `POST /whep/{id}` makes a viewer from an SDP offer; `DELETE` on the
-//! session URL it returns hangs that viewer up. The registry lock is never
-//! held across an await.
+//! The WHEP endpoints: `POST /whep/{id}` makes a viewer from an SDP offer;
+//! `PATCH` on the session URL it returns adds trickled candidates, `DELETE`
+//! hangs the viewer up. The registry lock is never held across an await.
 
-use crate::auth::Denied;
-use crate::offer::OfferError;
-use crate::offer::Offered;
+use super::bearer;
+use super::error::HttpError;
 use crate::peer::{PeerError, Viewer, accept_offer};
-use crate::registry::{Session, Streams, Unavailable};
-use crate::trickle::SdpFrag;
+use crate::sdp::offer::{OfferError, Offered};
+use crate::sdp::trickle::SdpFrag;
+use crate::stream::registry::{Session, Streams};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -19,116 +17,11 @@ use axum::routing::{delete, post};
 use std::sync::Arc;
 use tracing::Instrument;
 
-/// Seconds a client is told to wait when the server is at a limit.
-const BUSY_RETRY_AFTER_SECS: u64 = 5;
-
 /// An SDP offer is a few kilobytes; anything far larger is refused.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
 
-/// The `WWW-Authenticate` challenge for a refused request.
-pub fn challenge(d: Denied) -> &'static str {
-    match d {
-        Denied::Missing => "Bearer realm=\"ffwhep\"",
-        Denied::Wrong => "Bearer realm=\"ffwhep\", error=\"invalid_token\"",
-    }
-}
-
-fn authorization(headers: &HeaderMap) -> Option<&[u8]> {
-    headers
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes)
-}
-
-impl From<Unavailable> for WhepError {
-    fn from(u: Unavailable) -> Self {
-        match u {
-            Unavailable::UnknownStream => WhepError::UnknownStream,
-            Unavailable::Ended => WhepError::Ended,
-            Unavailable::NotLive(secs) => WhepError::NotLive(secs),
-            Unavailable::Full => WhepError::Busy("the viewer limit is reached"),
-        }
-    }
-}
-
-/// A WHEP request that failed, as the client will be told.
-#[derive(Debug, thiserror::Error)]
-enum WhepError {
-    #[error("no such stream")]
-    UnknownStream,
-    #[error("{}", match .0 { Denied::Missing => "a bearer token is required", Denied::Wrong => "the bearer token is wrong" })]
-    Unauthorized(Denied),
-    #[error("the stream has ended")]
-    Ended,
-    #[error("no such session")]
-    UnknownSession,
-    #[error("the stream has no live source right now; retry in {0} s")]
-    NotLive(u64),
-    #[error("unsupported content type {0:?}: expected {1}")]
-    ContentType(String, &'static str),
-    #[error("If-Match does not match the session's ETag")]
-    EtagMismatch,
-    #[error("{0}")]
-    Unsupported(&'static str),
-    #[error("the candidate was refused: {0}")]
-    BadCandidate(String),
-    #[error("the offer is not UTF-8 text")]
-    NotText,
-    #[error("{0}")]
-    Offer(#[from] OfferError),
-    #[error("{0}")]
-    Internal(String),
-    #[error("{0}; retry later")]
-    Busy(&'static str),
-}
-
-impl WhepError {
-    fn status(&self) -> StatusCode {
-        match self {
-            WhepError::UnknownStream | WhepError::UnknownSession | WhepError::Ended => {
-                StatusCode::NOT_FOUND
-            }
-            WhepError::NotLive(_) => StatusCode::CONFLICT,
-            WhepError::ContentType(..) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            WhepError::EtagMismatch => StatusCode::PRECONDITION_FAILED,
-            WhepError::Unsupported(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            WhepError::BadCandidate(_) => StatusCode::BAD_REQUEST,
-            WhepError::NotText | WhepError::Offer(_) => StatusCode::BAD_REQUEST,
-            WhepError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            WhepError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            WhepError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-/// The one place error responses are written: the status, and the reason
-/// as plain text.
-impl IntoResponse for WhepError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let retry = match &self {
-            WhepError::NotLive(secs) => Some(*secs),
-            WhepError::Busy(_) => Some(BUSY_RETRY_AFTER_SECS),
-            _ => None,
-        };
-        let challenge = match &self {
-            WhepError::Unauthorized(d) => Some(challenge(*d)),
-            _ => None,
-        };
-        let mut resp = (status, format!("{self}\n")).into_response();
-        if let Some(c) = challenge {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
-        }
-        if let Some(secs) = retry {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        resp
-    }
-}
-
 /// The WHEP routes over `streams`.
-pub fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
+pub(super) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
     let cors_origins = Arc::new(cors_origins);
     Router::new()
         .route("/whep/{id}", post(subscribe).options(endpoint_options))
@@ -136,7 +29,7 @@ pub fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
             "/whep/{id}/{session}",
             delete(unsubscribe).patch(patch).options(session_options),
         )
-        .fallback(|| async { (StatusCode::NOT_FOUND, "no such resource\n") })
+        .fallback(|| async { HttpError::UnknownPath })
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
         .layer(axum::middleware::from_fn_with_state(cors_origins, cors))
         .with_state(streams)
@@ -171,7 +64,9 @@ async fn cors(
     resp
 }
 
-/// Advertises the ICE servers (WHEP: `Link: <url>; rel="ice-server"`).
+/// Advertises the ICE servers (WHEP: `Link: <url>; rel="ice-server"`), TURN
+/// credentials included: only in answers to a request that passed the
+/// stream's auth.
 fn add_links(h: &mut HeaderMap, streams: &Streams) {
     for s in &streams.peer.ice_servers {
         if let Ok(v) = HeaderValue::from_str(&s.link()) {
@@ -199,9 +94,17 @@ fn preflight(allow: &'static str) -> Response {
     resp
 }
 
-async fn endpoint_options(State(streams): State<Arc<Streams>>) -> Response {
+/// OPTIONS on the endpoint: the ICE servers only for a known stream and a
+/// request that carries its token (a browser's CORS preflight carries none).
+async fn endpoint_options(
+    State(streams): State<Arc<Streams>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let mut resp = preflight("OPTIONS, POST");
-    add_links(resp.headers_mut(), &streams);
+    if streams.knows(&id) && streams.authorize(&id, bearer(&headers)).is_ok() {
+        add_links(resp.headers_mut(), &streams);
+    }
     resp.headers_mut()
         .insert("accept-post", HeaderValue::from_static("application/sdp"));
     resp
@@ -225,39 +128,38 @@ async fn patch(
     Path((id, session)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, WhepError> {
+) -> Result<Response, HttpError> {
     streams
-        .authorize(&id, authorization(&headers))
-        .map_err(WhepError::Unauthorized)?;
+        .authorize(&id, bearer(&headers))
+        .map_err(HttpError::Unauthorized)?;
     let record = streams
         .session(&id, &session)
-        .ok_or(WhepError::UnknownSession)?;
+        .ok_or(HttpError::UnknownSession)?;
     content_type(&headers, SDPFRAG)?;
     if let Some(m) = headers.get(header::IF_MATCH)
         && m.as_bytes() != b"*"
         && m.as_bytes() != record.etag.as_bytes()
     {
-        return Err(WhepError::EtagMismatch);
+        return Err(HttpError::EtagMismatch);
     }
-    let text = std::str::from_utf8(&body).map_err(|_| WhepError::NotText)?;
-    let frag = SdpFrag::parse(text)
-        .map_err(|e| WhepError::Offer(crate::offer::OfferError::Unparsable(e)))?;
+    let text = std::str::from_utf8(&body).map_err(|_| HttpError::NotText)?;
+    let frag = SdpFrag::parse(text).map_err(|e| HttpError::Offer(OfferError::Unparsable(e)))?;
     if frag.is_restart(record.ice_ufrag.as_deref()) {
-        return Err(WhepError::Unsupported(
+        return Err(HttpError::Unsupported(
             "ICE restart is not supported; POST a new offer instead",
         ));
     }
     for c in &frag.candidates {
         if let Err(e) = record.viewer.add_candidate(c).await {
             tracing::debug!(stream = %id, viewer = %session.get(..8).unwrap_or(""), error = %e, "trickled candidate refused");
-            return Err(WhepError::BadCandidate(e));
+            return Err(HttpError::BadCandidate(e));
         }
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The request's media type is `expected` (parameters aside), or 415.
-fn content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), WhepError> {
+fn content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), HttpError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -266,7 +168,7 @@ fn content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), WhepE
     if essence.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
-        Err(WhepError::ContentType(ct, expected))
+        Err(HttpError::ContentType(ct, expected))
     }
 }
 
@@ -275,11 +177,11 @@ async fn subscribe(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, WhepError> {
+) -> Result<Response, HttpError> {
     streams
-        .authorize(&id, authorization(&headers))
-        .map_err(WhepError::Unauthorized)?;
-    let media = streams.media(&id)?;
+        .authorize(&id, bearer(&headers))
+        .map_err(HttpError::Unauthorized)?;
+    let published = streams.media(&id)?;
     content_type(&headers, "application/sdp")?;
     streams.has_room(&id)?;
     // A cap on viewers being set up at once: each costs sockets and a DTLS
@@ -287,19 +189,19 @@ async fn subscribe(
     let _setup = streams
         .setups
         .try_acquire()
-        .map_err(|_| WhepError::Busy("too many viewers are being set up"))?;
-    let offer = std::str::from_utf8(&body).map_err(|_| WhepError::NotText)?;
+        .map_err(|_| HttpError::Busy("too many viewers are being set up"))?;
+    let offer = std::str::from_utf8(&body).map_err(|_| HttpError::NotText)?;
     let session = random_hex();
     let label = &session[..8];
     let span = tracing::info_span!("viewer", stream = %id, viewer = %label);
-    let accepted = accept_offer(&streams.peer, &media, offer, label)
+    let accepted = accept_offer(&streams.peer, &published.media, offer, label)
         .instrument(span)
         .await;
     let viewer = accepted.map_err(|e| match e {
-        PeerError::Offer(o) => WhepError::Offer(o),
+        PeerError::Offer(o) => HttpError::Offer(o),
         PeerError::Internal(e) => {
             tracing::error!(stream = %id, error = %format!("{e:#}"), "viewer setup failed");
-            WhepError::Internal("WebRTC setup failed".into())
+            HttpError::Internal("WebRTC setup failed".into())
         }
     })?;
     let viewer = Arc::new(viewer);
@@ -310,15 +212,18 @@ async fn subscribe(
         etag: etag.clone(),
         ice_ufrag: Offered::parse(offer).ok().and_then(|o| o.ice_ufrag),
     };
-    let viewers = match streams.add_session(&id, &session, record) {
+    let watcher = watch_session(streams.clone(), id.clone(), session.clone(), &viewer);
+    let viewers = match streams.add_session(&id, &session, published.run, record, watcher) {
         Ok(n) => n,
         Err(e) => {
+            // E.g. the run ended while the offer was answered: nothing of
+            // the viewer may outlive it.
+            tracing::info!(stream = %id, viewer = %label, run = published.run, reason = ?e, "viewer refused after setup");
             viewer.hang_up().await;
             return Err(e.into());
         }
     };
-    tracing::info!(stream = %id, viewer = %&session[..8], viewers, "viewer joined");
-    watch_session(streams.clone(), id.clone(), session.clone(), viewer.clone());
+    tracing::info!(stream = %id, viewer = %label, viewers, "viewer joined");
 
     let mut resp = (StatusCode::CREATED, viewer.answer.clone()).into_response();
     let h = resp.headers_mut();
@@ -334,36 +239,41 @@ async fn subscribe(
     Ok(resp)
 }
 
-fn header_value(s: &str) -> Result<HeaderValue, WhepError> {
+fn header_value(s: &str) -> Result<HeaderValue, HttpError> {
     HeaderValue::from_str(s)
-        .map_err(|_| WhepError::Internal(format!("cannot send header value {s:?}")))
+        .map_err(|_| HttpError::Internal(format!("cannot send header value {s:?}")))
 }
 
-/// Removes the session once its connection fails or closes on its own.
-fn watch_session(streams: Arc<Streams>, id: String, session: String, viewer: Arc<Viewer>) {
+/// What removes the session once its connection fails or closes on its own
+/// (run among the run's tasks).
+fn watch_session(
+    streams: Arc<Streams>,
+    id: String,
+    session: String,
+    viewer: &Viewer,
+) -> impl Future<Output = ()> + Send + 'static {
     let ended = viewer.ended(streams.peer.setup_timeout);
-    drop(viewer);
-    tokio::spawn(async move {
+    async move {
         let why = ended.await;
         if let Some(v) = streams.remove_session(&id, &session) {
             v.hang_up().await;
             tracing::info!(stream = %id, viewer = %&session[..8], reason = why, "viewer left");
         }
-    });
+    }
 }
 
 async fn unsubscribe(
     State(streams): State<Arc<Streams>>,
     Path((id, session)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Response, WhepError> {
+) -> Result<Response, HttpError> {
     // Only the session's holder: its unguessable URL, and the stream's token.
     streams
-        .authorize(&id, authorization(&headers))
-        .map_err(WhepError::Unauthorized)?;
+        .authorize(&id, bearer(&headers))
+        .map_err(HttpError::Unauthorized)?;
     let viewer = streams
         .remove_session(&id, &session)
-        .ok_or(WhepError::UnknownSession)?;
+        .ok_or(HttpError::UnknownSession)?;
     viewer.hang_up().await;
     tracing::info!(stream = %id, viewer = %session.get(..8).unwrap_or(""), "viewer hung up (DELETE)");
     Ok(StatusCode::OK.into_response())

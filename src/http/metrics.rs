@@ -2,9 +2,10 @@
 //! built with the `prometheus` crate at scrape time, each with a `stream`
 //! label.
 
-use crate::registry::{State, StreamInfo, Streams};
+use super::error::HttpError;
+use crate::stream::registry::{State, StreamInfo, Streams};
 use axum::extract::State as AxState;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use prometheus::{
     Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder, proto,
@@ -294,31 +295,23 @@ fn latency_family(snapshot: &[(String, StreamInfo)]) -> proto::MetricFamily {
 }
 
 /// The text exposition of every stream's metrics.
-pub fn render(streams: &Streams) -> prometheus::Result<String> {
+fn render(snapshot: &[(String, StreamInfo)]) -> prometheus::Result<String> {
     let families = Families::new()?;
     // One snapshot for every family, so they agree with each other.
-    let snapshot = streams.snapshot();
-    families.fill(&snapshot);
+    families.fill(snapshot);
     let mut gathered = families.registry.gather();
-    gathered.push(latency_family(&snapshot));
+    gathered.push(latency_family(snapshot));
     let mut out = Vec::new();
     TextEncoder::new().encode(&gathered, &mut out)?;
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-pub async fn metrics(
+pub(super) async fn metrics(
     AxState(streams): AxState<Arc<Streams>>,
     headers: axum::http::HeaderMap,
-) -> Response {
-    if let Some(r) = crate::status::guard(&streams, &headers) {
-        return r;
-    }
-    match render(&streams) {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot render metrics: {e}\n"),
-        )
-            .into_response(),
-    }
+) -> Result<Response, HttpError> {
+    let snapshot = super::status::visible(&streams, &headers)?;
+    let text = render(&snapshot)
+        .map_err(|e| HttpError::Internal(format!("cannot render metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }

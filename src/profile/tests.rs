@@ -159,12 +159,18 @@ fn restart_and_stale_timeout_are_read() {
         "{MINIMAL}restart:\n  policy: on-failure\n  initial_delay: 500ms\n  max_attempts: 3\nstale_timeout: 4\n"
     ))
     .unwrap();
-    assert_eq!(plan.restart.policy, crate::restart::Policy::OnFailure);
+    assert_eq!(
+        plan.restart.policy,
+        crate::profile::restart::Policy::OnFailure
+    );
     assert_eq!(plan.restart.initial_delay.0, Duration::from_millis(500));
     assert_eq!(plan.restart.max_attempts, 3);
     assert_eq!(plan.stale_timeout, Some(Duration::from_secs(4)));
     let defaults = parse(MINIMAL).unwrap();
-    assert_eq!(defaults.restart.policy, crate::restart::Policy::Never);
+    assert_eq!(
+        defaults.restart.policy,
+        crate::profile::restart::Policy::Never
+    );
     assert_eq!(defaults.stale_timeout, Some(DEFAULT_STALE_TIMEOUT));
     let off = parse(&format!("{MINIMAL}stale_timeout: 0\n")).unwrap();
     assert_eq!(off.stale_timeout, None);

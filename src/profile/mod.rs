@@ -4,9 +4,10 @@
 //! Every check that can fail runs while serde_yaml walks the document, so each
 //! error carries the line and column of the value that is wrong.
 
+pub mod restart;
+
 use crate::auth::TokenSource;
-use crate::restart::{RestartConfig, Secs};
-use crate::source::gop::CacheLimits;
+use restart::{RestartConfig, Secs};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use std::fmt;
@@ -14,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The profile compiled into the binary: `profiles/testsrc.yaml`.
-pub const BUILTIN_TESTSRC: &str = include_str!("../profiles/testsrc.yaml");
+pub const BUILTIN_TESTSRC: &str = include_str!("../../profiles/testsrc.yaml");
 /// The name the built-in profile goes by in messages.
 pub const BUILTIN_NAME: &str = "<built-in testsrc>";
 
@@ -33,7 +34,8 @@ pub const DEFAULT_CACHE: CacheLimits = CacheLimits {
     max_age: Duration::from_secs(10),
 };
 
-/// Encoder options for the video leg when the profile gives none (NOTES §2):
+/// Encoder options for the video leg when the profile gives none (README,
+/// "Profiles"; constrained-baseline is what every browser decodes):
 /// WebRTC-safe H.264 with no B-frames and a keyframe every `interval`.
 pub fn default_video_encoder(interval: Duration) -> Vec<String> {
     let mut v = to_strings(&DEFAULT_VIDEO_ENCODER[..DEFAULT_VIDEO_ENCODER.len() - 1]);
@@ -620,6 +622,12 @@ fn yaml_error(file: &str, e: &serde_yaml::Error) -> ProfileError {
     }
 }
 
+/// Bounds of the GOP cache; past either it is dropped until the next keyframe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    pub max_bytes: usize,
+    pub max_age: Duration,
+}
+
 #[cfg(test)]
-#[path = "profile_tests.rs"]
 mod tests;

@@ -15,9 +15,7 @@ pub struct Candidate {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SdpFrag {
     pub ice_ufrag: Option<String>,
-    pub ice_pwd: Option<String>,
     pub candidates: Vec<Candidate>,
-    pub end_of_candidates: bool,
 }
 
 impl SdpFrag {
@@ -42,18 +40,14 @@ impl SdpFrag {
                 mid = Some(v.to_owned());
             } else if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
                 frag.ice_ufrag = Some(v.to_owned());
-            } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
-                frag.ice_pwd = Some(v.to_owned());
-            } else if let Some(v) = line.strip_prefix("a=") {
-                if v.starts_with("candidate:") {
-                    frag.candidates.push(Candidate {
-                        candidate: v.to_owned(),
-                        mid: mid.clone(),
-                        mline_index: mline,
-                    });
-                } else if v == "end-of-candidates" {
-                    frag.end_of_candidates = true;
-                }
+            } else if let Some(v) = line.strip_prefix("a=")
+                && v.starts_with("candidate:")
+            {
+                frag.candidates.push(Candidate {
+                    candidate: v.to_owned(),
+                    mid: mid.clone(),
+                    mline_index: mline,
+                });
             }
         }
         Ok(frag)
@@ -84,7 +78,6 @@ mod tests {
         assert_eq!(f.candidates[0].mid.as_deref(), Some("0"));
         assert_eq!(f.candidates[1].mline_index, Some(1));
         assert!(f.candidates[1].candidate.starts_with("candidate:2 1 udp"));
-        assert!(f.end_of_candidates);
         assert!(!f.is_restart(Some("EsAw")));
         assert!(f.is_restart(Some("old")));
     }

@@ -14,6 +14,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
+use tokio_util::task::TaskTracker;
 
 /// Seconds a client is told to wait when no restart time is known (the
 /// stream is starting or tearing down).
@@ -111,10 +112,24 @@ pub struct StreamInfo {
     pub sessions: Vec<(String, Session)>,
     /// The video GOP cache (`None` when off or without video).
     pub gop_cache: Option<CacheState>,
+    /// Tasks of the current run: session watchers and the viewers' own.
+    pub tasks: usize,
+}
+
+/// The media of one run, as viewers are given it.
+#[derive(Clone)]
+pub(crate) struct Published {
+    /// The run the media belongs to: a session made for it is refused once
+    /// another run (or none) is current.
+    pub run: u32,
+    pub media: StreamMedia,
+    /// The run's tasks besides the viewers' own (session watchers); the
+    /// teardown waits for them.
+    pub tasks: TaskTracker,
 }
 
 struct Slot {
-    media: Option<StreamMedia>,
+    media: Option<Published>,
     token: Option<Secret>,
     max_viewers: Option<usize>,
     /// When the next run is due, while the stream waits to restart.
@@ -144,6 +159,7 @@ impl Slot {
                 latency: Arc::default(),
                 sessions: Vec::new(),
                 gop_cache: None,
+                tasks: 0,
             },
         }
     }
@@ -229,6 +245,18 @@ impl Streams {
         auth::check(header, token.as_ref().or(self.global_token.as_ref()))
     }
 
+    /// Whether `id` is a stream of this process.
+    pub fn knows(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    /// Whether a request may learn of stream `id` (its name, state, viewers):
+    /// it carries the stream's token or the global one, or none is needed.
+    pub fn may_see(&self, id: &str, header: Option<&[u8]>) -> bool {
+        let global = self.global_token.is_some() && self.authorize_global(header).is_ok();
+        global || self.authorize(id, header).is_ok()
+    }
+
     /// Checks a request's `Authorization` against the global token.
     pub fn authorize_global(&self, header: Option<&[u8]>) -> Result<(), Denied> {
         auth::check(header, self.global_token.as_ref())
@@ -249,7 +277,7 @@ impl Streams {
     pub fn publish(
         &self,
         id: &str,
-        media: StreamMedia,
+        media: Published,
         sources: Vec<(&'static str, Arc<SourceStats>)>,
     ) {
         self.with(id, |s| {
@@ -317,8 +345,8 @@ impl Streams {
         .unwrap_or_default()
     }
 
-    /// The media behind `id`, or why there is none.
-    pub fn media(&self, id: &str) -> Result<StreamMedia, Unavailable> {
+    /// The current run's media behind `id`, or why there is none.
+    pub fn media(&self, id: &str) -> Result<Published, Unavailable> {
         let map = self.lock();
         let slot = map.get(id).ok_or(Unavailable::UnknownStream)?;
         match (&slot.media, slot.info.state) {
@@ -328,16 +356,29 @@ impl Streams {
         }
     }
 
-    /// Registers a new session; refused when the stream lost its media while
-    /// the viewer was being made. Returns the number of viewers.
-    pub fn add_session(&self, id: &str, session: &str, new: Session) -> Result<usize, Unavailable> {
+    /// Registers a new session made for run `run`, and spawns `watcher` (which
+    /// ends it when its connection does) among that run's tasks, in one step
+    /// under the lock: the teardown either sees the session and waits for its
+    /// watcher, or the session is refused. Refused when the run ended while
+    /// the viewer was being made (409 with Retry-After), or the stream is
+    /// full. Returns the number of viewers.
+    pub fn add_session(
+        &self,
+        id: &str,
+        session: &str,
+        run: u32,
+        new: Session,
+        watcher: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<usize, Unavailable> {
         let mut map = self.lock();
         // Checked again here: other viewers may have been set up meanwhile.
         Self::room(&map, self.limits, id)?;
         let slot = map.get_mut(id).ok_or(Unavailable::UnknownStream)?;
-        if slot.media.is_none() {
-            return Err(Unavailable::NotLive(retry_after(slot.next_run)));
-        }
+        let published = match &slot.media {
+            Some(p) if p.run == run => p,
+            Some(_) | None => return Err(Unavailable::NotLive(retry_after(slot.next_run))),
+        };
+        published.tasks.spawn(watcher);
         slot.sessions.insert(session.to_owned(), new);
         Ok(slot.sessions.len())
     }
@@ -365,10 +406,12 @@ impl Streams {
                 s.sessions
                     .values()
                     .for_each(|v| info.sent += v.viewer.totals());
+                info.tasks = s.media.as_ref().map_or(0, |p| p.tasks.len())
+                    + s.sessions.values().map(|v| v.viewer.tasks()).sum::<usize>();
                 info.gop_cache = s
                     .media
                     .as_ref()
-                    .and_then(|m| m.video.as_ref())
+                    .and_then(|m| m.media.video.as_ref())
                     .and_then(|v| v.cache_state());
                 info.sessions = s
                     .sessions
@@ -379,10 +422,5 @@ impl Streams {
                 (id.clone(), info)
             })
             .collect()
-    }
-
-    /// The ids of every stream.
-    pub fn ids(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
     }
 }

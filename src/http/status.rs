@@ -2,14 +2,15 @@
 //! included), `GET /healthz` (the process is up) and `GET /readyz` (every
 //! stream has live media).
 
+use super::bearer;
+use super::error::HttpError;
 use crate::ffmpeg::progress::Progress;
 use crate::peer::{SentTotals, ViewerReport};
-use crate::registry::{State, StreamInfo, Streams};
 use crate::source::gop::CacheState;
-use crate::whep::challenge;
+use crate::stream::registry::{State, StreamInfo, Streams};
 use axum::Json;
 use axum::extract::State as AxState;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -37,6 +38,8 @@ pub struct StreamStatus {
     /// From a packet's arrival on a source socket to its hand-off toward a
     /// viewer, for one packet in 32.
     pub relay_latency: crate::latency::Summary,
+    /// Live tasks of the current run: session watchers and viewers' own.
+    pub tasks: usize,
     pub viewers: Vec<ViewerStatus>,
 }
 
@@ -77,9 +80,9 @@ pub struct ViewerStatus {
 }
 
 /// Every stream's status, viewers included.
-pub async fn collect(streams: &Streams) -> Vec<StreamStatus> {
+async fn collect(snapshot: Vec<(String, StreamInfo)>) -> Vec<StreamStatus> {
     let mut out = Vec::new();
-    for (id, info) in streams.snapshot() {
+    for (id, info) in snapshot {
         let mut viewers = Vec::new();
         for (session, s) in &info.sessions {
             let id = session.get(..8).unwrap_or(session).to_owned();
@@ -128,32 +131,40 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
         },
         sent: info.sent,
         relay_latency: info.latency.summary(),
+        tasks: info.tasks,
         viewers,
     }
 }
 
-/// A 401 with a challenge unless the request carries the global token (when
-/// one is set): status and metrics show viewers' addresses.
-pub fn guard(streams: &Streams, headers: &HeaderMap) -> Option<Response> {
-    let auth = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-    let denied = streams.authorize_global(auth).err()?;
-    let mut r = (StatusCode::UNAUTHORIZED, "a bearer token is required\n").into_response();
-    r.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge(denied)),
-    );
-    Some(r)
+/// Refuses (401) a request without the global token, when one is set;
+/// otherwise the streams it may see, each with a copy of its record.
+/// Status and metrics show viewers' addresses: a stream behind its own token
+/// is left out for a request that does not carry it.
+pub(super) fn visible(
+    streams: &Streams,
+    headers: &HeaderMap,
+) -> Result<Vec<(String, StreamInfo)>, HttpError> {
+    let auth = bearer(headers);
+    streams
+        .authorize_global(auth)
+        .map_err(HttpError::Unauthorized)?;
+    Ok(streams
+        .snapshot()
+        .into_iter()
+        .filter(|(id, _)| streams.may_see(id, auth))
+        .collect())
 }
 
-pub async fn status(AxState(streams): AxState<Arc<Streams>>, headers: HeaderMap) -> Response {
-    if let Some(r) = guard(&streams, &headers) {
-        return r;
-    }
-    Json(serde_json::json!({
-        "streams": collect(&streams).await,
+pub(super) async fn status(
+    AxState(streams): AxState<Arc<Streams>>,
+    headers: HeaderMap,
+) -> Result<Response, HttpError> {
+    let snapshot = visible(&streams, &headers)?;
+    Ok(Json(serde_json::json!({
+        "streams": collect(snapshot).await,
         "process": process(),
     }))
-    .into_response()
+    .into_response())
 }
 
 /// The process as a whole: the async runtime's live tasks and workers (a
@@ -163,32 +174,33 @@ fn process() -> serde_json::Value {
     serde_json::json!({ "tasks": m.num_alive_tasks(), "workers": m.num_workers() })
 }
 
-pub async fn healthz() -> &'static str {
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
 /// 200 when every stream is running with live media, else 503 naming the
-/// streams that are not.
-pub async fn readyz(AxState(streams): AxState<Arc<Streams>>) -> Response {
-    let not_ready: Vec<String> = streams
-        .snapshot()
-        .into_iter()
-        .filter(|(_, i)| !(i.state == State::Running && i.live))
-        .map(|(id, i)| {
-            format!(
-                "{id} ({}{})",
-                i.state.name(),
-                if i.live { "" } else { ", no live media" }
-            )
-        })
-        .collect();
+/// streams that are not (a stream behind a token only by count: probes carry
+/// no token).
+pub(super) async fn readyz(AxState(streams): AxState<Arc<Streams>>) -> Response {
+    let mut hidden = 0;
+    let mut not_ready: Vec<String> = Vec::new();
+    for (id, i) in streams.snapshot() {
+        if i.state == State::Running && i.live {
+            continue;
+        }
+        if !streams.may_see(&id, None) {
+            hidden += 1;
+            continue;
+        }
+        let live = if i.live { "" } else { ", no live media" };
+        not_ready.push(format!("{id} ({}{live})", i.state.name()));
+    }
+    if hidden > 0 {
+        not_ready.push(format!("{hidden} stream(s) behind a token"));
+    }
     if not_ready.is_empty() {
         "ready\n".into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", not_ready.join(", ")),
-        )
-            .into_response()
+        HttpError::NotReady(not_ready.join(", ")).into_response()
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::profile::restart::{Factor, Fraction, Secs};
 
 fn cfg(policy: Policy) -> RestartConfig {
     RestartConfig {
@@ -109,14 +110,4 @@ fn a_healthy_run_resets_the_backoff() {
             attempt: 1
         }
     );
-}
-
-#[test]
-fn durations_parse_with_units() {
-    assert_eq!(parse_duration("1.5"), Some(Duration::from_millis(1500)));
-    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-    assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-    assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
-    assert_eq!(parse_duration("soon"), None);
-    assert_eq!(parse_duration("5 fortnights"), None);
 }

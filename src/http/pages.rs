@@ -1,0 +1,112 @@
+//! The built-in browser pages: `GET /` lists the streams, `GET /streams` is
+//! that list as JSON, `GET /play/{id}` plays one over WHEP (a self-contained
+//! page, assets/player.html). A stream behind a token is listed only to a
+//! request that carries it (`Authorization: Bearer`, or `?token=` for a page
+//! opened from a link); the list page asks for it, as the player does.
+
+use super::bearer;
+use super::error::HttpError;
+use crate::stream::registry::Streams;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{Html, IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::sync::Arc;
+
+const PLAYER: &str = include_str!("../../assets/player.html");
+
+pub(super) async fn play(State(streams): State<Arc<Streams>>, Path(id): Path<String>) -> Response {
+    if !streams.knows(&id) {
+        return HttpError::UnknownStream.into_response();
+    }
+    ([(header::CACHE_CONTROL, "no-cache")], Html(PLAYER)).into_response()
+}
+
+#[derive(Deserialize)]
+pub(super) struct TokenQuery {
+    token: Option<String>,
+}
+
+/// One stream in the list.
+#[derive(Serialize)]
+pub(super) struct Listed {
+    id: String,
+    state: &'static str,
+    viewers: usize,
+}
+
+/// The streams this request may see: open ones, and those whose token (or
+/// the global one) it carries in `Authorization` or `?token=`.
+fn visible(streams: &Streams, headers: &HeaderMap, query: &TokenQuery) -> Vec<Listed> {
+    let from_query = query.token.as_ref().map(|t| format!("Bearer {t}"));
+    let auth = bearer(headers).or(from_query.as_deref().map(str::as_bytes));
+    streams
+        .snapshot()
+        .into_iter()
+        .filter(|(id, _)| streams.may_see(id, auth))
+        .map(|(id, info)| Listed {
+            id,
+            state: info.state.name(),
+            viewers: info.sessions.len(),
+        })
+        .collect()
+}
+
+pub(super) async fn streams(
+    State(streams): State<Arc<Streams>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Json<Vec<Listed>> {
+    Json(visible(&streams, &headers, &query))
+}
+
+pub(super) async fn index(
+    State(streams): State<Arc<Streams>>,
+    headers: HeaderMap,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    let mut rows = String::new();
+    for s in visible(&streams, &headers, &query) {
+        let id = escape(&s.id);
+        let _ = write!(
+            rows,
+            "<li><a href=\"/play/{id}\">{id}</a> — {} — {} viewer(s) — <a href=\"/whep/{id}\">WHEP</a></li>",
+            s.state, s.viewers
+        );
+    }
+    let page = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ffwhep</title>\
+         <style>body{{font:14px system-ui,sans-serif;margin:1.5em}}</style></head><body>\
+         <h1>ffwhep streams</h1><ul id=\"list\">{rows}</ul>\
+         <form id=\"auth\"><label>token <input id=\"token\" type=\"password\" size=\"24\" autocomplete=\"off\"></label> \
+         <button>show streams behind this token</button></form>\
+         <p><a href=\"/status\">status</a> · <a href=\"/metrics\">metrics</a></p>{LIST_SCRIPT}</body></html>"
+    );
+    ([(header::CACHE_CONTROL, "no-cache")], Html(page)).into_response()
+}
+
+/// Asks `/streams` with the token typed in and shows what it may see; the
+/// player links carry the token on.
+const LIST_SCRIPT: &str = r#"<script>
+const esc = s => s.replace(/[&<>"']/g, c => "&#" + c.charCodeAt(0) + ";");
+document.getElementById("auth").addEventListener("submit", async e => {
+  e.preventDefault();
+  const token = document.getElementById("token").value.trim();
+  const resp = await fetch("/streams", { headers: token ? { Authorization: "Bearer " + token } : {} });
+  const list = await resp.json();
+  const q = token ? "?token=" + encodeURIComponent(token) : "";
+  document.getElementById("list").innerHTML = list.map(s =>
+    `<li><a href="/play/${esc(s.id)}${q}">${esc(s.id)}</a> — ${s.state} — ${s.viewers} viewer(s) — <a href="/whep/${esc(s.id)}">WHEP</a></li>`
+  ).join("");
+});
+</script>"#;
+
+/// HTML-escapes text (stream ids are restricted already; this is a belt).
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}

@@ -1,0 +1,7 @@
+//! SDP, as pure functions: the first look at an offer, trickled
+//! `application/trickle-ice-sdpfrag` bodies, and the answer's host candidates
+//! rewritten for a NAT or the UDP mux. Knows nothing of WebRTC state or HTTP.
+
+pub(crate) mod candidates;
+pub mod offer;
+pub(crate) mod trickle;

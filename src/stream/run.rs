@@ -1,0 +1,209 @@
+//! One FFmpeg run, from binding the ports to the end of its teardown. A
+//! panic inside the run is caught here: the run is torn down like any other
+//! (viewers hung up, sources closed, ports freed) and the stream fails,
+//! while the other streams of the process go on.
+
+use super::StreamRun;
+use super::registry::{Published, Streams};
+use super::watchdog::watchdog;
+use crate::exit::Failure;
+use crate::ffmpeg::args::{self, LegPorts};
+use crate::ffmpeg::progress::Progress;
+use crate::ffmpeg::supervisor::{Exit, Ffmpeg, StopControl};
+use crate::peer::StreamMedia;
+use crate::source::ports::allocate_pair;
+use crate::source::{Source, SourceKind, SourceStats};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+/// What one run ended with: FFmpeg's exit, and why ffwhep stopped it when
+/// it stalled.
+pub(super) type RunResult = Result<(Exit, Option<String>), Failure>;
+
+/// One FFmpeg run, from binding the ports to the end of the teardown.
+pub(super) async fn one_run(
+    run: &StreamRun,
+    id: &str,
+    number: u32,
+    ready: &impl Fn(u32, LegPorts),
+) -> RunResult {
+    let pair = allocate_pair()?;
+    let ports = LegPorts {
+        video: pair.video_port(),
+        audio: pair.audio_port(),
+    };
+    run.streams.run_starting(id, number, ports);
+    let video = Source::start(
+        pair.video,
+        "video",
+        SourceKind::Video {
+            pt: run.plan.video.as_ref().map(|l| l.payload_type),
+            cache: run.plan.gop_cache,
+        },
+    )
+    .map_err(Failure::setup("starting the video source"))?;
+    let audio = match Source::start(
+        pair.audio,
+        "audio",
+        SourceKind::Audio {
+            pt: run.plan.audio.as_ref().map(|l| l.payload_type),
+        },
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            video.close().await;
+            return Err(Failure::setup("starting the audio source")(e));
+        }
+    };
+    tracing::info!(
+        video_port = ports.video,
+        audio_port = ports.audio,
+        "sources bound"
+    );
+    let tasks = TaskTracker::new();
+    let published = Published {
+        run: number,
+        media: StreamMedia {
+            video: run.plan.video.as_ref().map(|_| video.handle()),
+            audio: run.plan.audio.as_ref().map(|_| audio.handle()),
+            latency: run.streams.latency(id),
+        },
+        tasks: tasks.clone(),
+    };
+    let watched: Vec<_> = [
+        (&published.media.video, "video"),
+        (&published.media.audio, "audio"),
+    ]
+    .into_iter()
+    .filter_map(|(h, name)| h.as_ref().map(|h| (name, h.stats.clone())))
+    .collect();
+    run.streams.publish(id, published, watched.clone());
+
+    let ffmpeg = AssertUnwindSafe(spawn_and_supervise(run, id, number, ports, ready, watched));
+    let result = match ffmpeg.catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic_message(panic.as_ref());
+            tracing::error!(panic = %what, "the stream's task panicked: tearing it down");
+            Err(Failure::Panicked(what))
+        }
+    };
+    if let Ok((exit, stalled)) = &result {
+        tracing::info!(status = %exit.status, "FFmpeg exited");
+        let reason = exit_reason(exit, stalled.is_some());
+        run.streams
+            .record_exit(id, reason, format!("{reason}: {}", exit.status));
+    }
+    teardown(id, &run.streams, video, audio, tasks).await;
+    result
+}
+
+async fn spawn_and_supervise(
+    run: &StreamRun,
+    id: &str,
+    number: u32,
+    ports: LegPorts,
+    ready: &impl Fn(u32, LegPorts),
+    watched: Vec<(&'static str, Arc<SourceStats>)>,
+) -> RunResult {
+    let argv = args::build(&run.plan, ports);
+    tracing::debug!(command = %args::shell_line(&run.ffmpeg.to_string_lossy(), &argv), "spawning FFmpeg");
+    let ff = Ffmpeg::spawn(&run.ffmpeg, &argv)?;
+    tracing::info!(pid = ff.pid(), "FFmpeg started");
+    ready(number, ports);
+    supervise(ff, run, id, watched).await
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The reason an exit is counted under, for status and metrics.
+fn exit_reason(exit: &Exit, stalled: bool) -> &'static str {
+    use std::os::unix::process::ExitStatusExt;
+    if stalled {
+        "stalled"
+    } else if exit.stopped {
+        "stopped"
+    } else if exit.status.success() {
+        "clean"
+    } else if exit.status.signal().is_some() {
+        "killed"
+    } else {
+        "failed"
+    }
+}
+
+/// Waits for FFmpeg while a watchdog looks for stalls; a stall stops this run
+/// (SIGINT, then SIGKILL after the grace) without stopping the stream.
+async fn supervise(
+    ff: Ffmpeg,
+    run: &StreamRun,
+    id: &str,
+    sources: Vec<(&'static str, Arc<SourceStats>)>,
+) -> RunResult {
+    let ctl = StopControl {
+        stop: run.ctl.stop.child_token(),
+        kill_now: run.ctl.kill_now.clone(),
+        grace: run.ctl.grace,
+    };
+    let (progress_tx, progress_rx) = watch::channel(None);
+    let wait = ff.wait(ctl.clone(), progress_tx);
+    tokio::pin!(wait);
+    let mut stalled = None;
+    let report = |p: Option<Progress>, live: bool| run.streams.update_progress(id, p, live);
+    let dog = watchdog(progress_rx, sources, run.plan.stale_timeout, report);
+    tokio::pin!(dog);
+    loop {
+        tokio::select! {
+            exit = &mut wait => {
+                let exit = exit.map_err(Failure::setup("waiting for FFmpeg"))?;
+                return Ok((exit, stalled));
+            }
+            why = &mut dog, if stalled.is_none() => {
+                tracing::warn!(reason = %why, "FFmpeg stalled; stopping it");
+                stalled = Some(why);
+                ctl.stop.cancel();
+            }
+        }
+    }
+}
+
+/// Hangs up every viewer, then closes both sources, then waits for every
+/// task of the run: the ports are free and nothing of the run is left when
+/// this returns.
+async fn teardown(id: &str, streams: &Streams, video: Source, audio: Source, tasks: TaskTracker) {
+    let viewers = streams.unpublish(id);
+    let hung_up = viewers.len();
+    futures::future::join_all(viewers.iter().map(|v| v.hang_up())).await;
+    for source in [&video, &audio] {
+        let h = source.handle();
+        let s = &h.stats;
+        tracing::info!(
+            port = h.port,
+            rtp_packets = s.rtp_packets.load(Relaxed),
+            rtp_bytes = s.rtp_bytes.load(Relaxed),
+            rtcp_packets = s.rtcp_packets.load(Relaxed),
+            garbage_packets = s.garbage_packets.load(Relaxed),
+            dropped_for_slow_viewers = s.dropped.load(Relaxed),
+            "source totals"
+        );
+    }
+    video.close().await;
+    audio.close().await;
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!(
+        viewers_hung_up = hung_up,
+        "teardown done: viewers hung up, sources closed, ports freed"
+    );
+}
