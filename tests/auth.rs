@@ -114,3 +114,148 @@ async fn a_global_token_guards_streams_status_and_metrics_but_not_probes() {
     assert_eq!(played["status"], 201, "{played}");
     assert!(played["video_frames"].as_u64().unwrap() > 20, "{played}");
 }
+
+/// The `Link` headers of a response.
+fn links(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("link")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+const TURN: [&str; 6] = [
+    "--ice-server",
+    "turn:127.0.0.1:3478?transport=udp",
+    "--ice-username",
+    "turn-user",
+    "--ice-credential",
+    "turn-secret",
+];
+
+/// TURN credentials go only to a request that passed the stream's auth:
+/// OPTIONS with the token, the 201 of an authorized POST; never for an
+/// unknown stream, a missing or wrong token, or a refused POST.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_server_credentials_only_for_the_token_holder() {
+    let ff = Ffwhep::start_env(&TURN, &[("FFWHEP_TOKEN", TOKEN)]);
+    let http = reqwest::Client::new();
+    let options = |url: String, auth: Option<&str>| {
+        let mut req = http.request(reqwest::Method::OPTIONS, url);
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        req.send()
+    };
+    let unknown = options(format!("{}/whep/anything", ff.base()), Some("Bearer x")).await;
+    let unknown = unknown.unwrap();
+    assert_eq!(unknown.status(), 204);
+    assert!(
+        links(&unknown).is_empty(),
+        "an unknown stream got {:?}",
+        links(&unknown)
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let bearer = bearer.as_str();
+    let unknown_with_token = options(format!("{}/whep/anything", ff.base()), Some(bearer)).await;
+    assert!(
+        links(&unknown_with_token.unwrap()).is_empty(),
+        "unknown stream"
+    );
+    for auth in [None, Some("Bearer wrong")] {
+        let r = options(ff.url.clone(), auth).await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert!(links(&r).is_empty(), "{auth:?} got {:?}", links(&r));
+    }
+    let allowed = options(ff.url.clone(), Some(bearer)).await.unwrap();
+    assert!(
+        links(&allowed)
+            .iter()
+            .any(|l| l.contains("credential=\"turn-secret\"")),
+        "{:?}",
+        links(&allowed)
+    );
+    let refused = post(&ff.url, Some("Bearer wrong")).await;
+    assert_eq!(refused.status(), 401);
+    assert!(links(&refused).is_empty(), "a refused POST got credentials");
+    let accepted = post(&ff.url, Some(bearer)).await;
+    assert_eq!(accepted.status(), 201);
+    assert!(
+        links(&accepted)
+            .iter()
+            .any(|l| l.contains("credential=\"turn-secret\"")),
+        "{:?}",
+        links(&accepted)
+    );
+}
+
+async fn get_text(url: &str, auth: Option<&str>) -> (u16, String) {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(t) = auth {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// A stream behind its own token is named on no page nor probe to a
+/// request without it; the list page shows it to one that carries it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protected_stream_is_named_only_to_its_token_holder() {
+    let token_file = common::temp_file("token", &format!("{TOKEN}\n"));
+    let locked = testsrc_profile(
+        "hidden-cam",
+        &format!("auth:\n  token_file: {}\n", token_file.display()),
+    );
+    let open = testsrc_profile("open-cam", "");
+    let ff = Ffwhep::start(&[open.to_str().unwrap(), locked.to_str().unwrap()]);
+    let base = ff.base();
+    let v = Viewer::connect_via(
+        &format!("{base}/whep/hidden-cam"),
+        Some(TOKEN),
+        |s| s,
+        |s| s,
+    )
+    .await
+    .unwrap();
+    wait_for(&v, Duration::from_secs(30), "media with the token", |r| {
+        r.video.packets > 30
+    })
+    .await;
+    for path in ["/", "/streams", "/status", "/metrics", "/readyz"] {
+        let (code, body) = get_text(&format!("{base}{path}"), None).await;
+        assert!(code == 200 || code == 503, "{path}: {code}");
+        assert!(
+            !body.contains("hidden-cam"),
+            "{path} names the stream:\n{body}"
+        );
+        if path != "/readyz" {
+            assert!(
+                body.contains("open-cam"),
+                "{path} lacks the open stream:\n{body}"
+            );
+        }
+    }
+    let (_, status) = get_text(&format!("{base}/status"), None).await;
+    assert!(!status.contains(&v.location[v.location.len() - 32..][..8]));
+    // With the token: the list, its JSON and status show it.
+    for path in ["/streams", "/status", "/metrics"] {
+        let (code, body) = get_text(&format!("{base}{path}"), Some(TOKEN)).await;
+        assert_eq!(code, 200, "{path}");
+        assert!(
+            body.contains("hidden-cam"),
+            "{path} with the token:\n{body}"
+        );
+    }
+    let (_, page) = get_text(&format!("{base}/?token={TOKEN}"), None).await;
+    assert!(
+        page.contains("<a href=\"/play/hidden-cam\">hidden-cam</a>"),
+        "{page}"
+    );
+    let (_, page) = get_text(&format!("{base}/"), None).await;
+    assert!(
+        page.contains("id=\"token\""),
+        "the list page does not ask for the token"
+    );
+    v.close().await;
+}

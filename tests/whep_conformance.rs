@@ -441,8 +441,10 @@ async fn every_viewer_can_share_one_udp_port() {
         200
     );
     let before = b.received().video.packets;
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert!(b.received().video.packets > before + 20);
+    common::wait_for(&b, Duration::from_secs(30), "media after the DELETE", |r| {
+        r.video.packets > before + 20
+    })
+    .await;
     b.close().await;
 }
 
@@ -466,17 +468,99 @@ fn oversized_and_slow_request_headers_are_refused() {
     );
     // Headers that never finish: the connection is closed after the 10 s limit.
     let mut slow = std::net::TcpStream::connect(&addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(20)))
+    slow.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .unwrap();
     let started = std::time::Instant::now();
     let mut rest = Vec::new();
     let closed = slow.read_to_end(&mut rest).is_ok();
-    assert!(closed, "the half-sent request was kept open past 20 s");
+    assert!(closed, "the half-sent request was kept open past 60 s");
     assert!(
         started.elapsed() >= Duration::from_secs(9),
         "closed before the limit"
     );
     assert!(!String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
+}
+
+/// Answers one STUN Binding request that arrived on `sock` from `from`.
+fn stun_success(sock: &std::net::UdpSocket, request: &[u8], from: std::net::SocketAddr) {
+    use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
+    use rtc::stun::xoraddr::XorMappedAddress;
+    let mut req = Message::new();
+    req.raw = request.to_vec();
+    req.decode().expect("not a STUN message");
+    let mut resp = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(req.transaction_id),
+        Box::new(BINDING_SUCCESS),
+        Box::new(XorMappedAddress {
+            ip: from.ip(),
+            port: from.port(),
+        }),
+    ];
+    resp.build(&setters).unwrap();
+    sock.send_to(&resp.raw, from).unwrap();
+}
+
+/// A viewer whose offer is being answered while its run ends is refused
+/// with 409 and Retry-After, and nothing of it stays: the answer is held
+/// back by a STUN server (this test) that replies only once FFmpeg was
+/// killed and the next run has started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_run_ended_during_setup_is_refused() {
+    let stun = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stun.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let stun_url = format!("stun:{}", stun.local_addr().unwrap());
+    let profile = testsrc_profile(
+        "straddle",
+        "restart:\n  policy: always\n  initial_delay: 100ms\n",
+    );
+    let ff = Ffwhep::start(&[
+        profile.to_str().unwrap(),
+        "--ice-server",
+        &stun_url,
+        "--ice-gather-timeout",
+        "120s",
+    ]);
+    let first_ffmpeg = ff.ffmpeg_pid();
+    let url = ff.url.clone();
+    let posted = tokio::spawn(async move { post(&url).await });
+    // The server is gathering for the viewer of run 1: its STUN request is here.
+    let (request, from) = tokio::task::spawn_blocking(move || {
+        let mut buf = [0u8; 1500];
+        let (n, from) = stun
+            .recv_from(&mut buf)
+            .expect("no STUN request within 60 s");
+        (buf[..n].to_vec(), (from, stun))
+    })
+    .await
+    .unwrap();
+    let (from, stun) = from;
+    common::kill(first_ffmpeg, libc::SIGKILL);
+    ff.wait_log(Duration::from_secs(60), "run 2", |l| {
+        l.lines()
+            .any(|line| line.contains("run=2") && line.contains("FFmpeg started"))
+    });
+    stun_success(&stun, &request, from);
+    let p = posted.await.unwrap();
+    assert_eq!(p.status, 409, "a viewer of an ended run was accepted");
+    assert!(p.retry_after.is_some(), "no Retry-After");
+    assert!(p.location.is_none());
+    ff.wait_log(Duration::from_secs(60), "the refusal", |l| {
+        l.contains("viewer refused after setup")
+    });
+    // Nothing of the refused viewer is left: no session, no task.
+    let status = reqwest::get(format!("{}/status", ff.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let s = &status["streams"][0];
+    assert_eq!(s["viewers"].as_array().unwrap().len(), 0, "{s}");
+    assert_eq!(s["tasks"], 0, "{s}");
+    p.offer.pc.close().await.ok();
 }
