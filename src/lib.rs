@@ -1,10 +1,11 @@
 //! ffwhep: run FFmpeg and serve its output to WebRTC viewers over WHEP.
 //!
 //! Layers, bottom up (each imports only those below it):
-//! - plain data and pure parsing: `profile` (the typed plan), `auth`, `exit`,
-//!   `rtp`, `h264`, `latency`, `sdp` (offers, trickle fragments, candidates);
+//! - plain data and pure parsing: `profile` (the typed plan), `auth`, `rtp`,
+//!   `h264`, `latency`, `sdp` (offers, trickle fragments, candidates);
 //! - `ffmpeg` (argv, output lines, progress, the supervisor) and `source` (the
 //!   port pair, RTP in, GOP cache, shared history): nothing of WebRTC or HTTP;
+//! - `exit`: every failure and the exit code it maps to;
 //! - `peer`: a viewer's WebRTC connection, fed from the sources;
 //! - `stream`: one stream's lifecycle and the registry of every stream;
 //! - `http`: the router, WHEP, pages, status and metrics;

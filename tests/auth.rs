@@ -39,7 +39,7 @@ async fn a_stream_token_is_required_to_watch_and_to_hang_up() {
     let v = Viewer::connect_via(&ff.url, Some(TOKEN), |s| s, |s| s)
         .await
         .unwrap();
-    wait_for(&v, Duration::from_secs(10), "media with the token", |r| {
+    wait_for(&v, Duration::from_secs(60), "media with the token", |r| {
         r.video.packets > 30
     })
     .await;

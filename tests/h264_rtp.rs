@@ -12,7 +12,7 @@ use std::time::Duration;
 #[test]
 fn finds_sps_pps_and_idr_in_ffmpeg_rtp() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let port = sock.local_addr().unwrap().port();
     let plan = ffwhep::profile::Plan::builtin().unwrap();

@@ -56,26 +56,30 @@ fn aiortc_decodes_the_stream_and_is_hung_up_when_ffmpeg_dies() {
         stats["hangup_seconds"].is_number(),
         "aiortc never saw the hang-up: {stats}"
     );
+    // Without the hang-up, aiortc would notice only when ICE consent
+    // fails, some 30 s on.
     assert!(
-        hung_up_after < Duration::from_secs(2),
+        hung_up_after < Duration::from_secs(15),
         "hang-up took {hung_up_after:?}: {stats}"
     );
-    assert_ne!(ff.wait_exit(Duration::from_secs(10)).code(), Some(0));
+    assert_ne!(ff.wait_exit(Duration::from_secs(60)).code(), Some(0));
 }
 
 #[test]
 fn aiortc_joining_a_4s_gop_mid_way_decodes_at_once() {
-    // Joined 1.5 s into a 4 s GOP: without the GOP cache the first frame
-    // could not come before the next keyframe, 2.5 s away.
-    let profile = common::testsrc_profile_gop("gop4", 4);
+    // Joined 1.5 s (45 frames) into a 10 s GOP: without the GOP cache the
+    // first frame could not come before the next keyframe, 8.5 s away.
+    let profile = common::testsrc_profile_gop("gop10", 10);
     let ff = Ffwhep::start(&[profile.to_str().unwrap()]);
-    std::thread::sleep(Duration::from_millis(1500));
-    let stats = common::aiortc_view(&ff.url, &["--seconds", "3"], &[]);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(common::wait_frames(&ff, 45));
+    let stats = common::aiortc_view(&ff.url, &["--seconds", "8"], &[]);
     let first = stats["first_frame_ms"]
         .as_u64()
         .unwrap_or_else(|| panic!("no frame decoded: {stats}"));
     assert!(
-        first < 1000,
+        first < 6000,
         "first decoded frame after {first} ms: {stats}"
     );
     assert!(stats["video_frames"].as_u64().unwrap() >= 60, "{stats}");

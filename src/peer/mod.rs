@@ -48,6 +48,9 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::default_runtime;
 
+/// How long a hang-up waits for the connection's own tasks to end.
+const CONNECTION_END_LIMIT: Duration = Duration::from_secs(10);
+
 /// The sources of one stream, by kind.
 #[derive(Clone, Default)]
 pub struct StreamMedia {
@@ -97,8 +100,10 @@ pub struct Viewer {
     tracks: Vec<(Arc<TrackLocalStaticRTP>, u32)>,
     cancel: CancellationToken,
     state: watch::Receiver<RTCPeerConnectionState>,
-    /// Every task of the viewer: its forwarders and its connection's own.
-    tasks: TaskTracker,
+    /// The viewer's forwarders.
+    forwarders: TaskTracker,
+    /// Its connection's own tasks (spawned by the WebRTC stack).
+    connection: TaskTracker,
     /// The SDP answer, with the gathered candidates.
     pub answer: String,
 }
@@ -108,17 +113,31 @@ impl Viewer {
     /// peer connection (which sends DTLS close_notify); returns when every
     /// task of the viewer has ended, whoever hung up first.
     pub async fn hang_up(&self) {
-        if !self.cancel.is_cancelled() {
-            self.cancel.cancel();
+        let first = !self.cancel.is_cancelled();
+        self.cancel.cancel();
+        // No media may follow the BYE: the forwarders end first.
+        self.forwarders.close();
+        self.forwarders.wait().await;
+        if first {
             self.say_goodbye().await;
         }
-        self.tasks.close();
-        self.tasks.wait().await;
+        self.connection.close();
+        // close() returns once the stack's driver has stopped; the bound is
+        // a safety net so a stuck stack cannot hold up a teardown forever.
+        if tokio::time::timeout(CONNECTION_END_LIMIT, self.connection.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                tasks = self.connection.len(),
+                "the viewer's connection tasks did not end after close"
+            );
+        }
     }
 
     /// The live tasks of this viewer.
     pub fn tasks(&self) -> usize {
-        self.tasks.len()
+        self.forwarders.len() + self.connection.len()
     }
 
     async fn say_goodbye(&self) {
@@ -245,8 +264,8 @@ pub async fn accept_offer(
         label: label.to_owned(),
         connected_at: connected_at.clone(),
     };
-    let tasks = TaskTracker::new();
-    let pc = build_peer(cfg, events, &tasks).await?;
+    let connection = TaskTracker::new();
+    let pc = build_peer(cfg, events, &connection).await?;
     let result = async {
         let tracks = add_tracks(
             &pc,
@@ -258,29 +277,30 @@ pub async fn accept_offer(
         let mux_port = cfg.udp_mux.as_ref().map(|m| m.local_addr().port());
         let answer =
             crate::sdp::candidates::rewrite_host_candidates(&answer, &cfg.nat_ips, mux_port);
-        let mut forwarders = Vec::new();
+        let mut negotiated = Vec::new();
         for t in tracks {
             let pt = negotiated_pt(&t.sender, t.kind)
                 .await
                 .ok_or_else(|| no_codec_for(t.kind))?;
-            forwarders.push((t, pt));
+            negotiated.push((t, pt));
         }
-        Ok::<_, PeerError>((answer, forwarders))
+        Ok::<_, PeerError>((answer, negotiated))
     }
     .await;
-    let (answer, forwarders) = match result {
+    let (answer, negotiated) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = pc.close().await;
-            tasks.close();
-            tasks.wait().await;
+            connection.close();
+            connection.wait().await;
             return Err(e);
         }
     };
     let cancel = CancellationToken::new();
+    let forwarders = TaskTracker::new();
     let counters = Arc::new(ViewerCounters::default());
     let mut bye_tracks = Vec::new();
-    for (t, pt) in forwarders {
+    for (t, pt) in negotiated {
         bye_tracks.push((t.track.clone(), t.ssrc));
         let fwd = Forwarder {
             sink: Arc::new(TrackSink(t.track)),
@@ -293,7 +313,7 @@ pub async fn accept_offer(
             latency: media.latency.clone(),
             policy: ForwardPolicy::default(),
         };
-        tasks.spawn(forward_once_connected(fwd, state.clone()).in_current_span());
+        forwarders.spawn(forward_once_connected(fwd, state.clone()).in_current_span());
     }
     Ok(Viewer {
         pc,
@@ -302,7 +322,8 @@ pub async fn accept_offer(
         tracks: bye_tracks,
         cancel,
         state,
-        tasks,
+        forwarders,
+        connection,
         answer,
     })
 }

@@ -75,7 +75,9 @@ pub struct Received {
     /// The last sender report per kind (video, audio): NTP time, RTP time,
     /// and when it arrived.
     pub sender_reports: [Option<(u64, u32, Instant)>; 2],
-    /// The last packet per kind (video, audio): RTP time and arrival.
+    /// The first and the last packet per kind (video, audio): RTP time and
+    /// arrival.
+    pub first_packet: [Option<(u32, Instant)>; 2],
     pub last_packet: [Option<(u32, Instant)>; 2],
 }
 
@@ -127,6 +129,16 @@ impl Received {
             -a_at.duration_since(v_at).as_secs_f64()
         };
         Some(Duration::from_secs_f64((by_reports - by_arrival).abs()))
+    }
+
+    /// How much more video time (by RTP timestamps) arrived than wall time
+    /// passed between the first video packet and the last: a cached GOP sent
+    /// at once gives a lead of its age; live packets none.
+    pub fn video_lead(&self) -> Option<Duration> {
+        let ((ts0, t0), (ts1, t1)) = (self.first_packet[0]?, self.last_packet[0]?);
+        let media = f64::from(ts1.wrapping_sub(ts0)) / 90_000.0;
+        let wall = t1.duration_since(t0).as_secs_f64();
+        Some(Duration::from_secs_f64((media - wall).max(0.0)))
     }
 
     /// SPS, PPS and an IDR have arrived: a decoder can start.
@@ -254,7 +266,9 @@ async fn record(track: Arc<dyn TrackRemote>, received: Shared, t0: Instant) {
         };
         let mut r = lock(&received);
         let video = mime.eq_ignore_ascii_case(MIME_TYPE_H264);
-        r.last_packet[usize::from(!video)] = Some((pkt.header.timestamp, Instant::now()));
+        let seen = (pkt.header.timestamp, Instant::now());
+        r.first_packet[usize::from(!video)].get_or_insert(seen);
+        r.last_packet[usize::from(!video)] = Some(seen);
         if video {
             r.take_video(&pkt, mime, &mut depack, t0);
         } else {

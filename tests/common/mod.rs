@@ -363,3 +363,38 @@ pub fn testsrc_profile_gop(id: &str, keyframe_secs: u32) -> std::path::PathBuf {
     std::fs::write(&profile, text).unwrap();
     profile
 }
+
+/// GET `/status` of `ff` as JSON (no token).
+pub async fn status(ff: &Ffwhep) -> serde_json::Value {
+    let body = reqwest::get(format!("{}/status", ff.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Waits until `f` holds for `/status`; panics after a minute.
+pub async fn wait_status(ff: &Ffwhep, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = status(ff).await;
+        if f(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until FFmpeg of the first stream reported `frames` frames.
+pub async fn wait_frames(ff: &Ffwhep, frames: u64) {
+    wait_status(ff, &format!("{frames} frames from FFmpeg"), |s| {
+        s["streams"][0]["progress"]["frame"].as_u64().unwrap_or(0) >= frames
+    })
+    .await;
+}
