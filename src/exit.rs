@@ -1,5 +1,6 @@
-//! How a run ends, and the exit code each ending maps to: decided here and
-//! nowhere else, so wrappers (cron, systemd, CI) can act on it.
+//! Every failure ffwhep reports and the exit code it maps to, and how the
+//! outcomes of several streams make one code: wrappers (cron, systemd, CI)
+//! act on it. How a stream's ending becomes an outcome is `stream::ended`.
 
 use crate::ffmpeg::supervisor::SpawnError;
 use crate::profile::ProfileError;

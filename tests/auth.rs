@@ -96,6 +96,25 @@ async fn a_global_token_guards_streams_status_and_metrics_but_not_probes() {
             200,
             "{path}"
         );
+        let wrong = http
+            .get(format!("{base}{path}"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401, "{path}");
+        assert!(
+            wrong.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .contains("error=\"invalid_token\""),
+            "{path}"
+        );
+        assert_eq!(
+            wrong.text().await.unwrap(),
+            "the bearer token is wrong\n",
+            "{path}"
+        );
     }
     assert_eq!(
         http.get(format!("{base}/healthz"))

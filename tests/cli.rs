@@ -73,6 +73,16 @@ fn args_prints_the_exact_command() {
 }
 
 #[test]
+fn args_with_a_port_outside_the_pair_range_is_a_usage_error() {
+    for port in ["0", "65535"] {
+        let out = bin().args(["args", "--port", port]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "--port {port}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--port"), "{err}");
+    }
+}
+
+#[test]
 fn missing_ffmpeg_exits_three() {
     let out = bin()
         .args([

@@ -197,7 +197,7 @@ async fn duration_stops_cleanly_with_exit_zero() {
     let mut ff = Ffwhep::start(&["--duration", "3s"]);
     let mut v = connect(&ff.url).await;
     assert!(
-        v.wait_hung_up(Duration::from_secs(6)).await.is_some(),
+        v.wait_hung_up(Duration::from_secs(60)).await.is_some(),
         "viewer not hung up at the end"
     );
     let status = ff.wait_exit(Duration::from_secs(60));

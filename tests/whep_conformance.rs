@@ -313,8 +313,10 @@ async fn a_flood_of_bad_posts_does_not_slow_the_viewers() {
         r.frames_since_idr > 30
     })
     .await;
+    let ffmpeg_frames =
+        |s: serde_json::Value| s["streams"][0]["progress"]["frame"].as_u64().unwrap();
+    let made_before = ffmpeg_frames(common::status(&ff).await);
     let before = v.received().frames_since_idr;
-    let started = std::time::Instant::now();
     let mut tasks = Vec::new();
     for i in 0..8 {
         let url = ff.url.clone();
@@ -343,16 +345,17 @@ async fn a_flood_of_bad_posts_does_not_slow_the_viewers() {
     for t in tasks {
         refused += t.await.unwrap();
     }
-    let elapsed = started.elapsed();
     let r = v.received();
+    let made = ffmpeg_frames(common::status(&ff).await) - made_before;
     assert_eq!(refused, 1200, "every bad POST gets a 4xx");
     assert_eq!(r.video.lost + r.audio.lost, 0);
-    // Frames kept coming at the stream's rate (30/s) while the flood lasted.
+    // The viewer kept up with what FFmpeg made while the flood lasted (its
+    // progress comes once a second: up to 30 frames behind, the viewer's
+    // pipeline a few more), whatever the machine's speed.
     let frames = r.frames_since_idr - before;
-    let expected = (elapsed.as_secs_f64() * 30.0) as u64;
     assert!(
-        frames + 15 >= expected,
-        "{frames} frames in {elapsed:?} of flood"
+        frames + 45 >= made,
+        "{frames} frames to the viewer while FFmpeg made {made}"
     );
     v.close().await;
 }
