@@ -17,7 +17,7 @@ use crate::stream::judge;
 use crate::stream::registry::State;
 use crate::stream::registry::{Limits, Streams};
 use crate::stream::{self, StreamRun};
-use crate::term::StatusLine;
+use crate::term::Term;
 use futures::FutureExt;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -29,8 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-/// The terminal status line, when `run` shows one.
-pub(crate) type Term = Arc<StatusLine<std::io::Stderr>>;
 
 /// Runs a parsed command line; the `Ok` value is the exit code.
 pub(crate) fn main(cli: crate::cli::Cli, term: Option<Term>) -> Result<u8, Failure> {
@@ -299,8 +297,13 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
                 let result = match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
                     Ok(r) => r,
                     Err(_) => {
+                        // Outside a run (whose own boundary tears it down):
+                        // its sources stopped as they were dropped; the
+                        // viewers are hung up here.
                         tracing::error!("the stream's task panicked");
                         streams.finish(&id, State::Failed);
+                        let viewers = streams.unpublish(&id);
+                        futures::future::join_all(viewers.iter().map(|v| v.hang_up())).await;
                         Err(Failure::Panicked("the stream's task panicked".into()))
                     }
                 };

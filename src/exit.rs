@@ -41,8 +41,8 @@ pub enum Failure {
     Setup(anyhow::Error),
     #[error("smoke check failed: {0}")]
     Smoke(String),
-    /// A bug: the stream's task panicked. It was torn down; others go on.
-    #[error("internal error (a panic): {0}; the stream was torn down")]
+    /// A bug: the stream's task panicked. It was stopped; others go on.
+    #[error("internal error (a panic): {0}; the stream was stopped")]
     Panicked(String),
     /// Several streams failed: each with its id. The code is the worst one's.
     #[error("{}", .0.iter().map(|(id, f)| format!("stream {id}: {f}")).collect::<Vec<_>>().join("\nerror: "))]

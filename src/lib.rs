@@ -9,8 +9,8 @@
 //! - `peer`: a viewer's WebRTC connection, fed from the sources;
 //! - `stream`: one stream's lifecycle and the registry of every stream;
 //! - `http`: the router, WHEP, pages, status and metrics;
-//! - `app` (the commands), `logging` and `term`, and `smoke` (the built-in
-//!   viewer that checks a profile).
+//! - `cli` (the command line), `app` (the commands), `logging` and `term`,
+//!   and `smoke` (the built-in viewer that checks a profile).
 
 mod app;
 mod auth;

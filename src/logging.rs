@@ -1,9 +1,8 @@
 //! Tracing setup: human or JSON lines on stderr, filtered by `RUST_LOG`, and
 //! under `run` on a terminal a status line kept below the log.
 
-use crate::app::Term;
 use crate::cli::{Cli, Command, LogFormat};
-use crate::term::{LogWriter, StatusLine};
+use crate::term::{LogWriter, StatusLine, Term};
 
 /// Without RUST_LOG: ffwhep and FFmpeg at info; the WebRTC stack's per-viewer
 /// chatter (state changes, handshake notes) only when it is a real problem.

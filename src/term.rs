@@ -5,6 +5,9 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// The status line on stderr, as `run` shows it.
+pub(crate) type Term = Arc<StatusLine<std::io::Stderr>>;
+
 /// Erases the current terminal line and returns to its start.
 const CLEAR: &[u8] = b"\r\x1b[2K";
 

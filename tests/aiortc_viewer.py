@@ -6,7 +6,11 @@ then optionally waits for the server to hang up. Prints one JSON line:
 decoded video frames and their size, the time from the POST to the first
 decoded video frame, audio frames, and how the call ended.
 
-usage: aiortc_viewer.py URL [--seconds S] [--wait-hangup S] [--token T]
+usage: aiortc_viewer.py URL [--seconds S] [--frames N] [--audio-frames N]
+                          [--wait-hangup S] [--token T]
+
+With --frames or --audio-frames it watches until that many frames were
+decoded, --seconds being only the limit; without, it watches --seconds.
 """
 
 import argparse
@@ -24,6 +28,8 @@ async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--frames", type=int, default=0)
+    ap.add_argument("--audio-frames", type=int, default=0)
     ap.add_argument("--wait-hangup", type=float, default=0.0)
     ap.add_argument("--token", default=None)
     args = ap.parse_args()
@@ -33,6 +39,7 @@ async def main() -> None:
     pc.addTransceiver("audio", direction="recvonly")
     stats = {"video_frames": 0, "width": 0, "height": 0, "audio_frames": 0, "first_frame_ms": None}
     ended = asyncio.Event()
+    reached = asyncio.Event()
 
     async def consume(track):
         try:
@@ -45,6 +52,8 @@ async def main() -> None:
                     stats["width"], stats["height"] = frame.width, frame.height
                 else:
                     stats["audio_frames"] += 1
+                if stats["video_frames"] >= args.frames and stats["audio_frames"] >= args.audio_frames:
+                    reached.set()
         except MediaStreamError:
             ended.set()
 
@@ -80,7 +89,13 @@ async def main() -> None:
     answer = resp.read().decode()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
-    await asyncio.sleep(args.seconds)
+    if args.frames or args.audio_frames:
+        try:
+            await asyncio.wait_for(reached.wait(), args.seconds)
+        except asyncio.TimeoutError:
+            pass
+    else:
+        await asyncio.sleep(args.seconds)
     stats["connection"] = pc.connectionState
     if args.wait_hangup > 0:
         print(json.dumps({"ready": True}), flush=True)

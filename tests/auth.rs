@@ -129,7 +129,11 @@ async fn a_global_token_guards_streams_status_and_metrics_but_not_probes() {
     // A viewer nobody here wrote: refused without the token, plays with it.
     let refused = common::aiortc_view(&ff.url, &["--seconds", "2"], &[]);
     assert_eq!(refused["status"], 401, "{refused}");
-    let played = common::aiortc_view(&ff.url, &["--seconds", "2", "--token", TOKEN], &[]);
+    let played = common::aiortc_view(
+        &ff.url,
+        &["--frames", "21", "--seconds", "60", "--token", TOKEN],
+        &[],
+    );
     assert_eq!(played["status"], 201, "{played}");
     assert!(played["video_frames"].as_u64().unwrap() > 20, "{played}");
 }

@@ -312,6 +312,25 @@ async fn whep_statuses_and_cors() {
     let r = http.get(&ff.url).send().await.unwrap();
     assert_eq!(r.status(), 405);
     assert!(r.headers()["allow"].to_str().unwrap().contains("POST"));
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "method not allowed\n",
+        "a reason in plain text"
+    );
+    // A body over the limit: 413, with the reason.
+    let r = http
+        .post(&ff.url)
+        .header("content-type", "application/sdp")
+        .body("v=0\r\n".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(
+        !r.text().await.unwrap().trim().is_empty(),
+        "413 without a reason"
+    );
 
     // CORS preflight on the endpoint and on a session.
     let r = http

@@ -13,7 +13,18 @@ fn aiortc_decodes_the_stream_and_is_hung_up_when_ffmpeg_dies() {
     let mut ff = Ffwhep::start(&[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_viewer.py");
     let mut viewer = Command::new("python3")
-        .args([script, &ff.url, "--seconds", "3", "--wait-hangup", "5"])
+        .args([
+            script,
+            &ff.url,
+            "--frames",
+            "45",
+            "--audio-frames",
+            "50",
+            "--seconds",
+            "60",
+            "--wait-hangup",
+            "60",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 not found");
@@ -74,7 +85,7 @@ fn aiortc_joining_a_4s_gop_mid_way_decodes_at_once() {
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(common::wait_frames(&ff, 45));
-    let stats = common::aiortc_view(&ff.url, &["--seconds", "8"], &[]);
+    let stats = common::aiortc_view(&ff.url, &["--frames", "60", "--seconds", "60"], &[]);
     let first = stats["first_frame_ms"]
         .as_u64()
         .unwrap_or_else(|| panic!("no frame decoded: {stats}"));

@@ -32,8 +32,9 @@ impl Severity {
             (b"[debug]", Severity::Debug),
             (b"[trace]", Severity::Trace),
         ];
-        // Bytes, not chars: the tags are ASCII, and a byte bound cannot fall
-        // inside a multi-byte character.
+        // Bytes, not chars: the bound may fall inside a multi-byte
+        // character, which is harmless because the tags, matched as bytes,
+        // are ASCII.
         let head = &line.as_bytes()[..line.len().min(TAG_WITHIN)];
         TAGS.iter()
             .filter_map(|(tag, sev)| find(head, tag).map(|i| (i, *sev)))

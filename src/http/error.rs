@@ -65,6 +65,11 @@ pub(crate) enum HttpError {
     Internal(String),
     #[error("{0}; retry later")]
     Busy(&'static str),
+    /// Refused by the HTTP layer itself before a handler ran (a method not
+    /// allowed, a body over the limit, a malformed path or query): its
+    /// status and reason.
+    #[error("{1}")]
+    Refused(StatusCode, String),
 }
 
 impl HttpError {
@@ -85,6 +90,7 @@ impl HttpError {
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Refused(status, ..) => *status,
         }
     }
 }
@@ -104,6 +110,7 @@ impl IntoResponse for HttpError {
             _ => None,
         };
         let mut resp = (status, format!("{self}\n")).into_response();
+        resp.extensions_mut().insert(Written);
         if let Some(c) = challenge {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
@@ -114,4 +121,48 @@ impl IntoResponse for HttpError {
         }
         resp
     }
+}
+
+/// Marks a response written here.
+#[derive(Clone, Copy)]
+struct Written;
+
+/// Longest body of the HTTP layer's own refusal that is kept as the reason.
+const MAX_REASON: usize = 1024;
+
+/// Middleware: an error response that did not come from here (axum's own
+/// 405, 413 and extractor rejections) is written again here, with its reason
+/// as plain text (its own text, or the status's name).
+pub(super) async fn rewrite_others(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || resp.extensions().get::<Written>().is_some()
+    {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, MAX_REASON)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let reason = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase()
+    } else {
+        text
+    };
+    let mut resp = HttpError::Refused(status, reason).into_response();
+    // Its other headers stay: `Allow` of a 405, CORS.
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            resp.headers_mut().append(name, value.clone());
+        }
+    }
+    resp
 }

@@ -55,6 +55,7 @@ pub(crate) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router
     whep::router(streams, cors_origins)
         .merge(pages)
         .layer(axum::middleware::from_fn(request_timeout))
+        .layer(axum::middleware::from_fn(error::rewrite_others))
 }
 
 async fn request_timeout(req: axum::extract::Request, next: axum::middleware::Next) -> Response {

@@ -7,7 +7,7 @@ use super::error::HttpError;
 use crate::peer::{PeerError, Viewer, accept_offer};
 use crate::sdp::offer::{OfferError, Offered};
 use crate::sdp::trickle::SdpFrag;
-use crate::stream::registry::{Session, Streams};
+use crate::stream::registry::{Published, Session, Streams};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -186,15 +186,61 @@ async fn subscribe(
     streams.has_room(&id)?;
     // A cap on viewers being set up at once: each costs sockets and a DTLS
     // key exchange, and a flood of them must not slow those already playing.
-    let _setup = streams
+    let permit = streams
         .setups
-        .try_acquire()
+        .clone()
+        .try_acquire_owned()
         .map_err(|_| HttpError::Busy("too many viewers are being set up"))?;
-    let offer = std::str::from_utf8(&body).map_err(|_| HttpError::NotText)?;
+    let offer = std::str::from_utf8(&body)
+        .map_err(|_| HttpError::NotText)?
+        .to_owned();
+    // The setup is a task of the run: it finishes (and frees what it made
+    // when refused) even if the client goes away, and the run's teardown
+    // waits for it.
+    let setup = set_up(streams.clone(), id.clone(), published.clone(), offer);
+    let joined = published
+        .tasks
+        .spawn(async move {
+            let joined = setup.await;
+            drop(permit);
+            joined
+        })
+        .await
+        .map_err(|e| HttpError::Internal(format!("the viewer's setup failed: {e}")))??;
+
+    let mut resp = (StatusCode::CREATED, joined.answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    let location = format!("/whep/{id}/{}", joined.session);
+    h.insert(header::LOCATION, header_value(&location)?);
+    h.insert(header::ETAG, header_value(&joined.etag)?);
+    h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
+    add_links(h, &streams);
+    Ok(resp)
+}
+
+/// A viewer that joined: what its 201 carries.
+struct Joined {
+    session: String,
+    etag: String,
+    answer: String,
+}
+
+/// Makes a viewer of run `published` from `offer` and registers its
+/// session; a viewer whose run ended meanwhile is hung up and refused.
+async fn set_up(
+    streams: Arc<Streams>,
+    id: String,
+    published: Published,
+    offer: String,
+) -> Result<Joined, HttpError> {
     let session = random_hex();
-    let label = &session[..8];
+    let label = session[..8].to_owned();
     let span = tracing::info_span!("viewer", stream = %id, viewer = %label);
-    let accepted = accept_offer(&streams.peer, &published.media, offer, label)
+    let accepted = accept_offer(&streams.peer, &published.media, &offer, &label)
         .instrument(span)
         .await;
     let viewer = accepted.map_err(|e| match e {
@@ -210,33 +256,26 @@ async fn subscribe(
         viewer: viewer.clone(),
         joined: std::time::SystemTime::now(),
         etag: etag.clone(),
-        ice_ufrag: Offered::parse(offer).ok().and_then(|o| o.ice_ufrag),
+        ice_ufrag: Offered::parse(&offer).ok().and_then(|o| o.ice_ufrag),
     };
-    let watcher = watch_session(streams.clone(), id.clone(), session.clone(), &viewer);
-    let viewers = match streams.add_session(&id, &session, published.run, record, watcher) {
-        Ok(n) => n,
+    let watcher = watch_session(streams.clone(), id.clone(), session.clone(), viewer.clone());
+    match streams.add_session(&id, &session, published.run, record, watcher) {
+        Ok(viewers) => {
+            tracing::info!(stream = %id, viewer = %label, viewers, "viewer joined");
+            Ok(Joined {
+                session,
+                etag,
+                answer: viewer.answer.clone(),
+            })
+        }
         Err(e) => {
             // E.g. the run ended while the offer was answered: nothing of
             // the viewer may outlive it.
             tracing::info!(stream = %id, viewer = %label, run = published.run, reason = ?e, "viewer refused after setup");
             viewer.hang_up().await;
-            return Err(e.into());
+            Err(e.into())
         }
-    };
-    tracing::info!(stream = %id, viewer = %label, viewers, "viewer joined");
-
-    let mut resp = (StatusCode::CREATED, viewer.answer.clone()).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    let location = format!("/whep/{id}/{session}");
-    h.insert(header::LOCATION, header_value(&location)?);
-    h.insert(header::ETAG, header_value(&etag)?);
-    h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
-    add_links(h, &streams);
-    Ok(resp)
+    }
 }
 
 fn header_value(s: &str) -> Result<HeaderValue, HttpError> {
@@ -244,19 +283,21 @@ fn header_value(s: &str) -> Result<HeaderValue, HttpError> {
         .map_err(|_| HttpError::Internal(format!("cannot send header value {s:?}")))
 }
 
-/// What removes the session once its connection fails or closes on its own
-/// (run among the run's tasks).
+/// What ends a session: once its connection fails or closes on its own, or
+/// it is hung up (DELETE, teardown), the session is removed and the hang-up
+/// completed here, among the run's tasks, whoever started it.
 fn watch_session(
     streams: Arc<Streams>,
     id: String,
     session: String,
-    viewer: &Viewer,
+    viewer: Arc<Viewer>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let ended = viewer.ended(streams.peer.setup_timeout);
     async move {
         let why = ended.await;
-        if let Some(v) = streams.remove_session(&id, &session) {
-            v.hang_up().await;
+        let removed = streams.remove_session(&id, &session).is_some();
+        viewer.hang_up().await;
+        if removed {
             tracing::info!(stream = %id, viewer = %&session[..8], reason = why, "viewer left");
         }
     }

@@ -48,8 +48,19 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 use webrtc::runtime::default_runtime;
 
-/// How long a hang-up waits for the connection's own tasks to end.
-const CONNECTION_END_LIMIT: Duration = Duration::from_secs(10);
+/// How long each step of a hang-up may take before it is given up on.
+const HANG_UP_STEP_LIMIT: Duration = Duration::from_secs(10);
+
+/// Awaits one step of a hang-up, at most [`HANG_UP_STEP_LIMIT`].
+async fn bounded<T>(step: &'static str, f: impl Future<Output = T>) {
+    if tokio::time::timeout(HANG_UP_STEP_LIMIT, f).await.is_err() {
+        tracing::warn!(
+            step,
+            limit_s = HANG_UP_STEP_LIMIT.as_secs(),
+            "a viewer's hang-up step did not finish in time"
+        );
+    }
+}
 
 /// The sources of one stream, by kind.
 #[derive(Clone, Default)]
@@ -104,6 +115,8 @@ pub struct Viewer {
     forwarders: TaskTracker,
     /// Its connection's own tasks (spawned by the WebRTC stack).
     connection: TaskTracker,
+    /// Set once BYE was said and the connection closed.
+    closed: tokio::sync::OnceCell<()>,
     /// The SDP answer, with the gathered candidates.
     pub answer: String,
 }
@@ -111,28 +124,19 @@ pub struct Viewer {
 impl Viewer {
     /// Stops forwarding at once, says RTCP BYE on each track, and closes the
     /// peer connection (which sends DTLS close_notify); returns when every
-    /// task of the viewer has ended, whoever hung up first.
+    /// task of the viewer has ended, whoever hung up first. Any caller may
+    /// be the one that closes (if an earlier one was cancelled half-way, the
+    /// next closes); each step is bounded, so a stuck stack cannot hold up
+    /// a teardown forever.
     pub async fn hang_up(&self) {
-        let first = !self.cancel.is_cancelled();
         self.cancel.cancel();
         // No media may follow the BYE: the forwarders end first.
         self.forwarders.close();
-        self.forwarders.wait().await;
-        if first {
-            self.say_goodbye().await;
-        }
+        bounded("forwarders", self.forwarders.wait()).await;
+        bounded("close", self.closed.get_or_init(|| self.say_goodbye())).await;
+        // close() returns once the stack's driver has stopped.
         self.connection.close();
-        // close() returns once the stack's driver has stopped; the bound is
-        // a safety net so a stuck stack cannot hold up a teardown forever.
-        if tokio::time::timeout(CONNECTION_END_LIMIT, self.connection.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                tasks = self.connection.len(),
-                "the viewer's connection tasks did not end after close"
-            );
-        }
+        bounded("connection tasks", self.connection.wait()).await;
     }
 
     /// The live tasks of this viewer.
@@ -181,7 +185,7 @@ impl Viewer {
     pub fn ended(
         &self,
         setup_timeout: Duration,
-    ) -> impl Future<Output = &'static str> + Send + 'static {
+    ) -> impl Future<Output = &'static str> + Send + use<> {
         let mut state = self.state.clone();
         let mut up = self.state.clone();
         let cancel = self.cancel.clone();
@@ -324,6 +328,7 @@ pub async fn accept_offer(
         state,
         forwarders,
         connection,
+        closed: tokio::sync::OnceCell::new(),
         answer,
     })
 }

@@ -50,7 +50,8 @@ pub struct SourceStats {
     pub subscribers: AtomicU64,
 }
 
-/// A running source. Dropping it does not stop it: call [`Source::close`].
+/// A running source. [`Source::close`] stops it and waits; dropping it stops
+/// it without waiting.
 pub struct Source {
     handle: SourceHandle,
     cancel: CancellationToken,
@@ -186,11 +187,19 @@ impl Source {
 
     /// Stops reading and waits until the socket is closed and every
     /// subscriber's queue has ended.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         self.cancel.cancel();
-        if let Err(e) = self.task.await {
+        if let Err(e) = (&mut self.task).await {
             tracing::error!(port = self.handle.port, error = %e, "source task failed");
         }
+    }
+}
+
+/// A source dropped without [`Source::close`] (as when a panic unwinds its
+/// run) still stops reading, so its port is freed.
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
 }
 

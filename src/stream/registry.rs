@@ -172,7 +172,7 @@ pub struct Streams {
     global_token: Option<Secret>,
     limits: Limits,
     /// Permits for viewers being set up at once.
-    pub setups: tokio::sync::Semaphore,
+    pub setups: Arc<tokio::sync::Semaphore>,
     inner: Mutex<BTreeMap<String, Slot>>,
 }
 
@@ -191,7 +191,7 @@ impl Streams {
         Arc::new(Self {
             peer,
             global_token,
-            setups: tokio::sync::Semaphore::new(limits.max_setups),
+            setups: Arc::new(tokio::sync::Semaphore::new(limits.max_setups)),
             limits,
             inner: Mutex::new(BTreeMap::new()),
         })

@@ -16,6 +16,8 @@ pub struct Ffwhep {
     pub url: String,
     urls: Arc<Mutex<Vec<String>>>,
     log: Arc<Mutex<String>>,
+    /// The threads reading its stdout and stderr: they end at EOF.
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 pub fn bin() -> Command {
@@ -71,7 +73,7 @@ impl Ffwhep {
         let stdout = child.stdout.take().unwrap();
         let urls = Arc::new(Mutex::new(Vec::new()));
         let all = urls.clone();
-        std::thread::spawn(move || {
+        let out_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("WHEP ") {
                     all.lock().unwrap().push(url.to_owned());
@@ -81,7 +83,7 @@ impl Ffwhep {
         });
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let mut l = sink.lock().unwrap();
                 l.push_str(&line);
@@ -100,6 +102,7 @@ impl Ffwhep {
             url,
             urls,
             log,
+            readers: vec![out_reader, err_reader],
         }
     }
 
@@ -146,11 +149,11 @@ impl Ffwhep {
         self.url[..i].to_owned()
     }
 
-    /// The first `key=NUMBER` in the log, waiting a little for it: stderr
-    /// is read by another thread than the one that saw the WHEP URL.
+    /// The first `key=NUMBER` in the log, waiting for it: stderr is read by
+    /// another thread than the one that saw the WHEP URL.
     fn field(&self, key: &str) -> Option<u32> {
         let pat = format!("{key}=");
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let log = self.log();
             if let Some(at) = log.find(&pat) {
@@ -187,8 +190,10 @@ impl Ffwhep {
         let deadline = Instant::now() + within;
         loop {
             if let Some(s) = self.child.try_wait().unwrap() {
-                // Let the reader threads drain the last lines.
-                std::thread::sleep(Duration::from_millis(100));
+                // Its last lines are in once the readers reach EOF.
+                for reader in self.readers.drain(..) {
+                    let _ = reader.join();
+                }
                 return s;
             }
             if Instant::now() > deadline {
