@@ -29,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-
 /// Runs a parsed command line; the `Ok` value is the exit code.
 pub(crate) fn main(cli: crate::cli::Cli, term: Option<Term>) -> Result<u8, Failure> {
     match cli.command {

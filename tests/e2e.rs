@@ -60,7 +60,7 @@ fn tempdir() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_viewers_and_delete_stops_only_one() {
     let ff = Ffwhep::start(&[]);
-    let mut a = connect(&ff.url).await;
+    let a = connect(&ff.url).await;
     let b = connect(&ff.url).await;
     assert_ne!(a.location, b.location, "sessions share a URL");
     let session = a.location.rsplit('/').next().unwrap();
@@ -82,7 +82,7 @@ async fn two_viewers_and_delete_stops_only_one() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let state = a.wait_hung_up(Duration::from_secs(30)).await;
+    let state = common::checks::wait_hung_up(&a, Duration::from_secs(30)).await;
     assert!(
         state.is_some(),
         "the deleted viewer's connection did not end"
@@ -141,14 +141,14 @@ async fn sigkill_to_ffmpeg_hangs_up_viewers_and_frees_ports() {
     kill(ff.ffmpeg_pid(), libc::SIGKILL);
     let t0 = Instant::now();
     for (name, v) in [("a", &mut a), ("b", &mut b)] {
-        let state = v
-            .wait_hung_up(Duration::from_secs(30).saturating_sub(t0.elapsed()))
-            .await;
+        let state =
+            common::checks::wait_hung_up(v, Duration::from_secs(30).saturating_sub(t0.elapsed()))
+                .await;
         assert!(
             state.is_some(),
             "viewer {name} was not hung up within 30 s ({}; {:?}); log:\n{}",
             summary(&v.received()),
-            v.dtls_states().await,
+            common::checks::dtls_states(v).await,
             ff.log()
         );
     }
@@ -168,7 +168,7 @@ async fn sigkill_to_ffmpeg_hangs_up_viewers_and_frees_ports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_ffmpeg_gracefully_and_tears_down() {
     let mut ff = Ffwhep::start(&[]);
-    let mut v = connect(&ff.url).await;
+    let v = connect(&ff.url).await;
     wait_for(&v, Duration::from_secs(60), "video", |r| {
         r.video.packets > 30
     })
@@ -176,7 +176,9 @@ async fn sigterm_stops_ffmpeg_gracefully_and_tears_down() {
     let ffmpeg = ff.ffmpeg_pid();
     kill(ff.pid(), libc::SIGTERM);
     assert!(
-        v.wait_hung_up(Duration::from_secs(60)).await.is_some(),
+        common::checks::wait_hung_up(&v, Duration::from_secs(60))
+            .await
+            .is_some(),
         "viewer not hung up"
     );
     let status = ff.wait_exit(Duration::from_secs(60));

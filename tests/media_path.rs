@@ -29,7 +29,7 @@ async fn a_viewer_joining_mid_gop_gets_the_cached_keyframe_at_once() {
     // than wall time has passed since its first packet: by the age of the
     // GOP when it joined (3 s or more). Waiting for the next keyframe
     // instead would give no lead at all.
-    let lead = r.video_lead().unwrap();
+    let lead = common::checks::video_lead(&r).unwrap();
     assert!(
         lead > Duration::from_millis(1500),
         "a lead of {lead:?} over the wall clock: the cache did not serve the GOP"
@@ -164,7 +164,7 @@ async fn sender_reports_keep_audio_and_video_in_step() {
     .await;
     // Measured against arrival times, which a busy machine delays: the
     // bound is for a real misalignment (FFmpeg's own is some 20 ms).
-    let error = v.received().av_sync_error().unwrap();
+    let error = common::checks::av_sync_error(&v.received()).unwrap();
     assert!(
         error < Duration::from_millis(250),
         "reports put audio and video {error:?} off their arrival"

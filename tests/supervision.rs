@@ -33,7 +33,7 @@ async fn post_status(url: &str) -> (u16, Option<u64>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarts_with_backoff_then_gives_up() {
     let mut ff = Ffwhep::start(&[restart_profile().to_str().unwrap()]);
-    let mut a = connect(&ff.url).await;
+    let a = connect(&ff.url).await;
     wait_for(&a, Duration::from_secs(60), "video", |r| {
         r.video.packets > 20
     })
@@ -42,7 +42,9 @@ async fn restarts_with_backoff_then_gives_up() {
     // Run 1 dies: the viewer is hung up, POSTs get 409 until run 2.
     kill(ff.all("pid")[0] as i32, libc::SIGKILL);
     assert!(
-        a.wait_hung_up(Duration::from_secs(60)).await.is_some(),
+        common::checks::wait_hung_up(&a, Duration::from_secs(60))
+            .await
+            .is_some(),
         "viewer not hung up on exit"
     );
     ff.wait_log(Duration::from_secs(60), "the restart decision", |l| {
@@ -59,7 +61,7 @@ async fn restarts_with_backoff_then_gives_up() {
     ff.wait_log(Duration::from_secs(60), "run 2", |l| {
         l.matches("FFmpeg started").count() == 2
     });
-    let mut b = connect(&ff.url).await;
+    let b = connect(&ff.url).await;
     wait_for(
         &b,
         Duration::from_secs(60),
@@ -71,7 +73,9 @@ async fn restarts_with_backoff_then_gives_up() {
     // Run 2 dies: a longer delay.
     kill(ff.all("pid")[1] as i32, libc::SIGKILL);
     assert!(
-        b.wait_hung_up(Duration::from_secs(60)).await.is_some(),
+        common::checks::wait_hung_up(&b, Duration::from_secs(60))
+            .await
+            .is_some(),
         "viewer not hung up on the second exit"
     );
     ff.wait_log(
@@ -195,9 +199,11 @@ fn sigint_exits_130() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duration_stops_cleanly_with_exit_zero() {
     let mut ff = Ffwhep::start(&["--duration", "3s"]);
-    let mut v = connect(&ff.url).await;
+    let v = connect(&ff.url).await;
     assert!(
-        v.wait_hung_up(Duration::from_secs(60)).await.is_some(),
+        common::checks::wait_hung_up(&v, Duration::from_secs(60))
+            .await
+            .is_some(),
         "viewer not hung up at the end"
     );
     let status = ff.wait_exit(Duration::from_secs(60));

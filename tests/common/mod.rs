@@ -1,6 +1,7 @@
 //! Test helpers: the ffwhep binary as a child process, and a WHEP viewer.
 #![allow(dead_code)]
 
+pub mod checks;
 pub mod lossy;
 
 use std::io::{BufRead, BufReader};
