@@ -280,5 +280,22 @@ async fn a_protected_stream_is_named_only_to_its_token_holder() {
         page.contains("id=\"token\""),
         "the list page does not ask for the token"
     );
+    // The player page is the same for the protected stream and for none.
+    assert_eq!(
+        get_text(&format!("{base}/play/hidden-cam"), None).await,
+        get_text(&format!("{base}/play/no-such-cam"), None).await
+    );
+    // A POST without the token cannot tell the protected stream from none.
+    let mut refusals = Vec::new();
+    for id in ["hidden-cam", "no-such-cam"] {
+        let r = post(&format!("{base}/whep/{id}"), None).await;
+        let challenge = r.headers()["www-authenticate"].clone();
+        refusals.push((r.status(), challenge, r.text().await.unwrap()));
+    }
+    assert_eq!(refusals[0].0, 401);
+    assert_eq!(
+        refusals[0], refusals[1],
+        "a stranger can tell which ids exist"
+    );
     v.close().await;
 }

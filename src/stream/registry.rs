@@ -239,9 +239,26 @@ impl Streams {
     }
 
     /// Checks a request's `Authorization` for stream `id` (its own token,
-    /// else the global one). An unknown stream is not refused here.
+    /// else the global one). An unknown stream is refused only while some
+    /// stream has a token of its own; otherwise its 404 is the caller's.
     pub fn authorize(&self, id: &str, header: Option<&[u8]>) -> Result<(), Denied> {
-        let token = self.lock().get(id).and_then(|s| s.token.clone());
+        let token = {
+            let map = self.lock();
+            match map.get(id) {
+                Some(slot) => slot.token.clone(),
+                // While some stream has a token of its own, an unknown one is
+                // refused as a protected one would be: a 404 here and a 401
+                // there would tell a stranger which ids exist.
+                None if map.values().any(|s| s.token.is_some()) => {
+                    return Err(if header.is_some() {
+                        Denied::Wrong
+                    } else {
+                        Denied::Missing
+                    });
+                }
+                None => None,
+            }
+        };
         auth::check(header, token.as_ref().or(self.global_token.as_ref()))
     }
 
