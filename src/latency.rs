@@ -1,6 +1,7 @@
 //! Relay latency: the time from a packet's arrival on a source socket to its
 //! hand-off toward a viewer, sampled (one packet in [`SAMPLE_EVERY`]) into a
-//! shared histogram of 50 µs buckets. Recording is a few atomic adds.
+//! shared histogram: 10 µs buckets below 1 ms, 50 µs buckets up to 20 ms.
+//! Recording is a few atomic adds.
 
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -8,9 +9,35 @@ use std::time::Duration;
 
 /// One packet in this many is timed.
 pub const SAMPLE_EVERY: u64 = 32;
-const BUCKET_US: u64 = 50;
-/// 50 µs buckets up to 20 ms; one more for everything above.
-const BUCKETS: usize = 401;
+/// Below this, buckets are [`FINE_US`] wide; from it to [`TOP_US`],
+/// [`COARSE_US`] wide; one more bucket holds everything above.
+const FINE_UNTIL_US: u64 = 1000;
+const FINE_US: u64 = 10;
+const COARSE_US: u64 = 50;
+const TOP_US: u64 = 20_000;
+const FINE_BUCKETS: usize = (FINE_UNTIL_US / FINE_US) as usize;
+const BUCKETS: usize = FINE_BUCKETS + ((TOP_US - FINE_UNTIL_US) / COARSE_US) as usize + 1;
+
+/// The bucket a sample of `us` falls in.
+fn bucket_of(us: u64) -> usize {
+    if us < FINE_UNTIL_US {
+        (us / FINE_US) as usize
+    } else if us < TOP_US {
+        FINE_BUCKETS + ((us - FINE_UNTIL_US) / COARSE_US) as usize
+    } else {
+        BUCKETS - 1
+    }
+}
+
+/// The upper bound of bucket `i`, in µs (the last, open-ended one is
+/// reported one coarse step above the top).
+fn upper_us(i: usize) -> u64 {
+    if i < FINE_BUCKETS {
+        (i as u64 + 1) * FINE_US
+    } else {
+        FINE_UNTIL_US + (i - FINE_BUCKETS + 1) as u64 * COARSE_US
+    }
+}
 
 pub struct Histogram {
     buckets: Vec<AtomicU64>,
@@ -28,9 +55,10 @@ impl Default for Histogram {
 }
 
 /// The upper bounds, in seconds, of the buckets `/metrics` exposes: each a
-/// multiple of the 50 µs recording bucket, so the counts are exact.
-pub const EXPOSED_BOUNDS_S: [f64; 9] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.015, 0.02,
+/// bound of the recording buckets, so the counts are exact.
+pub const EXPOSED_BOUNDS_S: [f64; 13] = [
+    0.00002, 0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.015,
+    0.02,
 ];
 
 /// Cumulative counts at [`EXPOSED_BOUNDS_S`], the total and the sum, as a
@@ -60,21 +88,21 @@ pub struct Summary {
 impl Histogram {
     pub fn record(&self, d: Duration) {
         let us = d.as_micros() as u64;
-        let i = (us / BUCKET_US).min(BUCKETS as u64 - 1) as usize;
-        self.buckets[i].fetch_add(1, Relaxed);
+        self.buckets[bucket_of(us)].fetch_add(1, Relaxed);
         self.sum_us.fetch_add(us, Relaxed);
     }
 
     /// The counts at or below each exposed bound (a sample in recording
-    /// bucket `i` is below `(i + 1) * 50 µs`; the last bucket, everything
-    /// from 20 ms up, counts only in the total).
+    /// bucket `i` is below its upper bound; the last bucket, everything from
+    /// 20 ms up, counts only in the total).
     pub fn cumulative(&self) -> Cumulative {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let bounds_s = EXPOSED_BOUNDS_S
             .iter()
             .map(|&b| {
-                let upto = ((b * 1e6).round() as u64 / BUCKET_US) as usize;
-                (b, counts[..upto.min(BUCKETS)].iter().sum())
+                let bound_us = (b * 1e6).round() as u64;
+                let within = (0..BUCKETS - 1).take_while(|&i| upper_us(i) <= bound_us);
+                (b, within.map(|i| counts[i]).sum())
             })
             .collect();
         Cumulative {
@@ -87,7 +115,7 @@ impl Histogram {
     pub fn summary(&self) -> Summary {
         let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
         let samples: u64 = counts.iter().sum();
-        let upper_ms = |i: usize| ((i as u64 + 1) * BUCKET_US) as f64 / 1000.0;
+        let upper_ms = |i: usize| upper_us(i) as f64 / 1000.0;
         let at = |q: f64| -> Option<f64> {
             let want = ((samples as f64) * q).ceil().max(1.0) as u64;
             let mut seen = 0;
@@ -118,21 +146,48 @@ mod tests {
         let h = Histogram::default();
         assert_eq!(h.summary(), Summary::default());
         for _ in 0..98 {
-            h.record(Duration::from_micros(120)); // bucket 100-150 µs
+            h.record(Duration::from_micros(120)); // bucket 120-130 µs
         }
-        h.record(Duration::from_millis(3));
+        h.record(Duration::from_millis(3)); // bucket 3000-3050 µs
         h.record(Duration::from_secs(1)); // beyond 20 ms: the last bucket
         let c = h.cumulative();
         assert_eq!(c.count, 100);
-        assert_eq!(c.bounds_s[0], (0.0001, 0), "120 µs is above 100 µs");
-        assert_eq!(c.bounds_s[1], (0.00025, 98));
-        assert_eq!(c.bounds_s[5], (0.005, 99), "3 ms is at or below 5 ms");
-        assert_eq!(c.bounds_s[8], (0.02, 99), "1 s only in the total");
+        assert_eq!(c.bounds_s[2], (0.0001, 0), "120 µs is above 100 µs");
+        assert_eq!(c.bounds_s[3], (0.0002, 98));
+        assert_eq!(c.bounds_s[9], (0.005, 99), "3 ms is at or below 5 ms");
+        assert_eq!(c.bounds_s[12], (0.02, 99), "1 s only in the total");
         assert!((c.sum_s - (98.0 * 120e-6 + 3e-3 + 1.0)).abs() < 1e-9);
         let s = h.summary();
         assert_eq!(s.samples, 100);
-        assert_eq!(s.p50_ms, Some(0.15));
+        assert_eq!(s.p50_ms, Some(0.13));
         assert_eq!(s.p99_ms, Some(3.05));
         assert_eq!(s.max_ms, Some(20.05));
+    }
+
+    #[test]
+    fn below_a_millisecond_buckets_are_ten_microseconds() {
+        let h = Histogram::default();
+        for us in [5, 15, 15, 25, 999, 1000, 1049, 1050, 19_999] {
+            h.record(Duration::from_micros(us));
+        }
+        let ups: Vec<u64> = [5u64, 15, 25, 999, 1000, 1049, 1050, 19_999]
+            .iter()
+            .map(|&us| upper_us(bucket_of(us)))
+            .collect();
+        assert_eq!(ups, [10, 20, 30, 1000, 1050, 1050, 1100, 20_000]);
+        let c = h.cumulative();
+        assert_eq!(c.bounds_s[0], (0.00002, 3), "5, 15 and 15 µs");
+        assert_eq!(c.bounds_s[1], (0.00005, 4));
+        assert_eq!(c.bounds_s[7], (0.001, 5), "999 µs, not 1000");
+        assert_eq!(c.bounds_s[12], (0.02, 9));
+        assert_eq!(h.summary().p50_ms, Some(1.0), "the 5th of 9: 999 µs");
+        // Every exposed bound is a bucket bound: its count is exact.
+        for b in EXPOSED_BOUNDS_S {
+            let us = (b * 1e6).round() as u64;
+            assert!(
+                (0..BUCKETS).any(|i| upper_us(i) == us),
+                "{b} s is no bucket bound"
+            );
+        }
     }
 }
