@@ -99,9 +99,14 @@ struct Run {
 impl Forwarder {
     /// Forwards until the viewer or the source ends.
     pub async fn run(self) {
-        let Some(sub) = self.subscribe().await else {
-            return;
-        };
+        if let Some(sub) = self.subscribe().await {
+            self.forward(sub).await;
+        }
+    }
+
+    /// Forwards `sub` (this forwarder's subscription, taken with
+    /// [`Forwarder::subscribe`]) until the viewer or the source ends.
+    pub async fn forward(self, sub: Subscription) {
         let mut live = sub.live;
         let mut run = Run {
             numbers: Renumber::new(
@@ -152,7 +157,8 @@ impl Forwarder {
         }
     }
 
-    async fn subscribe(&self) -> Option<Subscription> {
+    /// The cached GOP and a live queue from the source; `None` once it closed.
+    pub async fn subscribe(&self) -> Option<Subscription> {
         let drops = vec![Arc::clone(&self.counters) as Arc<dyn DropCount>];
         self.source.subscribe(VIEWER_QUEUE, drops).await
     }

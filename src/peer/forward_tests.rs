@@ -1,12 +1,12 @@
 //! The forwarder against a real source socket and a stand-in viewer. Every
-//! wait is on an event (the source's counters, what the viewer got, a
+//! wait is on an event (a probe subscriber's queue, what the viewer got, a
 //! cancellation); time limits in the policy are set far beyond any test.
 
 use super::*;
 use crate::profile::CacheLimits;
+use crate::rtp::RtpPacket;
 use crate::source::{Source, SourceKind};
 use std::net::UdpSocket;
-use std::sync::Mutex;
 use tokio::sync::{mpsc, watch};
 
 /// How long a test waits for an event before it fails: only a broken
@@ -20,10 +20,11 @@ const PATIENT: ForwardPolicy = ForwardPolicy {
     keyframe_answer_every: Duration::from_secs(3600),
 };
 
-/// A stand-in viewer: records what it is sent, can be paused (writes wait
-/// until it resumes), and sends the feedback a test queues.
+/// A stand-in viewer: records what it is sent (a watch, so a test waits
+/// for what it needs), can be paused (writes wait until it resumes), and
+/// sends the feedback a test queues.
 struct FakeSink {
-    sent: Mutex<Vec<rtc::rtp::Packet>>,
+    sent: watch::Sender<Vec<rtc::rtp::Packet>>,
     paused: watch::Sender<bool>,
     feedback: tokio::sync::Mutex<mpsc::Receiver<Feedback>>,
 }
@@ -32,7 +33,7 @@ impl FakeSink {
     fn new() -> (Arc<Self>, mpsc::Sender<Feedback>) {
         let (tx, rx) = mpsc::channel(8);
         let sink = Arc::new(Self {
-            sent: Mutex::default(),
+            sent: watch::channel(Vec::new()).0,
             paused: watch::channel(false).0,
             feedback: tokio::sync::Mutex::new(rx),
         });
@@ -40,11 +41,28 @@ impl FakeSink {
     }
 
     fn sent(&self) -> Vec<rtc::rtp::Packet> {
-        self.sent.lock().unwrap().clone()
+        self.sent.borrow().clone()
     }
 
     fn count(&self) -> usize {
-        self.sent.lock().unwrap().len()
+        self.sent.borrow().len()
+    }
+
+    /// Waits until what the viewer was sent satisfies `cond`; fails the
+    /// test after [`PATIENCE`].
+    async fn until(&self, what: &str, cond: impl Fn(&[rtc::rtp::Packet]) -> bool) {
+        let mut sent = self.sent.subscribe();
+        tokio::time::timeout(PATIENCE, sent.wait_for(|v| cond(v)))
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .expect("the sink is alive");
+    }
+
+    /// Waits until the last packet sent carries source number `seq`.
+    async fn until_last(&self, what: &str, seq: u16) {
+        let want = (seq & 0xff) as u8;
+        self.until(what, |v| v.last().map(source_seq) == Some(want))
+            .await;
     }
 
     fn pause(&self, paused: bool) {
@@ -57,21 +75,12 @@ impl MediaSink for FakeSink {
     async fn write(&self, packet: rtc::rtp::Packet) -> Result<(), String> {
         let mut paused = self.paused.subscribe();
         paused.wait_for(|p| !*p).await.map_err(|e| e.to_string())?;
-        self.sent.lock().unwrap().push(packet);
+        self.sent.send_modify(|v| v.push(packet));
         Ok(())
     }
 
     async fn feedback(&self) -> Option<Feedback> {
         self.feedback.lock().await.recv().await
-    }
-}
-
-/// Waits until `cond` holds; fails the test after [`PATIENCE`].
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -93,22 +102,24 @@ fn h264(seq: u16) -> Vec<u8> {
     v
 }
 
-/// A video source and what feeds it over loopback UDP.
+/// A video source, what feeds it over loopback UDP, and a probe subscriber
+/// that sees each packet the source took.
 struct Feed {
     src: Source,
     tx: UdpSocket,
-    sent: u64,
+    probe: mpsc::Receiver<RtpPacket>,
 }
 
 impl Feed {
-    fn new() -> Self {
+    async fn new() -> Self {
         Self::with(Some(CacheLimits {
             max_bytes: 1_000_000,
             max_age: Duration::from_secs(3600),
         }))
+        .await
     }
 
-    fn with(cache: Option<CacheLimits>) -> Self {
+    async fn with(cache: Option<CacheLimits>) -> Self {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = sock.local_addr().unwrap().port();
         let kind = SourceKind::Video {
@@ -118,32 +129,56 @@ impl Feed {
         let src = Source::start(sock, "video", kind).unwrap();
         let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
         tx.connect(("127.0.0.1", port)).unwrap();
-        Self { src, tx, sent: 0 }
+        let probe = src.handle().subscribe(64, vec![]).await.unwrap().live;
+        Self { src, tx, probe }
     }
 
-    /// Sends packets `range`, a few at a time, each batch once the source
-    /// has read the last: no socket buffer can overflow.
+    /// Sends packets `range`, a few at a time, each batch once the probe has
+    /// seen the last: no socket buffer can overflow.
     async fn send(&mut self, range: std::ops::Range<u16>) {
         let seqs: Vec<u16> = range.collect();
         for batch in seqs.chunks(32) {
             for seq in batch {
                 self.tx.send(&h264(*seq)).unwrap();
             }
-            self.sent += batch.len() as u64;
-            let stats = self.src.handle().stats;
-            let want = self.sent;
-            until("the source to read what was sent", || {
-                stats.rtp_packets.load(Relaxed) >= want
-            })
-            .await;
+            for _ in batch {
+                tokio::time::timeout(PATIENCE, self.probe.recv())
+                    .await
+                    .expect("the source did not take what was sent")
+                    .expect("the source closed");
+            }
         }
     }
 
-    /// Waits until `n` subscribers are registered with the source.
-    async fn subscribed(&self, n: u64) {
-        let stats = self.src.handle().stats;
-        until("the subscriptions", || stats.subscribers.load(Relaxed) == n).await;
+    /// Overflows `slow`'s queue while it is paused, then lets it move and
+    /// sends on until it has resynced once more (or was hung up). Starts at
+    /// source number `next`; returns the next unsent one.
+    async fn overflow(
+        &mut self,
+        slow: &FakeSink,
+        counters: &ViewerCounters,
+        cancel: &CancellationToken,
+        mut next: u16,
+    ) -> u16 {
+        let resynced = counters.resyncs.load(Relaxed) + 1;
+        slow.pause(true);
+        self.send(next..next + 600).await;
+        next += 600;
+        slow.pause(false);
+        // The next packet it takes tells it packets were dropped.
+        while counters.resyncs.load(Relaxed) < resynced && !cancel.is_cancelled() {
+            self.send(next..next + 1).await;
+            next += 1;
+            tokio::task::yield_now().await;
+        }
+        next
     }
+}
+
+/// Starts `fwd` once its subscription is in place.
+async fn start(fwd: Forwarder) -> tokio::task::JoinHandle<()> {
+    let sub = fwd.subscribe().await.expect("the source is open");
+    tokio::spawn(fwd.forward(sub))
 }
 
 fn forwarder(
@@ -187,7 +222,7 @@ fn source_seq(p: &rtc::rtp::Packet) -> u8 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_viewer_never_holds_up_the_others_and_restarts_on_a_keyframe() {
-    let mut feed = Feed::new();
+    let mut feed = Feed::new().await;
     let (a, _) = FakeSink::new();
     let (b, _) = FakeSink::new();
     let (stuck, _) = FakeSink::new();
@@ -195,15 +230,13 @@ async fn a_stuck_viewer_never_holds_up_the_others_and_restarts_on_a_keyframe() {
     let mut counters = Vec::new();
     for sink in [&a, &b, &stuck] {
         let (fwd, _, c) = forwarder(&feed, sink.clone());
-        tokio::spawn(fwd.run());
+        start(fwd).await;
         counters.push(c);
     }
-    feed.subscribed(3).await;
     feed.send(0..1500).await;
-    until("the others to get every packet", || {
-        a.count() == 1500 && b.count() == 1500
-    })
-    .await;
+    for fast in [&a, &b] {
+        fast.until("every packet", |v| v.len() == 1500).await;
+    }
     // The others got every packet, in order, renumbered without gaps.
     for fast in [&a, &b] {
         let sent = fast.sent();
@@ -216,10 +249,9 @@ async fn a_stuck_viewer_never_holds_up_the_others_and_restarts_on_a_keyframe() {
     // ...and once it moves again it starts over from a keyframe.
     stuck.pause(false);
     feed.send(1500..1700).await;
-    until("the stuck viewer to be back on live", || {
-        stuck.sent().last().map(source_seq) == Some((1699 & 0xff) as u8)
-    })
-    .await;
+    stuck
+        .until_last("the stuck viewer back on live", 1699)
+        .await;
     let sent = stuck.sent();
     assert_contiguous(&sent);
     assert_eq!(counters[2].resyncs.load(Relaxed), 1);
@@ -244,28 +276,14 @@ async fn a_stuck_viewer_never_holds_up_the_others_and_restarts_on_a_keyframe() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_that_keeps_falling_behind_is_hung_up() {
-    let mut feed = Feed::new();
+    let mut feed = Feed::new().await;
     let (slow, _) = FakeSink::new();
     let (fwd, cancel, counters) = forwarder(&feed, slow.clone());
-    let task = tokio::spawn(fwd.run());
-    feed.subscribed(1).await;
+    let task = start(fwd).await;
+    // Each round overflows the viewer's queue while it is stuck.
     let mut next = 0u16;
-    // Each round overflows the viewer's queue while it is stuck, then lets
-    // it move: the next packet it takes tells it packets were dropped.
-    for round in 1..=PATIENT.max_resyncs + 1 {
-        slow.pause(true);
-        feed.send(next..next + 600).await;
-        next += 600;
-        slow.pause(false);
-        let want = round as u64;
-        let mut extra = next;
-        // Packets keep coming until the viewer has taken one after the drop.
-        while counters.resyncs.load(Relaxed) < want && !cancel.is_cancelled() {
-            feed.send(extra..extra + 1).await;
-            extra += 1;
-            tokio::task::yield_now().await;
-        }
-        next = extra;
+    for _ in 0..=PATIENT.max_resyncs {
+        next = feed.overflow(&slow, &counters, &cancel, next).await;
     }
     tokio::time::timeout(PATIENCE, cancel.cancelled())
         .await
@@ -285,24 +303,19 @@ async fn a_viewer_that_keeps_falling_behind_is_hung_up() {
 async fn resyncs_spread_over_more_than_the_window_are_forgiven() {
     // The same four overflows, with a window so short that each resync is
     // alone in it: the viewer is never hung up.
-    let mut feed = Feed::new();
+    let mut feed = Feed::new().await;
     let (slow, _) = FakeSink::new();
     let (mut fwd, cancel, counters) = forwarder(&feed, slow.clone());
     fwd.policy.resync_window = Duration::ZERO;
-    tokio::spawn(fwd.run());
-    feed.subscribed(1).await;
+    start(fwd).await;
     let mut next = 0u16;
-    for round in 1..=PATIENT.max_resyncs + 1 {
-        slow.pause(true);
-        feed.send(next..next + 600).await;
-        next += 600;
-        slow.pause(false);
-        while counters.resyncs.load(Relaxed) < round as u64 {
-            feed.send(next..next + 1).await;
-            next += 1;
-            tokio::task::yield_now().await;
-        }
+    for _ in 0..=PATIENT.max_resyncs {
+        next = feed.overflow(&slow, &counters, &cancel, next).await;
     }
+    assert_eq!(
+        counters.resyncs.load(Relaxed) as usize,
+        PATIENT.max_resyncs + 1
+    );
     assert!(
         !cancel.is_cancelled(),
         "hung up for resyncs out of the window"
@@ -312,13 +325,12 @@ async fn resyncs_spread_over_more_than_the_window_are_forgiven() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nacks_are_answered_from_the_shared_history() {
-    let mut feed = Feed::new();
+    let mut feed = Feed::new().await;
     let (sink, feedback) = FakeSink::new();
     let (fwd, _, counters) = forwarder(&feed, sink.clone());
-    tokio::spawn(fwd.run());
-    feed.subscribed(1).await;
+    start(fwd).await;
     feed.send(0..50).await;
-    until("50 packets", || sink.count() == 50).await;
+    sink.until("50 packets", |v| v.len() == 50).await;
     let lost = sink.sent()[20].clone();
     feedback
         .send(Feedback::Nack(vec![lost.header.sequence_number, 60_000]))
@@ -327,10 +339,7 @@ async fn nacks_are_answered_from_the_shared_history() {
     // A live packet after the NACK: feedback is taken first, so once the
     // marker is out the NACK has been answered.
     feed.send(50..51).await;
-    until("the marker packet", || {
-        sink.sent().last().map(source_seq) == Some(50)
-    })
-    .await;
+    sink.until_last("the marker packet", 50).await;
     let sent = sink.sent();
     assert_eq!(sent.len(), 52, "one retransmission and the marker");
     let again = &sent[50];
@@ -350,15 +359,14 @@ async fn nacks_are_answered_from_the_shared_history() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keyframe_requests_are_answered_from_the_cache_at_most_once_per_interval() {
-    let mut feed = Feed::new();
+    let mut feed = Feed::new().await;
     let (sink, feedback) = FakeSink::new();
     let (fwd, _, counters) = forwarder(&feed, sink.clone());
-    tokio::spawn(fwd.run());
-    feed.subscribed(1).await;
+    start(fwd).await;
     feed.send(0..150).await; // the cache holds 100..150
-    until("150 packets", || sink.count() == 150).await;
+    sink.until("150 packets", |v| v.len() == 150).await;
     feedback.send(Feedback::KeyframeRequest).await.unwrap();
-    until("the cached GOP again", || sink.count() == 200).await;
+    sink.until("the cached GOP again", |v| v.len() == 200).await;
     let sent = sink.sent();
     assert_eq!(
         sent[150].payload[0] & 0x1f,
@@ -369,10 +377,7 @@ async fn keyframe_requests_are_answered_from_the_cache_at_most_once_per_interval
     // A second request within the interval, then a live marker packet.
     feedback.send(Feedback::KeyframeRequest).await.unwrap();
     feed.send(150..151).await;
-    until("the marker packet", || {
-        sink.sent().last().map(source_seq) == Some(150)
-    })
-    .await;
+    sink.until_last("the marker packet", 150).await;
     assert_eq!(sink.count(), 201, "answered twice within the interval");
     assert_eq!(counters.keyframe_requests.load(Relaxed), 2);
     feed.src.close().await;
@@ -380,17 +385,14 @@ async fn keyframe_requests_are_answered_from_the_cache_at_most_once_per_interval
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_cached_gop_a_viewer_waits_for_the_next_keyframe() {
-    let mut feed = Feed::with(None);
+    let mut feed = Feed::with(None).await;
     feed.send(50..60).await; // mid-GOP, before the viewer
     let (sink, _) = FakeSink::new();
     let (fwd, _, _) = forwarder(&feed, sink.clone());
-    tokio::spawn(fwd.run());
-    feed.subscribed(1).await;
+    start(fwd).await;
     feed.send(60..250).await; // keyframes at 100 and 200
-    until("the packets from the keyframe on", || {
-        sink.sent().last().map(source_seq) == Some(249)
-    })
-    .await;
+    sink.until_last("the packets from the keyframe on", 249)
+        .await;
     let sent = sink.sent();
     assert_eq!(
         sent.len(),
@@ -412,18 +414,14 @@ async fn without_a_cached_gop_a_viewer_waits_for_the_next_keyframe() {
 /// after the gap flow on. Only the source's own drops for a viewer resync it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_before_the_source_is_passed_on_not_resynced() {
-    let mut feed = Feed::new();
+    let mut feed = Feed::new().await;
     let (sink, _feedback) = FakeSink::new();
     let (fwd, _, counters) = forwarder(&feed, sink.clone());
-    tokio::spawn(fwd.run());
-    feed.subscribed(1).await;
+    start(fwd).await;
     feed.send(0..30).await;
     feed.send(31..40).await; // 30 never reached the source
     feed.send(45..60).await; // nor did 40-44
-    until("every packet that arrived", || {
-        sink.sent().last().map(source_seq) == Some(59)
-    })
-    .await;
+    sink.until_last("every packet that arrived", 59).await;
     assert_eq!(
         counters.resyncs.load(Relaxed),
         0,

@@ -46,8 +46,6 @@ pub struct SourceStats {
     pub rejected_packets: AtomicU64,
     /// Packets not queued for a subscriber whose queue was full.
     pub dropped: AtomicU64,
-    /// Subscribers registered now.
-    pub subscribers: AtomicU64,
 }
 
 /// A running source. [`Source::close`] stops it and waits; dropping it stops
@@ -271,12 +269,6 @@ impl Reader {
             return; // the subscriber gave up waiting
         }
         self.subscribers.push(sub);
-        self.count_subscribers();
-    }
-
-    fn count_subscribers(&self) {
-        let n = self.subscribers.len() as u64;
-        self.handle.stats.subscribers.store(n, Relaxed);
     }
 
     /// Counts a well-formed packet refused for where it came from or what it
@@ -389,7 +381,6 @@ impl Reader {
                 Err(mpsc::error::TrySendError::Closed(_)) => false,
             }
         });
-        self.count_subscribers();
     }
 }
 
