@@ -10,7 +10,8 @@ usage: aiortc_viewer.py URL [--seconds S] [--frames N] [--audio-frames N]
                           [--wait-hangup S] [--token T]
 
 With --frames or --audio-frames it watches until that many frames were
-decoded, --seconds being only the limit; without, it watches --seconds.
+decoded; without, until the call ends (e.g. ICE fails). --seconds is only
+the limit.
 """
 
 import argparse
@@ -89,13 +90,13 @@ async def main() -> None:
     answer = resp.read().decode()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
-    if args.frames or args.audio_frames:
-        try:
-            await asyncio.wait_for(reached.wait(), args.seconds)
-        except asyncio.TimeoutError:
-            pass
-    else:
-        await asyncio.sleep(args.seconds)
+    # Until the frames asked for arrive, or (asked for none) until the call
+    # ends, as when ICE fails; --seconds is only the limit.
+    awaited = reached if (args.frames or args.audio_frames) else ended
+    try:
+        await asyncio.wait_for(awaited.wait(), args.seconds)
+    except asyncio.TimeoutError:
+        pass
     stats["connection"] = pc.connectionState
     if args.wait_hangup > 0:
         print(json.dumps({"ready": True}), flush=True)

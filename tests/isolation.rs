@@ -71,13 +71,7 @@ async fn a_panic_in_one_stream_tears_it_down_and_the_other_plays_on() {
         r.decodable() && r.frames_since_idr >= frames + 60
     })
     .await;
-    let status = reqwest::get(format!("{}/status", ff.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let status = common::status(&ff).await;
     let state = |id: &str| {
         status["streams"]
             .as_array()

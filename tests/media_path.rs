@@ -233,13 +233,7 @@ async fn garbage_on_the_source_ports_does_not_disturb_a_viewer() {
         "a frame was broken: {}",
         summary(&r)
     );
-    let body = reqwest::get(format!("{}/status", ff.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let status = common::status(&ff).await;
     let video = &status["streams"][0]["sources"]["video"];
     assert!(
         video["errors"].as_u64().unwrap() > 0 && video["rejected"].as_u64().unwrap() > 0,

@@ -172,8 +172,11 @@ fn a_viewer_behind_the_advertised_nat_address_plays() {
 
     // Without --nat-ip the answer names the unreachable address: no picture.
     let plain = Ffwhep::start_raw(&["--listen", &listen, "--ice-addr", &ice]);
-    // (Nothing to wait for here: a few seconds show that nothing comes.)
-    let stats = view(&plain.url, &["--seconds", "3"]);
+    // Waiting for something not to happen: aiortc reports no ICE failure
+    // within a minute, so the window is short. A busy machine can only make
+    // this pass more easily, never fail it; the positive case above is what
+    // shows the path works.
+    let stats = view(&plain.url, &["--seconds", "5"]);
     assert_eq!(
         stats["video_frames"], 0,
         "the viewer reached the server without the NAT: {stats}"

@@ -295,34 +295,19 @@ fn a_terminal_gets_a_status_line_that_never_breaks_the_log() {
 async fn status_counts_tasks_and_viewers_give_theirs_back() {
     let ff = Ffwhep::start(&[]);
     let base = ff.base();
-    // One client, one kept-alive connection: its task is counted the same
-    // way in every reading.
-    let status_client = reqwest::Client::new();
-    let tasks = || async {
-        let s = status_client
-            .get(format!("{base}/status"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let s: serde_json::Value = serde_json::from_str(&s).unwrap();
-        // tokio's default: one worker per core (or TOKIO_WORKER_THREADS).
-        assert!(
-            s["process"]["workers"].as_u64().is_some_and(|w| w >= 1),
-            "{s}"
-        );
-        let process = s["process"]["tasks"].as_u64().expect("no task count");
-        let stream = s["streams"][0]["tasks"].as_u64().expect("no stream tasks");
-        (process, stream)
-    };
+    let status = common::StatusReader::new(&ff);
+    // tokio's default: one worker per core (or TOKIO_WORKER_THREADS).
+    let s = status.get().await;
+    assert!(
+        s["process"]["workers"].as_u64().is_some_and(|w| w >= 1),
+        "{s}"
+    );
     let first = connect(&ff.url).await;
     wait_for(&first, Duration::from_secs(30), "media", |r| {
         r.video.packets > 30
     })
     .await;
-    let before = tasks().await;
+    let before = status.tasks().await;
     assert!(before.1 > 0, "the first viewer has no tasks: {before:?}");
     let mut viewers = Vec::new();
     for _ in 0..3 {
@@ -333,7 +318,7 @@ async fn status_counts_tasks_and_viewers_give_theirs_back() {
         .await;
         viewers.push(v);
     }
-    let watching = tasks().await;
+    let watching = status.tasks().await;
     assert!(
         watching.0 >= before.0 + 3 && watching.1 >= before.1 + 3,
         "3 more viewers, tasks {before:?} -> {watching:?}"
@@ -349,18 +334,7 @@ async fn status_counts_tasks_and_viewers_give_theirs_back() {
     }
     drop(viewers);
     // What is left to end after the DELETEs are the session watchers and
-    // the closed HTTP connections: waited for as events, compared exactly.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = tasks().await;
-        if now == before {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tasks {before:?} before 3 viewers, {watching:?} with them, still {now:?} 60 s after they left"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // the closed HTTP connections: compared exactly.
+    status.wait_tasks(before).await;
     first.close().await;
 }

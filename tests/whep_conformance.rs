@@ -530,21 +530,8 @@ async fn a_session_whose_run_ended_during_setup_is_refused() {
         "120s",
     ]);
     let first_ffmpeg = ff.ffmpeg_pid();
-    // The process's live tasks, read over one kept-alive connection.
-    let status_client = reqwest::Client::new();
-    let tasks = || async {
-        let s = status_client
-            .get(format!("{}/status", ff.base()))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let s: serde_json::Value = serde_json::from_str(&s).unwrap();
-        s["process"]["tasks"].as_u64().unwrap()
-    };
-    let before = tasks().await;
+    let status = common::StatusReader::new(&ff);
+    let before = status.tasks().await;
     let url = ff.url.clone();
     let posted = tokio::spawn(async move { post(&url).await });
     // The server is gathering for the viewer of run 1: its STUN request is here.
@@ -571,22 +558,11 @@ async fn a_session_whose_run_ended_during_setup_is_refused() {
     ff.wait_log(Duration::from_secs(60), "the refusal", |l| {
         l.contains("viewer refused after setup")
     });
-    // Nothing of the refused viewer is left: no session, and the process
-    // has as many tasks as before it came (run 2 has what run 1 had).
+    // Nothing of the refused viewer is left: no session, and as many tasks
+    // as before it came (run 2 has what run 1 had).
     p.offer.pc.close().await.ok();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = tasks().await;
-        if now == before {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "tasks {before} before the refused viewer, {now} after it"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let status = common::status(&ff).await;
-    let s = &status["streams"][0];
+    status.wait_tasks(before).await;
+    let now = status.get().await;
+    let s = &now["streams"][0];
     assert_eq!(s["viewers"].as_array().unwrap().len(), 0, "{s}");
 }

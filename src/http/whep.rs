@@ -20,6 +20,13 @@ use tracing::Instrument;
 /// An SDP offer is a few kilobytes; anything far larger is refused.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
 
+/// The request carries stream `id`'s token (or needs none), or 401.
+fn authorized(streams: &Streams, id: &str, headers: &HeaderMap) -> Result<(), HttpError> {
+    streams
+        .authorize(id, bearer(headers))
+        .map_err(HttpError::Unauthorized)
+}
+
 /// The WHEP routes over `streams`.
 pub(super) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
     let cors_origins = Arc::new(cors_origins);
@@ -129,9 +136,7 @@ async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    streams
-        .authorize(&id, bearer(&headers))
-        .map_err(HttpError::Unauthorized)?;
+    authorized(&streams, &id, &headers)?;
     let record = streams
         .session(&id, &session)
         .ok_or(HttpError::UnknownSession)?;
@@ -178,9 +183,7 @@ async fn subscribe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    streams
-        .authorize(&id, bearer(&headers))
-        .map_err(HttpError::Unauthorized)?;
+    authorized(&streams, &id, &headers)?;
     let published = streams.media(&id)?;
     content_type(&headers, "application/sdp")?;
     streams.has_room(&id)?;
@@ -309,9 +312,7 @@ async fn unsubscribe(
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     // Only the session's holder: its unguessable URL, and the stream's token.
-    streams
-        .authorize(&id, bearer(&headers))
-        .map_err(HttpError::Unauthorized)?;
+    authorized(&streams, &id, &headers)?;
     let viewer = streams
         .remove_session(&id, &session)
         .ok_or(HttpError::UnknownSession)?;

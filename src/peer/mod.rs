@@ -46,7 +46,6 @@ use webrtc::peer_connection::{
     configure_rtcp_reports,
 };
 use webrtc::rtp_transceiver::RtpSender;
-use webrtc::runtime::default_runtime;
 
 /// How long each step of a hang-up may take before it is given up on.
 const HANG_UP_STEP_LIMIT: Duration = Duration::from_secs(10);
@@ -387,28 +386,24 @@ async fn build_peer(
         .with_interceptor_registry(registry)
         .with_handler(Arc::new(events))
         .with_tcp_addrs(cfg.ice_tcp_addrs.clone());
+    let no_runtime = |e: std::io::Error| PeerError::Internal(anyhow::Error::new(e));
     let builder = match &cfg.udp_mux {
         Some(m) => {
             // The mux tells connections apart by our ICE ufrag: set one.
             let ufrag = random_token(16);
-            let runtime = mux::MuxRuntime::new(Arc::clone(m), ufrag.clone())
-                .map_err(|e| PeerError::Internal(anyhow::Error::new(e)))?;
+            let runtime = TrackedRuntime::new(tasks.clone(), Some((Arc::clone(m), ufrag.clone())))
+                .map_err(no_runtime)?;
             let settings = SettingEngineBuilder::new()
                 .with_ice_credentials(ufrag, random_token(24))
                 .build();
             builder
                 .with_setting_engine(settings)
-                .with_runtime(TrackedRuntime::new(runtime, tasks.clone()))
+                .with_runtime(runtime)
                 .with_udp_addrs(vec![SocketAddr::new(m.local_addr().ip(), 0)])
         }
-        None => {
-            let runtime = default_runtime().ok_or_else(|| {
-                PeerError::Internal(anyhow::anyhow!("no async runtime for the connection"))
-            })?;
-            builder
-                .with_runtime(TrackedRuntime::new(runtime, tasks.clone()))
-                .with_udp_addrs(config::viewer_addrs(cfg)?)
-        }
+        None => builder
+            .with_runtime(TrackedRuntime::new(tasks.clone(), None).map_err(no_runtime)?)
+            .with_udp_addrs(config::viewer_addrs(cfg)?),
     };
     let pc = builder
         .build()

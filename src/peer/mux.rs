@@ -1,6 +1,6 @@
 //! One UDP port for every viewer (`--udp-mux`): the webrtc crate binds a
-//! socket per connection, so each connection gets a runtime whose UDP
-//! sockets are virtual ones on a shared socket. Datagrams from a known
+//! socket per connection, so each connection's runtime (`runtime.rs`) hands
+//! it a virtual socket on the shared one instead. Datagrams from a known
 //! remote address go to its connection; the first one from a new address is
 //! a STUN check whose USERNAME starts with our ICE ufrag, which names it.
 
@@ -10,15 +10,10 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 use tokio::sync::mpsc;
-use webrtc::runtime::{
-    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, RecvMeta, Runtime,
-    Transmit, default_runtime,
-};
+use webrtc::runtime::{AsyncUdpSocket, RecvMeta, Transmit};
 
 /// Datagrams queued for one connection before the mux drops them.
 const QUEUE: usize = 1024;
@@ -188,73 +183,17 @@ impl AsyncUdpSocket for MuxSocket {
     }
 }
 
-/// A connection's runtime: the default one, but for UDP sockets, which are
-/// virtual sockets of the mux for the connection's ICE ufrag.
-pub struct MuxRuntime {
-    inner: Arc<dyn Runtime>,
-    mux: Arc<UdpMux>,
-    ufrag: String,
-}
-
-impl fmt::Debug for MuxRuntime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MuxRuntime({})", self.ufrag)
-    }
-}
-
-impl MuxRuntime {
-    pub fn new(mux: Arc<UdpMux>, ufrag: String) -> io::Result<Arc<Self>> {
-        let inner = default_runtime().ok_or_else(|| io::Error::other("no async runtime"))?;
-        Ok(Arc::new(Self { inner, mux, ufrag }))
-    }
-}
-
-impl Runtime for MuxRuntime {
-    fn spawn(&self, future: Pin<Box<dyn Future<Output = ()> + Send>>) -> Box<dyn JoinHandle> {
-        self.inner.spawn(future)
-    }
-
-    fn wrap_udp_socket(&self, _socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        // The crate's own socket is dropped: the connection uses the mux.
-        let inbox = Mutex::new(self.mux.register(&self.ufrag));
-        Ok(Arc::new(MuxSocket {
-            mux: Arc::clone(&self.mux),
-            ufrag: self.ufrag.clone(),
+impl UdpMux {
+    /// A virtual socket on the mux for the connection with ICE ufrag
+    /// `ufrag`: what the connection's runtime hands the stack instead of the
+    /// socket it bound.
+    pub(super) fn socket(self: &Arc<Self>, ufrag: &str) -> Arc<dyn AsyncUdpSocket> {
+        let inbox = Mutex::new(self.register(ufrag));
+        Arc::new(MuxSocket {
+            mux: Arc::clone(self),
+            ufrag: ufrag.to_owned(),
             inbox,
-        }))
-    }
-
-    fn wrap_tcp_listener(
-        &self,
-        listener: std::net::TcpListener,
-    ) -> io::Result<Arc<dyn AsyncTcpListener>> {
-        self.inner.wrap_tcp_listener(listener)
-    }
-
-    fn connect_tcp<'a>(
-        &'a self,
-        remote: SocketAddr,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
-        self.inner.connect_tcp(remote)
-    }
-
-    fn resolve_host<'a>(
-        &'a self,
-        host: &'a str,
-    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
-        self.inner.resolve_host(host)
-    }
-
-    fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
-        self.inner.sleep(duration)
-    }
-
-    fn interval(&self, period: Duration) -> Box<dyn AsyncInterval> {
-        self.inner.interval(period)
-    }
-
-    fn block_on(&self, future: Pin<Box<dyn Future<Output = ()> + '_>>) {
-        self.inner.block_on(future)
+        })
     }
 }
 

@@ -1,7 +1,9 @@
-//! The runtime each viewer's connection is built on: another runtime (the
-//! default one, or the UDP mux's) whose spawned tasks are tracked, so a
-//! viewer's hang-up can wait until nothing of its connection runs.
+//! The runtime each viewer's connection is built on: the default one, with
+//! its spawned tasks tracked (so a viewer's hang-up can wait until nothing
+//! of its connection runs) and, with `--udp-mux`, its UDP sockets replaced
+//! by virtual sockets of the mux for the connection's ICE ufrag.
 
+use super::mux::UdpMux;
 use std::fmt;
 use std::future::Future;
 use std::io;
@@ -12,11 +14,14 @@ use std::time::Duration;
 use tokio_util::task::TaskTracker;
 use webrtc::runtime::{
     AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
+    default_runtime,
 };
 
 pub(super) struct TrackedRuntime {
     inner: Arc<dyn Runtime>,
     tasks: TaskTracker,
+    /// The mux and this connection's ufrag, when every viewer shares a port.
+    mux: Option<(Arc<UdpMux>, String)>,
 }
 
 impl fmt::Debug for TrackedRuntime {
@@ -31,8 +36,12 @@ impl fmt::Debug for TrackedRuntime {
 }
 
 impl TrackedRuntime {
-    pub(super) fn new(inner: Arc<dyn Runtime>, tasks: TaskTracker) -> Arc<Self> {
-        Arc::new(Self { inner, tasks })
+    pub(super) fn new(
+        tasks: TaskTracker,
+        mux: Option<(Arc<UdpMux>, String)>,
+    ) -> io::Result<Arc<Self>> {
+        let inner = default_runtime().ok_or_else(|| io::Error::other("no async runtime"))?;
+        Ok(Arc::new(Self { inner, tasks, mux }))
     }
 }
 
@@ -42,7 +51,11 @@ impl Runtime for TrackedRuntime {
     }
 
     fn wrap_udp_socket(&self, socket: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
-        self.inner.wrap_udp_socket(socket)
+        match &self.mux {
+            // The stack's own socket is dropped: the connection uses the mux.
+            Some((mux, ufrag)) => Ok(mux.socket(ufrag)),
+            None => self.inner.wrap_udp_socket(socket),
+        }
     }
 
     fn wrap_tcp_listener(

@@ -16,9 +16,56 @@ pub struct Ffwhep {
     /// The first WHEP URL it printed.
     pub url: String,
     urls: Arc<Mutex<Vec<String>>>,
-    log: Arc<Mutex<String>>,
+    log: Arc<Log>,
     /// The threads reading its stdout and stderr: they end at EOF.
     readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// ffwhep's stderr as it arrives, and whether it has ended (ffwhep exited):
+/// waiters are woken by each line.
+#[derive(Default)]
+struct Log {
+    state: Mutex<(String, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl Log {
+    fn push(&self, line: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.0.push_str(line);
+        st.0.push('\n');
+        self.changed.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+
+    fn text(&self) -> String {
+        self.state.lock().unwrap().0.clone()
+    }
+
+    /// Waits until `f` holds for the text or the log has ended, at most
+    /// `within`; returns whether `f` held.
+    fn wait(&self, within: Duration, f: impl Fn(&str) -> bool) -> bool {
+        let st = self.state.lock().unwrap();
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, within, |(text, ended)| !f(text) && !*ended)
+            .unwrap();
+        f(&st.0)
+    }
+
+    /// Waits until ffwhep's stderr has ended, at most `within`.
+    fn wait_end(&self, within: Duration) -> bool {
+        let st = self.state.lock().unwrap();
+        let (st, _) = self
+            .changed
+            .wait_timeout_while(st, within, |(_, ended)| !*ended)
+            .unwrap();
+        st.1
+    }
 }
 
 pub fn bin() -> Command {
@@ -69,7 +116,7 @@ impl Ffwhep {
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start ffwhep");
-        let log = Arc::new(Mutex::new(String::new()));
+        let log = Arc::new(Log::default());
         let (url_tx, url_rx) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
         let urls = Arc::new(Mutex::new(Vec::new()));
@@ -86,16 +133,15 @@ impl Ffwhep {
         let sink = log.clone();
         let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
+                sink.push(&line);
             }
+            sink.close();
         });
         let url = match url_rx.recv_timeout(Duration::from_secs(30)) {
             Ok(u) => u,
             Err(_) => {
                 let _ = child.kill();
-                panic!("ffwhep printed no WHEP URL; log:\n{}", log.lock().unwrap());
+                panic!("ffwhep printed no WHEP URL; log:\n{}", log.text());
             }
         };
         Ffwhep {
@@ -129,19 +175,15 @@ impl Ffwhep {
 
     /// Waits until `f` holds for the log; panics after `within`.
     pub fn wait_log(&self, within: Duration, what: &str, f: impl Fn(&str) -> bool) {
-        let deadline = Instant::now() + within;
-        while !f(&self.log()) {
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            self.log.wait(within, f),
+            "timed out waiting for {what}; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.log.text()
     }
 
     /// The base URL, e.g. http://127.0.0.1:PORT
@@ -154,21 +196,15 @@ impl Ffwhep {
     /// another thread than the one that saw the WHEP URL.
     fn field(&self, key: &str) -> Option<u32> {
         let pat = format!("{key}=");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let log = self.log();
-            if let Some(at) = log.find(&pat) {
-                let digits: String = log[at + pat.len()..]
-                    .chars()
-                    .take_while(char::is_ascii_digit)
-                    .collect();
-                return digits.parse().ok();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.log
+            .wait(Duration::from_secs(60), |l| l.contains(&pat))
+            .then(|| {
+                let log = self.log();
+                let at = log.find(&pat)? + pat.len();
+                let digits: String = log[at..].chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .flatten()
     }
 
     pub fn ffmpeg_pid(&self) -> i32 {
@@ -188,24 +224,19 @@ impl Ffwhep {
 
     /// Waits for ffwhep to exit; panics after `within`.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                // Its last lines are in once the readers reach EOF.
-                for reader in self.readers.drain(..) {
-                    let _ = reader.join();
-                }
-                return s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "ffwhep did not exit within {within:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        // Its stderr ends when it exits (FFmpeg's is ffwhep's own pipe).
+        if !self.log.wait_end(within) {
+            let _ = self.child.kill();
+            panic!(
+                "ffwhep did not exit within {within:?}; log:\n{}",
+                self.log()
+            );
         }
+        // Its last lines are in once the readers reach EOF.
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        self.child.wait().unwrap()
     }
 }
 
@@ -370,31 +401,71 @@ pub fn testsrc_profile_gop(id: &str, keyframe_secs: u32) -> std::path::PathBuf {
     profile
 }
 
+/// `/status` of one ffwhep, read over one kept-alive connection, so the
+/// reads themselves do not change the process's task count.
+pub struct StatusReader {
+    client: reqwest::Client,
+    url: String,
+}
+
+impl StatusReader {
+    pub fn new(ff: &Ffwhep) -> Self {
+        Self {
+            client: reqwest::Client::new(),
+            url: format!("{}/status", ff.base()),
+        }
+    }
+
+    pub async fn get(&self) -> serde_json::Value {
+        let r = self.client.get(&self.url).send().await.unwrap();
+        serde_json::from_str(&r.text().await.unwrap()).unwrap()
+    }
+
+    /// The process's live tasks, and the first stream's.
+    pub async fn tasks(&self) -> (u64, u64) {
+        let s = self.get().await;
+        let process = s["process"]["tasks"].as_u64().expect("no task count");
+        let stream = s["streams"][0]["tasks"].as_u64().expect("no stream tasks");
+        (process, stream)
+    }
+
+    /// Waits until `f` holds for `/status`; panics after a minute. The server
+    /// has no way to announce a state: this is the one place tests poll it.
+    pub async fn wait(&self, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.get().await;
+            if f(&s) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the task counts are exactly `want` again.
+    pub async fn wait_tasks(&self, want: (u64, u64)) {
+        self.wait(&format!("tasks back to {want:?}"), |s| {
+            (
+                s["process"]["tasks"].as_u64(),
+                s["streams"][0]["tasks"].as_u64(),
+            ) == (Some(want.0), Some(want.1))
+        })
+        .await;
+    }
+}
+
 /// GET `/status` of `ff` as JSON (no token).
 pub async fn status(ff: &Ffwhep) -> serde_json::Value {
-    let body = reqwest::get(format!("{}/status", ff.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    serde_json::from_str(&body).unwrap()
+    StatusReader::new(ff).get().await
 }
 
 /// Waits until `f` holds for `/status`; panics after a minute.
 pub async fn wait_status(ff: &Ffwhep, what: &str, f: impl Fn(&serde_json::Value) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = status(ff).await;
-        if f(&s) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    StatusReader::new(ff).wait(what, f).await;
 }
 
 /// Waits until FFmpeg of the first stream reported `frames` frames.
