@@ -8,8 +8,7 @@ use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
-use crate::peer::mux::UdpMux;
-use crate::peer::{IceServer, PeerConfig, PortRange};
+use crate::peer::{Engine, IceServer, PeerConfig, PortRange};
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::smoke;
 use crate::source::ports::allocate_pair;
@@ -215,18 +214,6 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     // Every task of the process besides the streams' own, ended by `stop`.
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
-    let udp_mux = match r.udp_mux {
-        Some(addr) => {
-            let (mux, route) = UdpMux::bind(addr).map_err(|e| {
-                Failure::Setup(
-                    anyhow::Error::new(e).context(format!("cannot bind the UDP mux on {addr}")),
-                )
-            })?;
-            tasks.spawn(until(stop.clone(), route));
-            Some(mux)
-        }
-        None => None,
-    };
     let peer = PeerConfig {
         ice_addrs: r.ice_addrs.clone(),
         gather_timeout: r.ice_gather_timeout,
@@ -235,8 +222,12 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         nat_ips: r.nat_ips.clone(),
         port_range: r.udp_port_range.map(|(a, b)| PortRange::new(a, b)),
         ice_tcp_addrs: r.ice_tcp_addrs.clone(),
-        udp_mux,
+        udp_mux: r.udp_mux,
+        shards: r.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        }),
     };
+    let peer = Engine::start(peer, &tasks, stop.clone()).map_err(Failure::Setup)?;
     let limits = Limits {
         max_viewers: r.max_viewers,
         max_setups: r.max_setups.max(1),

@@ -128,6 +128,10 @@ pub struct RunArgs {
     /// At most this many viewers being set up at once (503 beyond).
     #[arg(long, default_value_t = 16)]
     pub max_setups: usize,
+    /// Media engine shards: tasks that each drive a share of the viewers'
+    /// connections with their own sockets (default: one per CPU core).
+    #[arg(long, value_parser = clap::value_parser!(usize))]
+    pub shards: Option<usize>,
     /// The longest the answer waits for ICE gathering (STUN/TURN candidates), e.g. `5s`.
     #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
     pub ice_gather_timeout: Duration,

@@ -8,6 +8,7 @@
 //!
 //! usage: fanout-client whep URL | janus URL MOUNTPOINT
 //!          --pid PID --viewers N [--window SECS] [--tap PORT] [--metrics URL]
+//!          [--name NAME]
 
 mod procfs;
 mod tap;
@@ -31,6 +32,8 @@ struct Args {
     window: f64,
     tap_port: u16,
     metrics: Option<String>,
+    /// The relay's name in the output, when not its kind's.
+    name: Option<String>,
 }
 
 #[derive(Clone)]
@@ -48,7 +51,7 @@ fn parse_args() -> anyhow::Result<Args> {
             a.next().context("janus MOUNTPOINT")?.parse()?,
         ),
         _ => bail!(
-            "usage: fanout-client whep URL | janus URL MOUNTPOINT --pid PID --viewers N [--window SECS] [--tap PORT] [--metrics URL]"
+            "usage: fanout-client whep URL | janus URL MOUNTPOINT --pid PID --viewers N [--window SECS] [--tap PORT] [--metrics URL] [--name NAME]"
         ),
     };
     let mut args = Args {
@@ -58,6 +61,7 @@ fn parse_args() -> anyhow::Result<Args> {
         window: 10.0,
         tap_port: 20104,
         metrics: None,
+        name: None,
     };
     while let Some(flag) = a.next() {
         let value = a.next().with_context(|| format!("{flag} needs a value"))?;
@@ -67,6 +71,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--window" => args.window = value.parse()?,
             "--tap" => args.tap_port = value.parse()?,
             "--metrics" => args.metrics = Some(value),
+            "--name" => args.name = Some(value),
             _ => bail!("unknown option {flag}"),
         }
     }
@@ -236,7 +241,10 @@ async fn main() -> anyhow::Result<()> {
         _ => (None, None),
     };
     let out = json!({
-        "relay": match args.relay { Relay::Whep(_) => "ffwhep", Relay::Janus(..) => "janus" },
+        "relay": args.name.clone().unwrap_or_else(|| match args.relay {
+            Relay::Whep(_) => "ffwhep".to_owned(),
+            Relay::Janus(..) => "janus".to_owned(),
+        }),
         "viewers": args.viewers,
         "connected": viewers.len(),
         "failed": failed,

@@ -7,7 +7,7 @@ use super::error::HttpError;
 use crate::peer::{PeerError, Viewer, accept_offer};
 use crate::sdp::offer::{OfferError, Offered};
 use crate::sdp::trickle::SdpFrag;
-use crate::stream::registry::{Published, Session, Streams};
+use crate::stream::registry::{Published, Session, Streams, Unavailable};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -75,7 +75,7 @@ async fn cors(
 /// credentials included: only in answers to a request that passed the
 /// stream's auth.
 fn add_links(h: &mut HeaderMap, streams: &Streams) {
-    for s in &streams.peer.ice_servers {
+    for s in &streams.peer.config.ice_servers {
         if let Ok(v) = HeaderValue::from_str(&s.link()) {
             h.append(header::LINK, v);
         }
@@ -243,9 +243,17 @@ async fn set_up(
     let session = random_hex();
     let label = session[..8].to_owned();
     let span = tracing::info_span!("viewer", stream = %id, viewer = %label);
-    let accepted = accept_offer(&streams.peer, &published.media, &offer, &label)
-        .instrument(span)
-        .await;
+    let accept = accept_offer(&streams.peer, &published.media, &offer).instrument(span);
+    let accepted = tokio::select! {
+        a = accept => a,
+        _ = published.ended.cancelled() => {
+            // Its run ended while the answer was being made (e.g. waiting
+            // for a STUN server): the teardown does not wait for it.
+            let e = streams.media(&id).err().unwrap_or(Unavailable::NotLive(1));
+            tracing::info!(stream = %id, viewer = %label, run = published.run, reason = ?e, "viewer refused after setup: its run ended");
+            return Err(e.into());
+        }
+    };
     let viewer = accepted.map_err(|e| match e {
         PeerError::Offer(o) => HttpError::Offer(o),
         PeerError::Internal(e) => {
@@ -295,7 +303,7 @@ fn watch_session(
     session: String,
     viewer: Arc<Viewer>,
 ) -> impl Future<Output = ()> + Send + 'static {
-    let ended = viewer.ended(streams.peer.setup_timeout);
+    let ended = viewer.ended(streams.peer.config.setup_timeout);
     async move {
         let why = ended.await;
         let removed = streams.remove_session(&id, &session).is_some();

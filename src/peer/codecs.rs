@@ -2,14 +2,13 @@
 //! tracks, and the payload type it negotiated.
 
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
 };
-use std::sync::Arc;
-use webrtc::peer_connection::MediaEngine;
-use webrtc::rtp_transceiver::RtpSender;
 
 fn h264_fmtp(profile_level_id: &str) -> String {
     format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}")
@@ -41,7 +40,7 @@ fn audio_codec() -> RTCRtpCodec {
 
 /// Only what FFmpeg's legs carry: constrained baseline (or baseline) H.264
 /// in packetization mode 1, and Opus.
-pub(super) fn register_codecs(engine: &mut MediaEngine) -> webrtc::error::Result<()> {
+pub(super) fn register_codecs(engine: &mut MediaEngine) -> rtc::shared::error::Result<()> {
     for (pt, plid) in [(102, "42e01f"), (104, "42001f")] {
         engine.register_codec(
             RTCRtpCodecParameters {
@@ -84,8 +83,8 @@ pub(super) fn local_track(kind: RtpCodecKind, ssrc: u32) -> MediaStreamTrack {
 
 /// The payload type this viewer negotiated for `kind`, matched on mime type
 /// (and packetization mode 1 for H.264) rather than trusting list order.
-pub(super) async fn negotiated_pt(sender: &Arc<dyn RtpSender>, kind: RtpCodecKind) -> Option<u8> {
-    let params = sender.get_parameters().await.ok()?;
+pub(super) fn negotiated_pt(sender: &mut RTCRtpSender<'_>, kind: RtpCodecKind) -> Option<u8> {
+    let params = sender.get_parameters();
     params.rtp_parameters.codecs.iter().find_map(|c| {
         let mime = &c.rtp_codec.mime_type;
         let ok = match kind {

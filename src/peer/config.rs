@@ -1,17 +1,15 @@
 //! How viewers' peer connections are set up: local addresses and port
 //! ranges, ICE servers, NAT addresses, the UDP mux, timeouts.
 
-use super::PeerError;
-use super::mux::UdpMux;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// How a viewer's peer connections are set up.
 #[derive(Debug)]
 pub struct PeerConfig {
-    /// Local UDP addresses the viewer's ICE agent binds (port 0: ephemeral).
+    /// Local UDP addresses each shard binds (port 0: ephemeral, or from
+    /// the range); a wildcard stands for every interface's address.
     pub ice_addrs: Vec<SocketAddr>,
     /// The longest wait for candidate gathering before answering.
     pub gather_timeout: Duration,
@@ -23,12 +21,14 @@ pub struct PeerConfig {
     /// Public addresses (NAT 1:1) put in the host candidates instead of the
     /// local ones.
     pub nat_ips: Vec<std::net::IpAddr>,
-    /// Ports for viewers' UDP sockets (for firewalls), instead of ephemeral.
+    /// Ports for the shards' UDP sockets (for firewalls), instead of ephemeral.
     pub port_range: Option<PortRange>,
     /// Local TCP addresses for ICE-TCP (passive) candidates, when wanted.
     pub ice_tcp_addrs: Vec<SocketAddr>,
-    /// One UDP socket for every viewer, instead of one each.
-    pub udp_mux: Option<Arc<UdpMux>>,
+    /// One UDP port for every viewer, instead of one per shard and address.
+    pub udp_mux: Option<SocketAddr>,
+    /// Engine shards (tasks that drive viewers' connections).
+    pub shards: usize,
 }
 
 /// A range of UDP ports handed out in turn.
@@ -66,29 +66,6 @@ impl PortRange {
         }
         None
     }
-}
-
-/// The addresses a viewer's agent binds: ports from the range when one is set.
-pub(super) fn viewer_addrs(cfg: &PeerConfig) -> Result<Vec<SocketAddr>, PeerError> {
-    let Some(range) = &cfg.port_range else {
-        return Ok(cfg.ice_addrs.clone());
-    };
-    cfg.ice_addrs
-        .iter()
-        .map(|a| match a.port() {
-            0 => range
-                .take(a.ip())
-                .map(|p| SocketAddr::new(a.ip(), p))
-                .ok_or_else(|| {
-                    PeerError::Internal(anyhow::anyhow!(
-                        "no free UDP port in {}-{}",
-                        range.first,
-                        range.last
-                    ))
-                }),
-            _ => Ok(*a),
-        })
-        .collect()
 }
 
 /// A STUN or TURN server.

@@ -1,7 +1,6 @@
 //! What each viewer was sent and asked for, counted by the viewer's own
 //! forwarders (no counter shared across viewers on the per-packet path).
 
-use crate::source::DropCount;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// What one viewer was sent, as plain numbers that add up across viewers.
@@ -57,10 +56,4 @@ pub struct ViewerCounters {
     pub keyframe_requests: AtomicU64,
     /// Restarts from the GOP cache (or the next keyframe) after falling behind.
     pub resyncs: AtomicU64,
-}
-
-impl DropCount for ViewerCounters {
-    fn dropped(&self) {
-        self.dropped.fetch_add(1, Relaxed);
-    }
 }

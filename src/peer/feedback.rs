@@ -1,9 +1,7 @@
 //! Viewer feedback the relay answers itself: an interceptor that passes
 //! chosen inbound RTCP to the application (NACK, PLI and FIR here; the rest
-//! stops at the interceptors that use it), and the track sink that turns them
-//! into [`Feedback`] for the forwarder.
+//! stops at the interceptors that use it).
 
-use super::forward::{Feedback, MediaSink};
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -11,10 +9,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 
 /// Last in the chain: marks the inbound RTCP packets `wanted` picks for the
 /// application, and lets the rest stop at the end of the chain.
@@ -87,40 +82,4 @@ impl Interceptor for RtcpToApp {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// A viewer's track as a forwarder's sink.
-pub struct TrackSink(pub Arc<TrackLocalStaticRTP>);
-
-#[async_trait::async_trait]
-impl MediaSink for TrackSink {
-    async fn write(&self, packet: rtc::rtp::Packet) -> Result<(), String> {
-        self.0.write_rtp(packet).await.map_err(|e| e.to_string())
-    }
-
-    async fn feedback(&self) -> Option<Feedback> {
-        loop {
-            #[allow(unreachable_patterns)] // the enum is non-exhaustive
-            let packets = match self.0.poll().await? {
-                TrackLocalEvent::OnRtcpPacket(packets) => packets,
-                _ => continue,
-            };
-            let mut lost = Vec::new();
-            let mut keyframe = false;
-            for p in &packets {
-                let any = p.as_any();
-                if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                    lost.extend(nack.nacks.iter().flat_map(|pair| pair.packet_list()));
-                } else if any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>() {
-                    keyframe = true;
-                }
-            }
-            if keyframe {
-                return Some(Feedback::KeyframeRequest);
-            }
-            if !lost.is_empty() {
-                return Some(Feedback::Nack(lost));
-            }
-        }
-    }
 }

@@ -1,11 +1,13 @@
 //! What a viewer has been sent and how its connection fares: our own
-//! counters plus the WebRTC stack's statistics (NACKs, RTT, remote address).
+//! counters plus the WebRTC stack's statistics (RTT, remote address), asked
+//! of the viewer's shard.
 
 use super::Viewer;
+use super::shard::Input;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Instant, UNIX_EPOCH};
-use webrtc::peer_connection::{RTCStatsReportEntry, StatsSelector};
+use std::time::UNIX_EPOCH;
+use tokio::sync::oneshot;
 
 /// One viewer, for status.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -32,65 +34,33 @@ pub struct ViewerReport {
 
 impl Viewer {
     pub async fn report(&self) -> ViewerReport {
-        let since = *self.connected_at.lock().unwrap_or_else(|p| p.into_inner());
+        let since = *self
+            .shared
+            .connected_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let c = &self.shared.counters;
         let mut r = ViewerReport {
             state: self.state.borrow().to_string(),
             connected_since: since
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_secs_f64()),
-            packets_sent: self.counters.packets_sent.load(Relaxed),
-            bytes_sent: self.counters.bytes_sent.load(Relaxed),
-            dropped: self.counters.dropped.load(Relaxed),
-            nacks: self.counters.nacks.load(Relaxed),
-            retransmitted: self.counters.retransmitted.load(Relaxed),
-            keyframe_requests: self.counters.keyframe_requests.load(Relaxed),
-            resyncs: self.counters.resyncs.load(Relaxed),
+            packets_sent: c.packets_sent.load(Relaxed),
+            bytes_sent: c.bytes_sent.load(Relaxed),
+            dropped: c.dropped.load(Relaxed),
+            nacks: c.nacks.load(Relaxed),
+            retransmitted: c.retransmitted.load(Relaxed),
+            keyframe_requests: c.keyframe_requests.load(Relaxed),
+            resyncs: c.resyncs.load(Relaxed),
             ..Default::default()
         };
-        let stats = self.pc.get_stats(Instant::now(), StatsSelector::None).await;
-        // The pair media flows on: the one that carried the most.
-        let mut pair: Option<(u64, String, f64)> = None;
-        for e in stats.iter() {
-            match e {
-                RTCStatsReportEntry::RemoteInboundRtp(ri) if ri.round_trip_time > 0.0 => {
-                    r.rtt_ms = Some(ri.round_trip_time * 1000.0);
-                }
-                RTCStatsReportEntry::IceCandidatePair(p)
-                    if pair.as_ref().is_none_or(|(b, _, _)| p.bytes_sent > *b) =>
-                {
-                    pair = Some((
-                        p.bytes_sent,
-                        p.remote_candidate_id.clone(),
-                        p.current_round_trip_time,
-                    ));
-                }
-                _ => {}
-            }
-        }
-        if let Some((_, id, pair_rtt)) = pair {
-            if r.rtt_ms.is_none() && pair_rtt > 0.0 {
-                r.rtt_ms = Some(pair_rtt * 1000.0);
-            }
-            if let Some(RTCStatsReportEntry::RemoteCandidate(c)) = stats.get(&id) {
-                r.remote = c.address.as_ref().map(|a| format!("{a}:{}", c.port));
-            }
-        }
-        if r.remote.is_none() {
-            // A peer-reflexive remote (learnt from checks) has no stats entry:
-            // ask the ICE transport for its selected pair instead.
-            r.remote = self.selected_remote().await;
+        let (tx, rx) = oneshot::channel();
+        if self.shard.send(Input::Report(self.id, tx)).await.is_ok()
+            && let Ok(link) = rx.await
+        {
+            r.rtt_ms = link.rtt_ms;
+            r.remote = link.remote;
         }
         r
-    }
-
-    async fn selected_remote(&self) -> Option<String> {
-        let sender = self.pc.get_senders().await.into_iter().next()?;
-        let dtls = sender.transport().await.ok()??;
-        let pair = dtls
-            .ice_transport()
-            .get_selected_candidate_pair()
-            .await
-            .ok()??;
-        Some(format!("{}:{}", pair.remote().address, pair.remote().port))
     }
 }

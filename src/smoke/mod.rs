@@ -55,7 +55,12 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
         port_range: None,
         ice_tcp_addrs: Vec::new(),
         udp_mux: None,
+        shards: 1,
     };
+    let engine_tasks = tokio_util::task::TaskTracker::new();
+    let http_stop = CancellationToken::new();
+    let peer = crate::peer::Engine::start(peer, &engine_tasks, http_stop.clone())
+        .map_err(Failure::Setup)?;
     let streams = Streams::new(
         peer,
         None,
@@ -64,7 +69,6 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
             max_setups: 1,
         },
     );
-    let http_stop = CancellationToken::new();
     let app = http::router(streams.clone(), vec!["*".into()]);
     let server = http::serve(listener, app, None, http_stop.clone())
         .await

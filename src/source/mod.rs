@@ -1,12 +1,14 @@
 //! An RTP source: one UDP socket that FFmpeg sends one media kind to, drained
 //! from the moment it is bound, with its packets fanned out to subscribers.
 //!
-//! The reader task owns the subscriber list and, for video, the GOP cache,
-//! so the per-packet path takes no lock but the retransmission history's:
-//! subscribe requests arrive as messages, and a new subscriber gets the
-//! cached GOP and the live packets after it in one step (no gap, no
-//! duplicate). Each subscriber has a bounded queue; when it is full that
-//! subscriber's packet is dropped and counted, and the source never waits.
+//! The reader task owns the subscriber list (the engine shards' feeds;
+//! subscribe requests arrive as messages). For video it keeps the GOP
+//! cache, pushing each packet there before it fans it out, so a snapshot of
+//! the cache holds everything a subscriber was given since the cached
+//! keyframe: a viewer joins with the snapshot and skips the live packets it
+//! already holds (no gap, no duplicate). Each subscriber has a bounded
+//! queue; when it is full that subscriber's packet is dropped and counted
+//! (the next one it gets is marked), and the source never waits.
 //! Knows nothing of WebRTC or HTTP.
 
 pub(crate) mod gop;
@@ -26,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -56,26 +57,11 @@ pub struct Source {
     task: JoinHandle<()>,
 }
 
-/// Told of each packet a subscriber missed because its queue was full.
-pub trait DropCount: Send + Sync {
-    fn dropped(&self);
-}
-
-/// One subscriber: its queue, whom to tell about drops, and where its
-/// backlog (the cached GOP) goes.
+/// One subscriber: its queue, and whether it missed packets since the last
+/// one it got.
 struct Subscriber {
     tx: mpsc::Sender<RtpPacket>,
-    drops: Vec<Arc<dyn DropCount>>,
-    /// Packets were dropped for it since the last one it got.
     missed: bool,
-    backlog: Option<oneshot::Sender<Vec<RtpPacket>>>,
-}
-
-/// What a subscriber gets: the cached GOP (empty for audio, with the cache
-/// off, or while it has no keyframe), then the live packets after it.
-pub struct Subscription {
-    pub backlog: Vec<RtpPacket>,
-    pub live: mpsc::Receiver<RtpPacket>,
 }
 
 /// What kind of source, and for video whether and how much to cache.
@@ -103,31 +89,30 @@ pub struct SourceHandle {
     pub history: Arc<History>,
     /// The GOP cache as of the last packet (video with the cache on).
     pub cache: Arc<Mutex<Option<CacheState>>>,
+    /// The GOP cache itself (video with the cache on), shared with the
+    /// reader: it pushes each packet here before fanning it out, so a
+    /// snapshot holds every packet a subscriber has been given since the
+    /// cached keyframe.
+    gop: Option<Arc<Mutex<GopCache>>>,
     pub port: u16,
 }
 
 impl SourceHandle {
-    /// The cached GOP and a queue of this source's packets after it,
-    /// holding at most `capacity`; each packet dropped for a full queue is
-    /// told to `drops`. `None` when the source has closed.
-    pub async fn subscribe(
-        &self,
-        capacity: usize,
-        drops: Vec<Arc<dyn DropCount>>,
-    ) -> Option<Subscription> {
-        let (tx, live) = mpsc::channel(capacity);
-        let (backlog_tx, backlog_rx) = oneshot::channel();
+    /// Queues this source's packets from now on to `tx` (a shard's feed;
+    /// the cached GOP is [`SourceHandle::gop`]). False when the source has
+    /// closed.
+    pub async fn subscribe(&self, tx: mpsc::Sender<RtpPacket>) -> bool {
         self.subscribe_tx
-            .send(Subscriber {
-                tx,
-                drops,
-                missed: false,
-                backlog: Some(backlog_tx),
-            })
+            .send(Subscriber { tx, missed: false })
             .await
-            .ok()?;
-        let backlog = backlog_rx.await.ok()?;
-        Some(Subscription { backlog, live })
+            .is_ok()
+    }
+
+    /// The cached GOP as it is now (empty without a cache or a keyframe).
+    pub fn gop(&self) -> Vec<RtpPacket> {
+        self.gop.as_ref().map_or_else(Vec::new, |g| {
+            g.lock().unwrap_or_else(|p| p.into_inner()).snapshot()
+        })
     }
 
     pub fn cache_state(&self) -> Option<CacheState> {
@@ -148,17 +133,22 @@ impl Source {
         let (subscribe_tx, subscribe_rx) = mpsc::channel(16);
         let cancel = CancellationToken::new();
         let cache_on = matches!(kind, SourceKind::Video { cache: Some(_), .. });
+        let (video, cache, pt) = match kind {
+            SourceKind::Video { pt, cache } => (
+                true,
+                cache.map(|limits| Arc::new(Mutex::new(GopCache::new(limits)))),
+                pt,
+            ),
+            SourceKind::Audio { pt } => (false, None, pt),
+        };
         let handle = SourceHandle {
             subscribe_tx,
             stats: Arc::default(),
             history: Arc::default(),
             // `Some` from the start when the cache is on, so status can say so.
             cache: Arc::new(Mutex::new(cache_on.then(CacheState::default))),
+            gop: cache.clone(),
             port,
-        };
-        let (video, cache, pt) = match kind {
-            SourceKind::Video { pt, cache } => (true, cache.map(GopCache::new), pt),
-            SourceKind::Audio { pt } => (false, None, pt),
         };
         let reader = Reader {
             socket,
@@ -201,6 +191,11 @@ impl Drop for Source {
     }
 }
 
+/// The GOP cache, whatever a panicking holder left (pushes are whole).
+fn lock(cache: &Mutex<GopCache>) -> std::sync::MutexGuard<'_, GopCache> {
+    cache.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct Reader {
     socket: UdpSocket,
     handle: SourceHandle,
@@ -208,7 +203,7 @@ struct Reader {
     name: &'static str,
     /// Parse H.264 payloads to mark keyframe starts.
     video: bool,
-    cache: Option<GopCache>,
+    cache: Option<Arc<Mutex<GopCache>>>,
     /// The timestamp of the last keyframe start.
     last_key_ts: Option<u32>,
     /// The only payload type taken, when set.
@@ -255,19 +250,7 @@ impl Reader {
         );
     }
 
-    /// Hands the new subscriber the cached GOP and registers it for what
-    /// follows, in one step of the only task that touches either.
-    fn add(&mut self, mut sub: Subscriber) {
-        let backlog = self
-            .cache
-            .as_ref()
-            .map(GopCache::snapshot)
-            .unwrap_or_default();
-        if let Some(tx) = sub.backlog.take()
-            && tx.send(backlog).is_err()
-        {
-            return; // the subscriber gave up waiting
-        }
+    fn add(&mut self, sub: Subscriber) {
         self.subscribers.push(sub);
     }
 
@@ -306,7 +289,8 @@ impl Reader {
                         new = packet.ssrc,
                         "SSRC changed after silence"
                     );
-                    if let Some(cache) = &mut self.cache {
+                    if let Some(cache) = &self.cache {
+                        let mut cache = lock(cache);
                         *cache = GopCache::new(cache.limits());
                     }
                     self.last_key_ts = None;
@@ -358,7 +342,8 @@ impl Reader {
         }
         stats.rtp_bytes.fetch_add(packet.data.len() as u64, Relaxed);
         self.handle.history.put(&packet);
-        if let Some(cache) = &mut self.cache {
+        if let Some(cache) = &self.cache {
+            let mut cache = lock(cache);
             cache.push(&packet, now);
             if packet.keyframe_start || n.is_multiple_of(32) {
                 *self.handle.cache.lock().unwrap_or_else(|p| p.into_inner()) = Some(cache.state());
@@ -374,7 +359,6 @@ impl Reader {
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     stats.dropped.fetch_add(1, Relaxed);
-                    sub.drops.iter().for_each(|d| d.dropped());
                     sub.missed = true;
                     true
                 }
@@ -409,6 +393,12 @@ mod tests {
         (src, sender)
     }
 
+    async fn feed(h: &SourceHandle, capacity: usize) -> mpsc::Receiver<RtpPacket> {
+        let (tx, rx) = mpsc::channel(capacity);
+        assert!(h.subscribe(tx).await, "the source is closed");
+        rx
+    }
+
     async fn next(rx: &mut mpsc::Receiver<RtpPacket>) -> RtpPacket {
         tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
@@ -420,8 +410,8 @@ mod tests {
     async fn forwards_rtp_to_every_subscriber_and_never_rtcp_or_garbage() {
         let (src, tx) = source().await;
         let h = src.handle();
-        let mut a = h.subscribe(64, vec![]).await.unwrap().live;
-        let mut b = h.subscribe(64, vec![]).await.unwrap().live;
+        let mut a = feed(&h, 64).await;
+        let mut b = feed(&h, 64).await;
         tx.send(&rtp(1)).unwrap();
         tx.send(&[0x80, 200, 0, 6, 0, 0, 0, 1]).unwrap(); // RTCP SR
         tx.send(b"garbage!").unwrap();
@@ -444,8 +434,8 @@ mod tests {
     async fn a_full_queue_drops_for_that_subscriber_only() {
         let (src, tx) = source().await;
         let h = src.handle();
-        let mut slow = h.subscribe(1, vec![]).await.unwrap().live;
-        let mut fast = h.subscribe(64, vec![]).await.unwrap().live;
+        let mut slow = feed(&h, 1).await;
+        let mut fast = feed(&h, 64).await;
         for seq in 0..10 {
             tx.send(&rtp(seq)).unwrap();
         }
@@ -478,7 +468,7 @@ mod tests {
         })
         .await;
         let h = src.handle();
-        let mut probe = h.subscribe(64, vec![]).await.unwrap().live;
+        let mut probe = feed(&h, 64).await;
         // A P slice before any keyframe, then a keyframe (SPS, PPS, IDR) and P slices.
         let frames: [(u16, u32, u8); 6] = [
             (1, 0, 0x41),
@@ -494,9 +484,9 @@ mod tests {
         for _ in 0..6 {
             next(&mut probe).await;
         }
-        let mut sub = h.subscribe(64, vec![]).await.unwrap();
-        let cached: Vec<(u16, bool)> = sub
-            .backlog
+        let mut live = feed(&h, 64).await;
+        let cached: Vec<(u16, bool)> = h
+            .gop()
             .iter()
             .map(|p| (p.sequence, p.keyframe_start))
             .collect();
@@ -506,22 +496,14 @@ mod tests {
         );
         tx.send(&h264(7, 12000, 0x41)).unwrap();
         assert_eq!(
-            next(&mut sub.live).await.sequence,
+            next(&mut live).await.sequence,
             7,
-            "live continues right after the backlog"
+            "live continues right after the cached GOP"
         );
         assert!(h.cache_state().unwrap().ready);
-        // An audio source has no backlog.
+        // An audio source has no cached GOP.
         let (audio, _) = source().await;
-        assert!(
-            audio
-                .handle()
-                .subscribe(8, vec![])
-                .await
-                .unwrap()
-                .backlog
-                .is_empty()
-        );
+        assert!(audio.handle().gop().is_empty());
         src.close().await;
     }
 
@@ -533,15 +515,15 @@ mod tests {
         })
         .await;
         let h = src.handle();
-        let mut sub = h.subscribe(64, vec![]).await.unwrap();
-        assert!(sub.backlog.is_empty());
+        let mut live = feed(&h, 64).await;
+        assert!(h.gop().is_empty());
         for (seq, ts, nal) in [(1u16, 0u32, 0x67u8), (2, 0, 0x65), (3, 3000, 0x41)] {
             tx.send(&h264(seq, ts, nal)).unwrap();
         }
         let marks: Vec<bool> = [
-            next(&mut sub.live).await,
-            next(&mut sub.live).await,
-            next(&mut sub.live).await,
+            next(&mut live).await,
+            next(&mut live).await,
+            next(&mut live).await,
         ]
         .iter()
         .map(|p| p.keyframe_start)
@@ -568,7 +550,7 @@ mod tests {
     async fn only_the_expected_payload_type_and_the_live_ssrc_pass() {
         let (src, tx) = source_of(SourceKind::Audio { pt: Some(111) }).await;
         let h = src.handle();
-        let mut rx = h.subscribe(64, vec![]).await.unwrap().live;
+        let mut rx = feed(&h, 64).await;
         tx.send(&rtp_from(1, 111, 1)).unwrap();
         tx.send(&rtp_from(1, 96, 2)).unwrap(); // wrong payload type
         tx.send(&rtp_from(2, 111, 3)).unwrap(); // another SSRC while 1 is live

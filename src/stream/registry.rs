@@ -7,7 +7,7 @@ use crate::auth::{self, Denied, Secret};
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
 use crate::latency::Histogram;
-use crate::peer::{PeerConfig, SentTotals, StreamMedia, Viewer};
+use crate::peer::{Engine, SentTotals, StreamMedia, Viewer};
 use crate::source::SourceStats;
 use crate::source::gop::CacheState;
 use serde::Serialize;
@@ -126,6 +126,9 @@ pub(crate) struct Published {
     /// The run's tasks besides the viewers' own (session watchers); the
     /// teardown waits for them.
     pub tasks: TaskTracker,
+    /// Cancelled when the run's media is withdrawn: a viewer still being
+    /// set up for it gives up.
+    pub ended: tokio_util::sync::CancellationToken,
 }
 
 struct Slot {
@@ -167,7 +170,7 @@ impl Slot {
 
 /// Every stream this process serves, and their viewers.
 pub struct Streams {
-    pub peer: PeerConfig,
+    pub peer: Engine,
     /// The token for every stream without its own, and for status/metrics.
     global_token: Option<Secret>,
     limits: Limits,
@@ -187,7 +190,7 @@ fn retry_after(next_run: Option<Instant>) -> u64 {
 }
 
 impl Streams {
-    pub fn new(peer: PeerConfig, global_token: Option<Secret>, limits: Limits) -> Arc<Self> {
+    pub fn new(peer: Engine, global_token: Option<Secret>, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             peer,
             global_token,
@@ -341,7 +344,9 @@ impl Streams {
     /// The stream has ended for good, in `state` (stopped or failed).
     pub fn finish(&self, id: &str, state: State) {
         self.with(id, |s| {
-            s.media = None;
+            if let Some(m) = s.media.take() {
+                m.ended.cancel();
+            }
             s.next_run = None;
             s.info.state = state;
             s.info.live = false;
@@ -352,7 +357,9 @@ impl Streams {
     /// caller to hang up before it closes the sources.
     pub fn unpublish(&self, id: &str) -> Vec<Arc<Viewer>> {
         self.with(id, |s| {
-            s.media = None;
+            if let Some(m) = s.media.take() {
+                m.ended.cancel();
+            }
             s.info.sources.clear();
             s.info.live = false;
             let gone: Vec<Arc<Viewer>> = s.sessions.drain().map(|(_, v)| v.viewer).collect();

@@ -73,6 +73,7 @@ pub(super) async fn one_run(
             latency: run.streams.latency(id),
         },
         tasks: tasks.clone(),
+        ended: tokio_util::sync::CancellationToken::new(),
     };
     let watched: Vec<_> = [
         (&published.media.video, "video"),

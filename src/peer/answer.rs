@@ -1,0 +1,166 @@
+//! Makes a viewer's connection core from its offer: the `rtc` sans-IO peer
+//! connection with ffwhep's codecs and interceptors, our ICE credentials, a
+//! send-only track per kind, the candidates the shard gathered, and the
+//! answer. Synchronous: no I/O, the caller's `now`.
+
+use super::PeerError;
+use super::codecs::{local_track, negotiated_pt, register_codecs};
+use super::feedback::RtcpToApp;
+use crate::sdp::offer::OfferError;
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
+    RTCIceCandidateInit,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// A candidate of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Local {
+    /// A UDP socket of the shard (or the mux).
+    Udp(SocketAddr),
+    /// What a STUN server saw of the UDP socket at `base`.
+    Reflexive { addr: SocketAddr, base: SocketAddr },
+    /// The ICE-TCP listener (passive).
+    Tcp(SocketAddr),
+}
+
+/// A core made for an offer, with what the shard needs to drive it.
+pub(crate) struct Answered {
+    pub core: RTCPeerConnection,
+    pub answer: String,
+    /// Per kind offered and sourced: its sender, payload type and SSRC.
+    pub tracks: Vec<(RtpCodecKind, RTCRtpSenderId, u8, u32)>,
+}
+
+fn internal(context: &'static str) -> impl FnOnce(rtc::shared::error::Error) -> PeerError {
+    move |e| PeerError::Internal(anyhow::Error::new(e).context(context))
+}
+
+/// Answers `offer` with a core that sends the given kinds, with ICE
+/// credentials `ufrag`/`pwd` and the candidates `locals`.
+pub(crate) fn answer(
+    offer: &str,
+    kinds: &[RtpCodecKind],
+    ufrag: &str,
+    pwd: &str,
+    locals: &[Local],
+    now: Instant,
+) -> Result<Answered, PeerError> {
+    let mut engine = MediaEngine::default();
+    register_codecs(&mut engine).map_err(internal("registering codecs"))?;
+    // Sender and receiver reports from the stack; NACK, PLI and FIR are
+    // answered by ffwhep (from the shared history and GOP cache), so the
+    // stack's NACK responder is left out.
+    let registry =
+        configure_rtcp_reports(Registry::new()).with(Slot::from(14_000), RtcpToApp::feedback());
+    let settings = SettingEngineBuilder::new()
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .build();
+    let mut core = RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(internal("creating the peer connection"))?;
+    let base_ssrc = rand::random::<u32>();
+    let mut senders = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let ssrc = base_ssrc.wrapping_add(i as u32);
+        let id = core
+            .add_track(local_track(*kind, ssrc))
+            .map_err(internal("adding a track"))?;
+        senders.push((*kind, id, ssrc));
+    }
+    let desc = RTCSessionDescription::offer(offer.to_owned())
+        .map_err(|e| OfferError::Unparsable(e.to_string()))?;
+    core.set_remote_description(now, desc)
+        .map_err(|e| OfferError::Unparsable(format!("the offer was refused: {e}")))?;
+    for local in locals {
+        let init = candidate(local).map_err(internal("making a candidate"))?;
+        core.add_local_candidate(init)
+            .map_err(internal("adding a candidate"))?;
+    }
+    // An empty candidate ends gathering.
+    core.add_local_candidate(RTCIceCandidateInit::default())
+        .map_err(internal("ending gathering"))?;
+    let answer = core
+        .create_answer(None)
+        .map_err(internal("creating the answer"))?;
+    core.set_local_description(now, answer)
+        .map_err(internal("applying the answer"))?;
+    let answer = core
+        .local_description()
+        .ok_or_else(|| {
+            PeerError::Internal(anyhow::anyhow!(
+                "no local description after applying the answer"
+            ))
+        })?
+        .sdp;
+    let mut tracks = Vec::new();
+    for (kind, id, ssrc) in senders {
+        let pt = core
+            .rtp_sender(id)
+            .and_then(|mut s| negotiated_pt(&mut s, kind))
+            .ok_or_else(|| no_codec_for(kind))?;
+        tracks.push((kind, id, pt, ssrc));
+    }
+    Ok(Answered {
+        core,
+        answer,
+        tracks,
+    })
+}
+
+fn candidate(local: &Local) -> rtc::shared::error::Result<RTCIceCandidateInit> {
+    let base = |network: &str, addr: SocketAddr| CandidateConfig {
+        network: network.to_owned(),
+        address: addr.ip().to_string(),
+        port: addr.port(),
+        component: 1,
+        ..Default::default()
+    };
+    let c = match *local {
+        Local::Udp(addr) => CandidateHostConfig {
+            base_config: base("udp", addr),
+            ..Default::default()
+        }
+        .new_candidate_host()?,
+        Local::Tcp(addr) => CandidateHostConfig {
+            base_config: base("tcp", addr),
+            tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+        }
+        .new_candidate_host()?,
+        Local::Reflexive { addr, base: b } => CandidateServerReflexiveConfig {
+            base_config: base("udp", addr),
+            rel_addr: b.ip().to_string(),
+            rel_port: b.port(),
+            url: None,
+        }
+        .new_candidate_server_reflexive()?,
+    };
+    RTCIceCandidate::from(&c).to_json()
+}
+
+fn no_codec_for(kind: RtpCodecKind) -> PeerError {
+    let codec = if kind == RtpCodecKind::Video {
+        "H.264 (packetization-mode=1)"
+    } else {
+        "Opus"
+    };
+    OfferError::NoCommonCodec(format!(
+        "the offer's {kind} section accepts no {codec} that ffwhep can send"
+    ))
+    .into()
+}

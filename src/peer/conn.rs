@@ -1,0 +1,299 @@
+//! One viewer's connection inside a shard: its `rtc` core, its tracks, and
+//! what the viewer's handle outside the shard can see of it (state,
+//! counters). Everything here runs on the shard's task, with its `now`.
+
+use super::batch::Batch;
+use super::counters::ViewerCounters;
+use super::shard::ShardSocket;
+use super::track::{PacketOut, TrackOut, Verdict};
+use crate::rtp::RtpPacket;
+use bytes::{BufMut, Bytes, BytesMut};
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::TransportProtocol;
+use rtc::statistics::StatsSelector;
+use rtc::statistics::report::RTCStatsReportEntry;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+/// What the viewer's handle shares with its connection in the shard.
+pub(crate) struct Shared {
+    pub state: watch::Sender<RTCPeerConnectionState>,
+    pub counters: Arc<ViewerCounters>,
+    pub connected_at: Mutex<Option<SystemTime>>,
+    /// Cancelled when the viewer is to be hung up (by anyone).
+    pub cancel: CancellationToken,
+}
+
+/// How the viewer's link fares, from the stack's statistics.
+#[derive(Debug, Default)]
+pub(crate) struct LinkReport {
+    pub rtt_ms: Option<f64>,
+    pub remote: Option<String>,
+}
+
+/// One track of the connection.
+pub(crate) struct ConnTrack {
+    pub sender: RTCRtpSenderId,
+    /// Which source feed it takes.
+    pub feed_key: usize,
+    pub out: TrackOut,
+}
+
+pub(crate) struct Conn {
+    pub id: u64,
+    pub ufrag: String,
+    pub core: RTCPeerConnection,
+    pub tracks: Vec<ConnTrack>,
+    pub shared: Arc<Shared>,
+    pub latency: Arc<crate::latency::Histogram>,
+    /// The span of the viewer's session (stream and session id).
+    pub span: tracing::Span,
+    /// The deadline it is in the shard's heap for.
+    pub scheduled: Option<Instant>,
+    /// (local, remote) addresses routed to it.
+    pub addrs: Vec<(SocketAddr, SocketAddr)>,
+    /// ICE-TCP streams, by remote address.
+    pub tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Where its last datagram went.
+    pub remote: Option<SocketAddr>,
+    pub connected: bool,
+}
+
+/// A track's packets into the core, and the relay latency of the sampled.
+struct CoreOut<'a> {
+    core: &'a mut RTCPeerConnection,
+    sender: RTCRtpSenderId,
+    now: Instant,
+    latency: &'a crate::latency::Histogram,
+}
+
+impl PacketOut for CoreOut<'_> {
+    fn write(&mut self, packet: rtc::rtp::Packet, live_since: Option<Instant>) {
+        if let Some(mut s) = self.core.rtp_sender(self.sender)
+            && let Err(e) = s.write_rtp(self.now, packet)
+        {
+            tracing::trace!(error = %e, "write_rtp");
+        }
+        if let Some(t) = live_since {
+            self.latency.record(self.now.saturating_duration_since(t));
+        }
+    }
+}
+
+impl Conn {
+    /// Whether any track has a GOP being paced out.
+    pub fn pacing(&self) -> bool {
+        self.tracks.iter().any(|t| t.out.queued() > 0)
+    }
+
+    /// One live packet of track `track`'s source.
+    pub fn live(
+        &mut self,
+        track: usize,
+        p: &RtpPacket,
+        now: Instant,
+        sockets: &[ShardSocket],
+        batch: &mut Batch,
+    ) {
+        if !self.connected {
+            return;
+        }
+        let t = &mut self.tracks[track];
+        let mut out = CoreOut {
+            core: &mut self.core,
+            sender: t.sender,
+            now,
+            latency: &self.latency,
+        };
+        if t.out.live(p, now, &mut out) == Verdict::HangUp {
+            self.shared.cancel.cancel();
+        }
+        self.drain_writes(sockets, batch);
+    }
+
+    /// One pacing tick of each track's queue; true while any has more.
+    pub fn pace(&mut self, now: Instant, sockets: &[ShardSocket], batch: &mut Batch) -> bool {
+        let mut more = false;
+        for t in &mut self.tracks {
+            let mut out = CoreOut {
+                core: &mut self.core,
+                sender: t.sender,
+                now,
+                latency: &self.latency,
+            };
+            more |= t.out.pace(&mut out);
+        }
+        self.drain_writes(sockets, batch);
+        more
+    }
+
+    /// Takes the core's events and the viewer's feedback, and queues what
+    /// it has to send.
+    pub fn settle(&mut self, now: Instant, sockets: &[ShardSocket], batch: &mut Batch) {
+        while let Some(e) = self.core.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = e {
+                self.span.in_scope(|| {
+                    tracing::debug!(state = %s, "viewer connection state");
+                });
+                if s == RTCPeerConnectionState::Connected && !self.connected {
+                    self.connected = true;
+                    let mut at = self
+                        .shared
+                        .connected_at
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    at.get_or_insert_with(SystemTime::now);
+                    for t in &mut self.tracks {
+                        t.out.start();
+                    }
+                }
+                self.shared.state.send_replace(s);
+            }
+        }
+        while let Some(m) = self.core.poll_read() {
+            if let RTCMessage::RtcpPacket(_, packets) = m.message {
+                self.feedback(&packets, now);
+            }
+        }
+        self.drain_writes(sockets, batch);
+    }
+
+    /// NACK, PLI and FIR, each to the track of the SSRC it names.
+    fn feedback(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
+        for p in packets {
+            let any = p.as_any();
+            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                if let Some(t) = self.track_of(nack.media_ssrc) {
+                    let t = &mut self.tracks[t];
+                    let mut out = CoreOut {
+                        core: &mut self.core,
+                        sender: t.sender,
+                        now,
+                        latency: &self.latency,
+                    };
+                    t.out.nack(&lost, &mut out);
+                }
+            } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                if let Some(t) = self.track_of(pli.media_ssrc) {
+                    self.tracks[t].out.keyframe_request(now);
+                }
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                for e in &fir.fir {
+                    if let Some(t) = self.track_of(e.ssrc) {
+                        self.tracks[t].out.keyframe_request(now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn track_of(&self, ssrc: u32) -> Option<usize> {
+        self.tracks.iter().position(|t| t.out.ssrc == ssrc)
+    }
+
+    /// Moves what the core wants sent into the batch (or an ICE-TCP
+    /// stream's queue).
+    pub fn drain_writes(&mut self, sockets: &[ShardSocket], batch: &mut Batch) {
+        while let Some(out) = self.core.poll_write() {
+            let to = out.transport.peer_addr;
+            self.remote = Some(to);
+            if out.transport.transport_protocol == TransportProtocol::TCP {
+                self.write_tcp(to, &out.message);
+                continue;
+            }
+            let from = out.transport.local_addr;
+            let socket = sockets
+                .iter()
+                .position(|s| s.local == from)
+                .or_else(|| (sockets.len() == 1).then_some(0));
+            match socket {
+                Some(i) => batch.push(i, to, out.message),
+                None => tracing::debug!(%from, "no socket for a datagram's local address"),
+            }
+        }
+    }
+
+    /// One RFC 4571 frame (length, then the datagram) on the viewer's TCP
+    /// stream; a full stream queue drops it, as a full link would.
+    fn write_tcp(&mut self, to: SocketAddr, data: &[u8]) {
+        let Some(w) = self.tcp_writers.get(&to) else {
+            return;
+        };
+        let mut frame = BytesMut::with_capacity(2 + data.len());
+        frame.put_u16(data.len() as u16);
+        frame.put_slice(data);
+        if w.try_send(frame.freeze()).is_err() {
+            self.shared
+                .counters
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for t in &mut self.tracks {
+                t.out.link_overflowed();
+            }
+        }
+    }
+
+    /// RTCP BYE on each track (when connected: only then are there keys),
+    /// then DTLS close_notify.
+    pub fn say_goodbye(&mut self, now: Instant) {
+        if self.connected {
+            for t in &self.tracks {
+                let bye = rtc::rtcp::goodbye::Goodbye {
+                    sources: vec![t.out.ssrc],
+                    reason: "stream ended".into(),
+                };
+                if let Some(mut s) = self.core.rtp_sender(t.sender) {
+                    let _ = s.write_rtcp(now, vec![Box::new(bye)]);
+                }
+            }
+        }
+        if let Err(e) = self.core.close() {
+            tracing::debug!(error = %e, "closing peer connection");
+        }
+        self.shared
+            .state
+            .send_replace(RTCPeerConnectionState::Closed);
+    }
+
+    pub fn add_remote_candidate(&mut self, c: RTCIceCandidateInit) -> Result<(), String> {
+        self.core.add_remote_candidate(c).map_err(|e| e.to_string())
+    }
+
+    /// RTT from the viewer's receiver reports (or the ICE pair), and where
+    /// its media goes.
+    pub fn link_report(&mut self, now: Instant) -> LinkReport {
+        let stats = self.core.get_stats(now, StatsSelector::None);
+        let mut r = LinkReport {
+            remote: self.remote.map(|a| a.to_string()),
+            ..Default::default()
+        };
+        let mut pair_rtt = None;
+        for e in stats.iter() {
+            match e {
+                RTCStatsReportEntry::RemoteInboundRtp(ri) if ri.round_trip_time > 0.0 => {
+                    r.rtt_ms = Some(ri.round_trip_time * 1000.0);
+                }
+                RTCStatsReportEntry::IceCandidatePair(p) if p.current_round_trip_time > 0.0 => {
+                    pair_rtt = Some(p.current_round_trip_time * 1000.0);
+                }
+                _ => {}
+            }
+        }
+        r.rtt_ms = r.rtt_ms.or(pair_rtt);
+        r
+    }
+}

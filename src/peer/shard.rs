@@ -1,0 +1,562 @@
+//! A shard of the media engine: one task that owns its share of the viewers'
+//! connections (`rtc` sans-IO cores), its UDP sockets, one timer for all of
+//! them (a heap of their deadlines) and one feed per source its viewers
+//! watch.
+//!
+//! Each turn it takes what is ready, in this order: commands (joins, hang-
+//! ups, trickle, reports) and datagrams handed over by the mux or ICE-TCP;
+//! the sources' packets, each rewritten and protected for every viewer of
+//! that source in turn (starting with a different viewer each packet); a
+//! bounded number of datagrams from its sockets (ICE, DTLS, RTCP: so joins
+//! never hold up media for long); expired deadlines; the pacing of cached
+//! GOPs. Then everything the turn produced goes out in `sendmmsg` batches.
+
+use super::batch::Batch;
+use super::conn::{Conn, LinkReport};
+use super::routes::{Routes, StunWaiters, stun_local_ufrag};
+use super::track::BACKLOG_PAUSE;
+use crate::rtp::RtpPacket;
+use bytes::{Bytes, BytesMut};
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Datagrams read from each socket per turn.
+const READS_PER_TURN: usize = 64;
+/// Source packets taken from each feed per turn.
+const MEDIA_PER_TURN: usize = 512;
+/// Commands taken per turn.
+const INPUTS_PER_TURN: usize = 64;
+/// Largest datagram read.
+const MTU: usize = 1500;
+/// Packets queued from a source to one shard.
+pub(crate) const FEED_QUEUE: usize = 4096;
+
+/// What a shard is asked to do.
+pub(crate) enum Input {
+    Join(Box<Conn>, oneshot::Sender<()>),
+    HangUp(u64, oneshot::Sender<()>),
+    Candidate(
+        u64,
+        RTCIceCandidateInit,
+        oneshot::Sender<Result<(), String>>,
+    ),
+    Report(u64, oneshot::Sender<LinkReport>),
+    /// A feed of a source for this shard (taken by a joining viewer when
+    /// the shard may have none yet).
+    Feed(usize, mpsc::Receiver<RtpPacket>),
+    /// A datagram read elsewhere (the mux, an ICE-TCP stream) for one of
+    /// this shard's connections.
+    Datagram {
+        local: SocketAddr,
+        from: SocketAddr,
+        tcp: bool,
+        data: BytesMut,
+    },
+    /// An ICE-TCP stream whose first frame named `ufrag`: frames for `from`
+    /// go to `writer`.
+    TcpStream {
+        ufrag: String,
+        local: SocketAddr,
+        from: SocketAddr,
+        writer: mpsc::Sender<Bytes>,
+    },
+}
+
+/// A UDP socket of the shard: read here, or (the mux) only written.
+pub(crate) struct ShardSocket {
+    pub socket: Arc<UdpSocket>,
+    pub local: SocketAddr,
+    pub read_here: bool,
+}
+
+/// One source's packets for this shard, and who watches it here.
+struct Feed {
+    key: usize,
+    rx: mpsc::Receiver<RtpPacket>,
+    /// (connection slot, track index).
+    viewers: Vec<(usize, usize)>,
+    /// Where the fan-out starts next: no viewer is always last.
+    rotate: usize,
+    /// A packet taken while waiting for work.
+    stashed: Option<RtpPacket>,
+    /// The source has closed.
+    closed: bool,
+}
+
+pub(crate) struct Shard {
+    pub index: usize,
+    sockets: Vec<ShardSocket>,
+    inbox: mpsc::Receiver<Input>,
+    /// Commands polled but not yet handled.
+    inputs: Vec<Input>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    by_id: HashMap<u64, usize>,
+    by_addr: HashMap<(SocketAddr, SocketAddr), usize>,
+    by_ufrag: HashMap<String, usize>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    feeds: Vec<Feed>,
+    /// Connections with a GOP being paced out, and when the next burst goes.
+    pacing: Vec<usize>,
+    next_pace: Option<Instant>,
+    batch: Batch,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    routes: Arc<Routes>,
+    stun: Arc<StunWaiters>,
+    load: Arc<AtomicUsize>,
+    stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    recv_buf: BytesMut,
+}
+
+/// What the wait for work found.
+enum Woke {
+    Stop,
+    Work,
+}
+
+impl Shard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        sockets: Vec<ShardSocket>,
+        inbox: mpsc::Receiver<Input>,
+        routes: Arc<Routes>,
+        stun: Arc<StunWaiters>,
+        load: Arc<AtomicUsize>,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            index,
+            sockets,
+            inbox,
+            inputs: Vec::new(),
+            conns: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            by_addr: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            timers: BinaryHeap::new(),
+            feeds: Vec::new(),
+            pacing: Vec::new(),
+            next_pace: None,
+            batch: Batch::default(),
+            sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
+            routes,
+            stun,
+            load,
+            stop: Box::pin(stop.cancelled_owned()),
+            recv_buf: BytesMut::new(),
+        }
+    }
+
+    pub async fn run(mut self) {
+        loop {
+            if let Woke::Stop = poll_fn(|cx| self.poll_work(cx)).await {
+                break;
+            }
+            let now = Instant::now();
+            self.turn(now);
+            let sockets: Vec<&UdpSocket> = self.sockets.iter().map(|s| &*s.socket).collect();
+            self.batch.flush(&sockets).await;
+            self.arm_sleep();
+        }
+        tracing::debug!(shard = self.index, "engine shard stopped");
+    }
+
+    /// Ready when anything is: a command, a source packet, a readable
+    /// socket, a deadline.
+    fn poll_work(&mut self, cx: &mut Context<'_>) -> Poll<Woke> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Woke::Stop);
+        }
+        let mut ready = false;
+        match self
+            .inbox
+            .poll_recv_many(cx, &mut self.inputs, INPUTS_PER_TURN)
+        {
+            Poll::Ready(0) => return Poll::Ready(Woke::Stop),
+            Poll::Ready(_) => ready = true,
+            Poll::Pending => {}
+        }
+        for f in &mut self.feeds {
+            if f.stashed.is_some() || f.closed {
+                ready = true;
+            } else if let Poll::Ready(p) = f.rx.poll_recv(cx) {
+                // The turn sends it first.
+                f.closed = p.is_none();
+                f.stashed = p;
+                ready = true;
+            }
+        }
+        for s in self.sockets.iter().filter(|s| s.read_here) {
+            if s.socket.poll_recv_ready(cx).is_ready() {
+                ready = true;
+            }
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            ready = true;
+        }
+        if ready {
+            Poll::Ready(Woke::Work)
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn arm_sleep(&mut self) {
+        let timer = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        let next = match (timer, self.next_pace) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a
+                .or(b)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+        };
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::from_std(next));
+    }
+
+    fn turn(&mut self, now: Instant) {
+        let mut inputs = std::mem::take(&mut self.inputs);
+        while inputs.len() < INPUTS_PER_TURN {
+            match self.inbox.try_recv() {
+                Ok(i) => inputs.push(i),
+                Err(_) => break,
+            }
+        }
+        for input in inputs.drain(..) {
+            self.input(input, now);
+        }
+        self.inputs = inputs;
+        self.media(now);
+        self.read(now);
+        self.fire_timers(now);
+        self.pace(now);
+    }
+
+    fn input(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Join(conn, done) => {
+                self.join(*conn, now);
+                let _ = done.send(());
+            }
+            Input::HangUp(id, done) => {
+                if let Some(slot) = self.by_id.get(&id).copied() {
+                    self.close(slot, now);
+                }
+                let _ = done.send(());
+            }
+            Input::Candidate(id, c, done) => {
+                let r = match self.conn(id) {
+                    Some(conn) => conn.add_remote_candidate(c),
+                    None => Err("the session has ended".to_owned()),
+                };
+                if let Some(slot) = self.by_id.get(&id).copied() {
+                    self.after_core(slot, now);
+                }
+                let _ = done.send(r);
+            }
+            Input::Report(id, done) => {
+                if let Some(conn) = self.conn(id) {
+                    let _ = done.send(conn.link_report(now));
+                }
+            }
+            Input::Feed(key, rx) => {
+                if !self.feeds.iter().any(|f| f.key == key) && !rx.is_closed() {
+                    self.feeds.push(Feed {
+                        key,
+                        rx,
+                        viewers: Vec::new(),
+                        rotate: 0,
+                        stashed: None,
+                        closed: false,
+                    });
+                    self.attach_all(key);
+                }
+            }
+            Input::Datagram {
+                local,
+                from,
+                tcp,
+                data,
+            } => self.datagram(local, from, tcp, data, now),
+            Input::TcpStream {
+                ufrag,
+                local,
+                from,
+                writer,
+            } => {
+                if let Some(&slot) = self.by_ufrag.get(&ufrag) {
+                    self.by_addr.insert((local, from), slot);
+                    if let Some(c) = self.conns[slot].as_mut() {
+                        c.tcp_writers.insert(from, writer);
+                        c.addrs.push((local, from));
+                    }
+                }
+            }
+        }
+    }
+
+    fn conn(&mut self, id: u64) -> Option<&mut Conn> {
+        let slot = *self.by_id.get(&id)?;
+        self.conns[slot].as_mut()
+    }
+
+    fn join(&mut self, conn: Conn, now: Instant) {
+        let slot = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        self.by_id.insert(conn.id, slot);
+        self.by_ufrag.insert(conn.ufrag.clone(), slot);
+        let keys: Vec<usize> = conn.tracks.iter().map(|t| t.feed_key).collect();
+        self.conns[slot] = Some(conn);
+        for (track, key) in keys.into_iter().enumerate() {
+            if let Some(f) = self.feeds.iter_mut().find(|f| f.key == key) {
+                f.viewers.push((slot, track));
+            }
+        }
+        self.load.fetch_add(1, Relaxed);
+        self.after_core(slot, now);
+    }
+
+    /// A new feed: every viewer of its source here watches it.
+    fn attach_all(&mut self, key: usize) {
+        let Some(f) = self.feeds.iter_mut().find(|f| f.key == key) else {
+            return;
+        };
+        for (slot, c) in self.conns.iter().enumerate() {
+            let Some(c) = c else { continue };
+            for (i, t) in c.tracks.iter().enumerate() {
+                if t.feed_key == key && !f.viewers.contains(&(slot, i)) {
+                    f.viewers.push((slot, i));
+                }
+            }
+        }
+    }
+
+    /// Says BYE and close_notify, sends them, forgets the connection.
+    fn close(&mut self, slot: usize, now: Instant) {
+        let Some(mut conn) = self.conns[slot].take() else {
+            return;
+        };
+        conn.say_goodbye(now);
+        conn.drain_writes(&self.sockets, &mut self.batch);
+        self.by_id.remove(&conn.id);
+        self.by_ufrag.remove(&conn.ufrag);
+        self.routes.unregister(&conn.ufrag);
+        for a in &conn.addrs {
+            self.by_addr.remove(a);
+        }
+        for f in &mut self.feeds {
+            f.viewers.retain(|(s, _)| *s != slot);
+        }
+        self.pacing.retain(|s| *s != slot);
+        self.free.push(slot);
+        self.load.fetch_sub(1, Relaxed);
+    }
+
+    /// Fans the sources' packets out to their viewers here.
+    fn media(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.feeds.len() {
+            let mut taken = 0;
+            // A packet the wake-up poll took comes first.
+            if let Some(p) = self.feeds[i].stashed.take() {
+                self.fan_out(i, &p, now);
+            }
+            let mut closed = self.feeds[i].closed;
+            while taken < MEDIA_PER_TURN && !closed {
+                match self.feeds[i].rx.try_recv() {
+                    Ok(p) => {
+                        self.fan_out(i, &p, now);
+                        taken += 1;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            if closed {
+                self.feeds.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn fan_out(&mut self, feed: usize, p: &RtpPacket, now: Instant) {
+        let f = &mut self.feeds[feed];
+        let n = f.viewers.len();
+        if n == 0 {
+            return;
+        }
+        f.rotate = (f.rotate + 1) % n;
+        let start = f.rotate;
+        for k in 0..n {
+            let (slot, track) = self.feeds[feed].viewers[(start + k) % n];
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            let was_pacing = conn.pacing();
+            conn.live(track, p, now, &self.sockets, &mut self.batch);
+            if conn.pacing() && !was_pacing {
+                self.start_pacing(slot, now);
+            }
+        }
+    }
+
+    fn start_pacing(&mut self, slot: usize, now: Instant) {
+        if !self.pacing.contains(&slot) {
+            self.pacing.push(slot);
+        }
+        if self.next_pace.is_none() {
+            self.next_pace = Some(now);
+        }
+    }
+
+    fn pace(&mut self, now: Instant) {
+        if self.next_pace.is_none_or(|t| t > now) {
+            return;
+        }
+        let pacing = std::mem::take(&mut self.pacing);
+        for slot in pacing {
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            if conn.pace(now, &self.sockets, &mut self.batch) {
+                self.pacing.push(slot);
+            }
+        }
+        self.next_pace = (!self.pacing.is_empty()).then(|| now + BACKLOG_PAUSE);
+    }
+
+    /// Reads what the shard's own sockets have, a bounded number each.
+    fn read(&mut self, now: Instant) {
+        for s in 0..self.sockets.len() {
+            if !self.sockets[s].read_here {
+                continue;
+            }
+            for _ in 0..READS_PER_TURN {
+                if self.recv_buf.capacity() < MTU {
+                    self.recv_buf.reserve(MTU * 32);
+                }
+                let socket = Arc::clone(&self.sockets[s].socket);
+                match socket.try_recv_buf_from(&mut self.recv_buf) {
+                    Ok((n, from)) => {
+                        let data = self.recv_buf.split_to(n);
+                        let local = self.sockets[s].local;
+                        self.datagram(local, from, false, data, now);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    fn datagram(
+        &mut self,
+        local: SocketAddr,
+        from: SocketAddr,
+        tcp: bool,
+        data: BytesMut,
+        now: Instant,
+    ) {
+        let slot = match self.by_addr.get(&(local, from)) {
+            Some(&s) => Some(s),
+            None => {
+                let slot = stun_local_ufrag(&data).and_then(|u| self.by_ufrag.get(u).copied());
+                if let Some(s) = slot {
+                    self.by_addr.insert((local, from), s);
+                    if let Some(c) = self.conns[s].as_mut() {
+                        c.addrs.push((local, from));
+                    }
+                }
+                slot
+            }
+        };
+        let Some(slot) = slot else {
+            // A STUN server's answer to our gathering, or nobody's.
+            self.stun.answer(&data);
+            return;
+        };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: if tcp {
+                    TransportProtocol::TCP
+                } else {
+                    TransportProtocol::UDP
+                },
+            },
+            message: data,
+        };
+        if let Err(e) = conn.core.handle_read(msg) {
+            tracing::trace!(error = %e, "a datagram the connection refused");
+        }
+        self.after_core(slot, now);
+    }
+
+    /// After the core took something: its writes, events, feedback and
+    /// next deadline.
+    fn after_core(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let was_pacing = conn.pacing();
+        conn.settle(now, &self.sockets, &mut self.batch);
+        let pacing = conn.pacing() && !was_pacing;
+        let deadline = conn.core.poll_timeout();
+        let id = conn.id;
+        if let Some(t) = deadline
+            && conn.scheduled.is_none_or(|s| t < s)
+        {
+            conn.scheduled = Some(t);
+            self.timers.push(Reverse((t, slot, id)));
+        }
+        if pacing {
+            self.start_pacing(slot, now);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(Reverse((t, slot, id))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(conn) = self.conns[slot].as_mut().filter(|c| c.id == id) else {
+                continue; // a connection that has gone
+            };
+            if conn.scheduled != Some(t) {
+                continue; // superseded by an earlier deadline
+            }
+            conn.scheduled = None;
+            if let Err(e) = conn.core.handle_timeout(now) {
+                tracing::debug!(error = %e, "connection timeout handling failed");
+            }
+            self.after_core(slot, now);
+        }
+    }
+}

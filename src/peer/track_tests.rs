@@ -1,0 +1,388 @@
+//! A viewer's track against a real source: packets go to the source's
+//! socket, come back marked (keyframes) through a probe feed, and are handed
+//! to the track by the test, with `now` from the test. No sleeps and no
+//! tasks between the track and what it sends.
+
+use super::*;
+use crate::profile::CacheLimits;
+use crate::source::{Source, SourceKind};
+use std::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// How long a test waits for the source before it fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A policy whose time limits no test run reaches, with a short queue.
+const PATIENT: ForwardPolicy = ForwardPolicy {
+    max_resyncs: 3,
+    resync_window: Duration::from_secs(3600),
+    keyframe_answer_every: Duration::from_secs(3600),
+    queue: 50,
+};
+
+const KEY_EVERY: u16 = 100;
+
+/// Packet `seq` of a stream of one-packet frames with a keyframe (an SPS
+/// packet) every [`KEY_EVERY`] packets; the payload's last byte is `seq`.
+fn h264(seq: u16) -> Vec<u8> {
+    let nal = if seq.is_multiple_of(KEY_EVERY) {
+        0x67
+    } else {
+        0x41
+    };
+    let ts = u32::from(seq) * 3000;
+    let mut v = vec![0x80, 0x80 | 102];
+    v.extend_from_slice(&seq.to_be_bytes());
+    v.extend_from_slice(&ts.to_be_bytes());
+    v.extend_from_slice(&[0, 0, 0, 7, nal, (seq & 0xff) as u8]);
+    v
+}
+
+/// What a track wrote.
+#[derive(Default)]
+struct Sent(Vec<rtc::rtp::Packet>);
+
+impl PacketOut for Sent {
+    fn write(&mut self, packet: rtc::rtp::Packet, _: Option<Instant>) {
+        self.0.push(packet);
+    }
+}
+
+impl Sent {
+    /// The source numbers (low byte) of what was sent.
+    fn sources(&self) -> Vec<u8> {
+        self.0
+            .iter()
+            .map(|p| p.payload[p.payload.len() - 1])
+            .collect()
+    }
+}
+
+/// The viewer's numbers run on without a gap or a step back.
+fn assert_contiguous(sent: &[rtc::rtp::Packet]) {
+    for w in sent.windows(2) {
+        assert_eq!(
+            w[1].header.sequence_number,
+            w[0].header.sequence_number.wrapping_add(1),
+            "a gap in the viewer's numbering"
+        );
+        assert!(
+            w[1].header.timestamp.wrapping_sub(w[0].header.timestamp) as i32 >= 0,
+            "time went back"
+        );
+    }
+}
+
+/// A video source, what feeds it over loopback UDP, and a probe feed that
+/// gives back each packet as the source took it.
+struct Feed {
+    src: Source,
+    tx: UdpSocket,
+    probe: mpsc::Receiver<RtpPacket>,
+}
+
+impl Feed {
+    async fn new(cache: bool) -> Self {
+        let limits = CacheLimits {
+            max_bytes: 1_000_000,
+            max_age: Duration::from_secs(3600),
+        };
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = sock.local_addr().unwrap().port();
+        let kind = SourceKind::Video {
+            pt: Some(102),
+            cache: cache.then_some(limits),
+        };
+        let src = Source::start(sock, "video", kind).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.connect(("127.0.0.1", port)).unwrap();
+        let (ptx, probe) = mpsc::channel(64);
+        assert!(src.handle().subscribe(ptx).await);
+        Self { src, tx, probe }
+    }
+
+    /// Sends `seqs` through the source (a few at a time, so no socket buffer
+    /// overflows) and returns them as it took them.
+    async fn through(&mut self, seqs: std::ops::Range<u16>) -> Vec<RtpPacket> {
+        let seqs: Vec<u16> = seqs.collect();
+        let mut out = Vec::new();
+        for batch in seqs.chunks(32) {
+            for seq in batch {
+                self.tx.send(&h264(*seq)).unwrap();
+            }
+            for _ in batch {
+                let p = tokio::time::timeout(PATIENCE, self.probe.recv())
+                    .await
+                    .expect("the source did not take what was sent")
+                    .expect("the source closed");
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    fn track(&self, policy: ForwardPolicy) -> (TrackOut, Arc<ViewerCounters>) {
+        let counters = Arc::new(ViewerCounters::default());
+        let t = TrackOut::new(self.src.handle(), true, 125, 42, counters.clone(), policy);
+        (t, counters)
+    }
+}
+
+/// Paces out everything queued.
+fn drain(t: &mut TrackOut, out: &mut Sent) {
+    while t.pace(out) {}
+}
+
+#[tokio::test]
+async fn a_joining_viewer_gets_the_cached_gop_then_live_without_gap_or_duplicate() {
+    let mut feed = Feed::new(true).await;
+    let early = feed.through(0..130).await; // a keyframe at 100
+    let (mut t, _) = feed.track(PATIENT);
+    t.start();
+    assert_eq!(t.queued(), 30, "the GOP from the keyframe at 100");
+    // Live packets the shard still held (already in the snapshot) are
+    // skipped; later ones queue behind the GOP.
+    let now = Instant::now();
+    let mut out = Sent::default();
+    for p in &early[120..] {
+        assert_eq!(t.live(p, now, &mut out), Verdict::Fine);
+    }
+    for p in feed.through(130..140).await {
+        t.live(&p, now, &mut out);
+    }
+    assert!(out.0.is_empty(), "live went before the paced GOP");
+    assert!(t.pace(&mut out), "more than one burst queued");
+    assert_eq!(out.0.len(), BACKLOG_BURST);
+    drain(&mut t, &mut out);
+    let want: Vec<u8> = (100..140).map(|s: u16| s as u8).collect();
+    assert_eq!(out.sources(), want);
+    assert_contiguous(&out.0);
+    assert!(
+        out.0
+            .iter()
+            .all(|p| p.header.payload_type == 125 && p.header.ssrc == 42)
+    );
+    // With the queue empty, live goes straight out.
+    for p in feed.through(140..141).await {
+        t.live(&p, now, &mut out);
+    }
+    assert_eq!(out.sources().last(), Some(&140));
+}
+
+#[tokio::test]
+async fn an_overflowing_queue_resyncs_from_the_cache_and_never_touches_another_viewer() {
+    let mut feed = Feed::new(true).await;
+    feed.through(0..110).await;
+    let (mut slow, counters) = feed.track(PATIENT);
+    let (mut fast, _) = feed.track(PATIENT);
+    slow.start();
+    fast.start();
+    let (mut slow_out, mut fast_out) = (Sent::default(), Sent::default());
+    drain(&mut fast, &mut fast_out);
+    let now = Instant::now();
+    // The slow viewer's GOP is never paced: live piles up behind it.
+    for p in feed.through(110..200).await {
+        assert_eq!(slow.live(&p, now, &mut slow_out), Verdict::Fine);
+        fast.live(&p, now, &mut fast_out);
+    }
+    assert_eq!(counters.resyncs.load(Relaxed), 1, "not resynced");
+    assert!(counters.dropped.load(Relaxed) >= PATIENT.queue as u64);
+    // It restarts from the keyframe, whole frames only, numbers running on.
+    drain(&mut slow, &mut slow_out);
+    assert_eq!(slow_out.sources().first(), Some(&100));
+    assert_contiguous(&slow_out.0);
+    let all: Vec<u8> = (100..200).map(|s: u16| s as u8).collect();
+    assert_eq!(fast_out.sources(), all, "the other viewer missed something");
+    assert_contiguous(&fast_out.0);
+}
+
+/// Overflows `t`'s queue (its GOP never paced) once more; returns the
+/// verdict of the packet that overflowed it.
+async fn overflow(feed: &mut Feed, t: &mut TrackOut, next: &mut u16, now: Instant) -> Verdict {
+    let mut out = Sent::default();
+    let mut verdict = Verdict::Fine;
+    for p in feed.through(*next..*next + PATIENT.queue as u16 + 40).await {
+        let v = t.live(&p, now, &mut out);
+        if v == Verdict::HangUp {
+            verdict = v;
+        }
+    }
+    *next += PATIENT.queue as u16 + 40;
+    verdict
+}
+
+#[tokio::test]
+async fn a_viewer_that_keeps_falling_behind_is_hung_up() {
+    let mut feed = Feed::new(true).await;
+    feed.through(0..101).await;
+    let (mut t, counters) = feed.track(PATIENT);
+    t.start();
+    let now = Instant::now();
+    let mut next = 101;
+    for round in 1..=PATIENT.max_resyncs {
+        let v = overflow(&mut feed, &mut t, &mut next, now).await;
+        assert_eq!(v, Verdict::Fine, "hung up after {round} resyncs");
+    }
+    assert_eq!(
+        overflow(&mut feed, &mut t, &mut next, now).await,
+        Verdict::HangUp
+    );
+    assert_eq!(
+        counters.resyncs.load(Relaxed),
+        PATIENT.max_resyncs as u64 + 1
+    );
+}
+
+#[tokio::test]
+async fn resyncs_spread_over_more_than_the_window_are_forgiven() {
+    let mut feed = Feed::new(true).await;
+    feed.through(0..101).await;
+    let policy = ForwardPolicy {
+        resync_window: Duration::from_secs(10),
+        ..PATIENT
+    };
+    let (mut t, counters) = feed.track(policy);
+    t.start();
+    let mut next = 101;
+    let mut now = Instant::now();
+    for _ in 0..=PATIENT.max_resyncs + 2 {
+        now += Duration::from_secs(11);
+        assert_eq!(
+            overflow(&mut feed, &mut t, &mut next, now).await,
+            Verdict::Fine
+        );
+    }
+    assert_eq!(
+        counters.resyncs.load(Relaxed),
+        PATIENT.max_resyncs as u64 + 3
+    );
+}
+
+#[tokio::test]
+async fn nacks_are_answered_from_the_shared_history() {
+    let mut feed = Feed::new(true).await;
+    feed.through(0..100).await;
+    let (mut t, counters) = feed.track(PATIENT);
+    t.start();
+    let now = Instant::now();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    for p in feed.through(100..120).await {
+        t.live(&p, now, &mut out);
+    }
+    let lost: Vec<u16> = [3usize, 7]
+        .iter()
+        .map(|&i| out.0[i].header.sequence_number)
+        .collect();
+    let mut again = Sent::default();
+    t.nack(&lost, &mut again);
+    assert_eq!(again.0.len(), 2);
+    for (resent, i) in again.0.iter().zip([3usize, 7]) {
+        assert_eq!(
+            resent.header.sequence_number,
+            out.0[i].header.sequence_number
+        );
+        assert_eq!(resent.header.timestamp, out.0[i].header.timestamp);
+        assert_eq!(resent.payload, out.0[i].payload);
+    }
+    assert_eq!(counters.nacks.load(Relaxed), 2);
+    assert_eq!(counters.retransmitted.load(Relaxed), 2);
+    // A number never sent is not answered.
+    let mut none = Sent::default();
+    t.nack(
+        &[out.0[0].header.sequence_number.wrapping_sub(5000)],
+        &mut none,
+    );
+    assert!(none.0.is_empty());
+}
+
+#[tokio::test]
+async fn keyframe_requests_are_answered_from_the_cache_at_most_once_per_interval() {
+    let mut feed = Feed::new(true).await;
+    feed.through(0..110).await;
+    let (mut t, counters) = feed.track(PATIENT);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    let now = Instant::now();
+    t.keyframe_request(now);
+    assert_eq!(t.queued(), 10, "not answered from the cache");
+    drain(&mut t, &mut out);
+    t.keyframe_request(now + Duration::from_secs(1));
+    assert_eq!(t.queued(), 0, "answered twice within the interval");
+    t.keyframe_request(now + PATIENT.keyframe_answer_every);
+    assert_eq!(t.queued(), 10, "not answered after the interval");
+    drain(&mut t, &mut out);
+    assert_eq!(counters.keyframe_requests.load(Relaxed), 3);
+    assert_eq!(counters.resyncs.load(Relaxed), 0, "asked for: not a resync");
+    assert_contiguous(&out.0);
+}
+
+#[tokio::test]
+async fn without_a_cached_gop_a_viewer_waits_for_the_next_keyframe() {
+    let mut feed = Feed::new(false).await;
+    feed.through(0..150).await;
+    let (mut t, _) = feed.track(PATIENT);
+    t.start();
+    assert_eq!(t.queued(), 0);
+    let now = Instant::now();
+    let mut out = Sent::default();
+    for p in feed.through(150..220).await {
+        t.live(&p, now, &mut out);
+    }
+    assert_eq!(
+        out.sources().first(),
+        Some(&200),
+        "did not start on a keyframe"
+    );
+    assert_eq!(out.0.len(), 20);
+}
+
+/// Loss before the source (a gap in FFmpeg's numbers) is every viewer's and
+/// no replay can mend it: the packets after the gap flow on. Only a feed's
+/// own drops (a marked packet) resync.
+#[tokio::test]
+async fn a_gap_before_the_source_is_passed_on_a_feed_drop_resyncs() {
+    let mut feed = Feed::new(true).await;
+    feed.through(0..101).await;
+    let (mut t, counters) = feed.track(PATIENT);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    let now = Instant::now();
+    let after_gap = feed.through(110..112).await;
+    for p in &after_gap {
+        t.live(p, now, &mut out);
+    }
+    assert_eq!(out.sources(), [100, 110, 111]);
+    assert_contiguous(&out.0);
+    assert_eq!(counters.resyncs.load(Relaxed), 0);
+    let mut p = feed.through(112..113).await.remove(0);
+    p.after_drop = true;
+    t.live(&p, now, &mut out);
+    assert_eq!(counters.resyncs.load(Relaxed), 1);
+    assert!(t.queued() > 0, "not restarted from the cache");
+}
+
+#[tokio::test]
+async fn a_link_that_dropped_packets_resyncs_video_with_the_next_packet() {
+    let mut feed = Feed::new(true).await;
+    feed.through(0..101).await;
+    let (mut t, counters) = feed.track(PATIENT);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    let now = Instant::now();
+    t.link_overflowed();
+    for p in feed.through(101..103).await {
+        t.live(&p, now, &mut out);
+    }
+    assert_eq!(counters.resyncs.load(Relaxed), 1);
+    drain(&mut t, &mut out);
+    assert_eq!(
+        out.sources(),
+        [100, 100, 101, 102],
+        "not restarted at the keyframe"
+    );
+    assert_contiguous(&out.0);
+}
