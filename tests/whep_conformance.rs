@@ -400,6 +400,49 @@ async fn ice_tcp_candidates_are_offered_when_asked_for() {
     offer.pc.close().await.ok();
 }
 
+/// Lines of an SDP without its UDP candidates.
+fn without_udp_candidates(sdp: String) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|l| !(l.starts_with("a=candidate:") && l.split(' ').nth(2) == Some("udp")))
+        .collect()
+}
+
+/// A viewer that can use TCP only (its UDP candidates and ours are taken
+/// out of the offer and the answer) gets the stream over ICE-TCP, framed
+/// as RFC 4571 says, through the media engine like any other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_carries_a_viewer_whose_udp_is_blocked() {
+    let ff = Ffwhep::start(&["--ice-tcp-addr", "127.0.0.1:0"]);
+    let offer = ffwhep::smoke::viewer::Offer::with_tcp().await.unwrap();
+    let v = ffwhep::smoke::viewer::Viewer::connect_with(
+        offer,
+        &ff.url,
+        None,
+        without_udp_candidates,
+        without_udp_candidates,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\nlog:\n{}", ff.log()));
+    common::wait_for(&v, Duration::from_secs(60), "media over ICE-TCP", |r| {
+        r.frames_since_idr > 30 && r.audio.packets > 20
+    })
+    .await;
+    let tcp_port = v
+        .answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate:") && l.contains(" tcp "))
+        .and_then(|l| l.split(' ').nth(5))
+        .expect("a TCP candidate in the answer")
+        .to_owned();
+    let status = common::status(&ff).await;
+    let viewer = &status["streams"][0]["viewers"][0];
+    assert_eq!(viewer["transport"], "tcp", "{status}");
+    let remote = viewer["remote"].as_str().unwrap_or_default();
+    assert!(remote.starts_with("127.0.0.1:"), "{status}");
+    assert_ne!(remote, format!("127.0.0.1:{tcp_port}"), "our own address");
+    v.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_viewer_can_share_one_udp_port() {
     let port = std::net::UdpSocket::bind("127.0.0.1:0")

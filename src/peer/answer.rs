@@ -7,11 +7,10 @@ use super::PeerError;
 use super::codecs::{local_track, negotiated_pt, register_codecs};
 use super::feedback::RtcpToApp;
 use crate::sdp::offer::OfferError;
-use rtc::interceptor::{Registry, Slot};
+use rtc::interceptor::{Registry, SenderReportBuilder, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -59,11 +58,13 @@ pub(crate) fn answer(
 ) -> Result<Answered, PeerError> {
     let mut engine = MediaEngine::default();
     register_codecs(&mut engine).map_err(internal("registering codecs"))?;
-    // Sender and receiver reports from the stack; NACK, PLI and FIR are
-    // answered by ffwhep (from the shared history and GOP cache), so the
-    // stack's NACK responder is left out.
-    let registry =
-        configure_rtcp_reports(Registry::new()).with(Slot::from(14_000), RtcpToApp::feedback());
+    // Sender reports from the stack (a viewer sends no media: no receiver
+    // reports); NACK, PLI and FIR are answered by ffwhep (from the shared
+    // history and GOP cache), so the stack's NACK responder is left out.
+    // Each interceptor is a stage every packet walks through.
+    let registry = Registry::new()
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(Slot::from(14_000), RtcpToApp::feedback());
     let settings = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
         .build();

@@ -1,6 +1,9 @@
 //! The datagrams a shard turn produced, sent with `sendmmsg`: one system
-//! call for up to [`CHUNK`] datagrams, whoever they go to. The buffers of
-//! the call are kept between turns, so a flush allocates nothing.
+//! call for up to [`CHUNK`] messages, whoever they go to. Consecutive
+//! datagrams of one size to one destination (a viewer's share of a frame)
+//! go as one message with UDP GSO (`UDP_SEGMENT`): the kernel routes them
+//! once and cuts them into datagrams. The buffers of the call are kept
+//! between turns, so a flush allocates nothing.
 
 use bytes::BytesMut;
 use std::io;
@@ -9,8 +12,13 @@ use std::os::fd::AsRawFd;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-/// Datagrams per `sendmmsg` call.
+/// Messages per `sendmmsg` call.
 const CHUNK: usize = 64;
+/// Datagrams per GSO message (the kernel's limit), and its bytes.
+const GSO_SEGMENTS: usize = 64;
+const GSO_BYTES: usize = 60_000;
+/// `setsockopt`/cmsg level and type of UDP GSO (linux/udp.h).
+const UDP_SEGMENT: libc::c_int = 103;
 
 /// Queued datagrams, each with the socket (an index into the shard's) and
 /// the destination.
@@ -20,6 +28,12 @@ pub(crate) struct Batch {
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// One control message (the GSO segment size) per message.
+    cmsgs: Vec<[u64; 4]>,
+    /// Datagrams in each message of the call being made.
+    counts: Vec<usize>,
+    /// The kernel refused GSO once: plain datagrams from then on.
+    no_gso: bool,
 }
 
 // SAFETY: the raw pointers in `iovs` and `hdrs` point into `out` and
@@ -42,14 +56,17 @@ impl Batch {
     pub async fn flush(&mut self, sockets: &[&UdpSocket]) -> usize {
         let mut refused = 0;
         for (index, socket) in sockets.iter().enumerate() {
-            let mut start = 0;
             let mine: Vec<usize> = (0..self.out.len())
                 .filter(|&i| self.out[i].0 == index)
                 .collect();
+            let mut start = 0;
             while start < mine.len() {
-                let end = (start + CHUNK).min(mine.len());
-                match self.send_chunk(socket, &mine[start..end]).await {
-                    Ok(n) => start += n.max(1),
+                match self.send_chunk(socket, &mine[start..]).await {
+                    Ok(n) => start += n,
+                    Err(e) if !self.no_gso && gso_refused(&e) => {
+                        tracing::debug!(error = %e, "UDP GSO refused: sending datagrams one by one");
+                        self.no_gso = true;
+                    }
                     Err(e) => {
                         // This datagram cannot go (e.g. an unreachable
                         // address): skip it, not the rest.
@@ -64,38 +81,70 @@ impl Batch {
         refused
     }
 
-    /// One `sendmmsg` of the datagrams at `which`; waits while the socket
-    /// buffer is full.
+    /// One `sendmmsg` of the datagrams at `which`, from the first, grouped
+    /// for GSO; waits while the socket buffer is full. Returns how many
+    /// datagrams went.
     async fn send_chunk(&mut self, socket: &UdpSocket, which: &[usize]) -> io::Result<usize> {
         self.addrs.clear();
         self.iovs.clear();
         self.hdrs.clear();
-        for &i in which {
-            let (_, to, data) = &self.out[i];
+        self.cmsgs.clear();
+        self.counts.clear();
+        let mut k = 0;
+        while k < which.len() && self.counts.len() < CHUNK {
+            let (_, to, first) = &self.out[which[k]];
+            let size = first.len();
+            let mut n = 1;
+            let mut bytes = size;
+            while !self.no_gso && k + n < which.len() && n < GSO_SEGMENTS {
+                let (_, to2, next) = &self.out[which[k + n]];
+                if to2 != to || next.len() > size || bytes + next.len() > GSO_BYTES {
+                    break;
+                }
+                n += 1;
+                bytes += next.len();
+                if next.len() < size {
+                    break; // only the last segment may be shorter
+                }
+            }
+            for &i in &which[k..k + n] {
+                let data = &self.out[i].2;
+                self.iovs.push(libc::iovec {
+                    iov_base: data.as_ptr() as *mut libc::c_void,
+                    iov_len: data.len(),
+                });
+            }
             self.addrs.push(sockaddr(to));
-            self.iovs.push(libc::iovec {
-                iov_base: data.as_ptr() as *mut libc::c_void,
-                iov_len: data.len(),
-            });
+            self.cmsgs.push(segment_cmsg(size as u16));
+            self.counts.push(n);
+            k += n;
         }
-        for (k, &i) in which.iter().enumerate() {
+        let mut iov = 0;
+        for m in 0..self.counts.len() {
+            let n = self.counts[m];
             // SAFETY: an all-zero mmsghdr is a valid empty header.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = &mut self.addrs[k] as *mut _ as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = match self.out[i].1 {
-                SocketAddr::V4(_) => std::mem::size_of::<libc::sockaddr_in>() as u32,
-                SocketAddr::V6(_) => std::mem::size_of::<libc::sockaddr_in6>() as u32,
+            h.msg_hdr.msg_name = &mut self.addrs[m] as *mut _ as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = match self.addrs[m].ss_family as i32 {
+                libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>() as u32,
+                _ => std::mem::size_of::<libc::sockaddr_in6>() as u32,
             };
-            h.msg_hdr.msg_iov = &mut self.iovs[k];
-            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_iov = &mut self.iovs[iov];
+            h.msg_hdr.msg_iovlen = n;
+            if n > 1 {
+                h.msg_hdr.msg_control = self.cmsgs[m].as_mut_ptr() as *mut libc::c_void;
+                // SAFETY: CMSG_SPACE is a pure size computation.
+                h.msg_hdr.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+            }
+            iov += n;
             self.hdrs.push(h);
         }
         let fd = socket.as_raw_fd();
-        loop {
+        let sent = loop {
             let hdrs = &mut self.hdrs;
             let r = socket.try_io(Interest::WRITABLE, || {
-                // SAFETY: every header points at a live address and iovec
-                // of this batch, for the length given.
+                // SAFETY: every header points at a live address, iovecs and
+                // control message of this batch, for the lengths given.
                 let n = unsafe { libc::sendmmsg(fd, hdrs.as_mut_ptr(), hdrs.len() as u32, 0) };
                 if n < 0 {
                     Err(io::Error::last_os_error())
@@ -105,10 +154,37 @@ impl Batch {
             });
             match r {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
-                other => return other,
+                other => break other?,
             }
-        }
+        };
+        Ok(self.counts[..sent].iter().sum())
     }
+}
+
+/// A control message that sets the GSO segment size.
+fn segment_cmsg(size: u16) -> [u64; 4] {
+    let mut buf = [0u64; 4];
+    let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+    h.msg_control = buf.as_mut_ptr() as *mut libc::c_void;
+    // SAFETY: the buffer holds CMSG_SPACE(2) bytes (32 >= 24), aligned for
+    // cmsghdr; the header and data written stay inside it.
+    unsafe {
+        h.msg_controllen = libc::CMSG_SPACE(2) as usize;
+        let c = libc::CMSG_FIRSTHDR(&h);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, size);
+    }
+    buf
+}
+
+/// Errors with which a kernel or device says no to GSO.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOPROTOOPT) | Some(libc::EOPNOTSUPP)
+    )
 }
 
 fn sockaddr(a: &SocketAddr) -> libc::sockaddr_storage {
@@ -168,6 +244,41 @@ mod tests {
                 assert_eq!(from, sender.local_addr().unwrap());
                 assert_eq!(&buf[..n], &[first + 2 * k; 3]);
             }
+        }
+    }
+
+    /// Runs of one size to one destination go as GSO messages, and still
+    /// arrive as the datagrams they were, in order, the shorter last one
+    /// included.
+    #[tokio::test]
+    async fn runs_to_one_destination_arrive_as_separate_datagrams() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut batch = Batch::default();
+        for s in [&a, &b] {
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+        }
+        let mut want_a = Vec::new();
+        // Few enough that the receiver's buffer holds them all.
+        for i in 0..60u16 {
+            let len = if i % 10 == 9 { 300 } else { 1200 };
+            let d = vec![(i % 251) as u8; len];
+            batch.push(0, a.local_addr().unwrap(), BytesMut::from(&d[..]));
+            want_a.push(d);
+            if i % 10 == 9 {
+                batch.push(0, b.local_addr().unwrap(), BytesMut::from(&[7u8; 5][..]));
+            }
+        }
+        assert_eq!(batch.flush(&[&sender]).await, 0);
+        let mut buf = [0u8; 2048];
+        for want in &want_a {
+            let n = a.recv(&mut buf).unwrap();
+            assert_eq!(&buf[..n], &want[..]);
+        }
+        for _ in 0..6 {
+            assert_eq!(b.recv(&mut buf).unwrap(), 5);
         }
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
 pub(crate) struct LinkReport {
     pub rtt_ms: Option<f64>,
     pub remote: Option<String>,
+    /// `udp` or `tcp`.
+    pub transport: Option<&'static str>,
 }
 
 /// One track of the connection.
@@ -67,8 +69,8 @@ pub(crate) struct Conn {
     pub addrs: Vec<(SocketAddr, SocketAddr)>,
     /// ICE-TCP streams, by remote address.
     pub tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
-    /// Where its last datagram went.
-    pub remote: Option<SocketAddr>,
+    /// Where its last datagram went, and whether over ICE-TCP.
+    pub remote: Option<(SocketAddr, bool)>,
     pub connected: bool,
 }
 
@@ -210,8 +212,9 @@ impl Conn {
     pub fn drain_writes(&mut self, sockets: &[ShardSocket], batch: &mut Batch) {
         while let Some(out) = self.core.poll_write() {
             let to = out.transport.peer_addr;
-            self.remote = Some(to);
-            if out.transport.transport_protocol == TransportProtocol::TCP {
+            let tcp = out.transport.transport_protocol == TransportProtocol::TCP;
+            self.remote = Some((to, tcp));
+            if tcp {
                 self.write_tcp(to, &out.message);
                 continue;
             }
@@ -278,7 +281,8 @@ impl Conn {
     pub fn link_report(&mut self, now: Instant) -> LinkReport {
         let stats = self.core.get_stats(now, StatsSelector::None);
         let mut r = LinkReport {
-            remote: self.remote.map(|a| a.to_string()),
+            remote: self.remote.map(|(a, _)| a.to_string()),
+            transport: self.remote.map(|(_, tcp)| if tcp { "tcp" } else { "udp" }),
             ..Default::default()
         };
         let mut pair_rtt = None;

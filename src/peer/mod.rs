@@ -215,11 +215,8 @@ pub async fn accept_offer(
         Instant::now(),
     )?;
     // The stack keeps NAT 1:1 addresses out of its candidates: done here.
-    let answer = crate::sdp::candidates::rewrite_host_candidates(
-        &answered.answer,
-        &engine.config.nat_ips,
-        None,
-    );
+    let answer =
+        crate::sdp::candidates::rewrite_host_candidates(&answered.answer, &engine.config.nat_ips);
     // Each source's feed for the shard (kept by the shard if it has none).
     for (_, source) in &sources {
         let (tx, rx) = mpsc::channel(FEED_QUEUE);

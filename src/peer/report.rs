@@ -17,6 +17,8 @@ pub struct ViewerReport {
     pub connected_since: Option<f64>,
     /// The viewer's address on the selected ICE candidate pair.
     pub remote: Option<String>,
+    /// `udp`, or `tcp` for ICE-TCP.
+    pub transport: Option<&'static str>,
     pub packets_sent: u64,
     pub bytes_sent: u64,
     /// Packets not sent because the viewer's queue was full.
@@ -60,6 +62,7 @@ impl Viewer {
         {
             r.rtt_ms = link.rtt_ms;
             r.remote = link.remote;
+            r.transport = link.transport;
         }
         r
     }

@@ -35,8 +35,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Datagrams read from each socket per turn.
 const READS_PER_TURN: usize = 64;
-/// Source packets taken from each feed per turn.
-const MEDIA_PER_TURN: usize = 512;
+/// Source packets taken from each feed per turn: enough for a frame's
+/// share per viewer in one GSO message, few enough that reads and
+/// deadlines are not kept waiting behind hundreds of viewers.
+const MEDIA_PER_TURN: usize = 32;
 /// Commands taken per turn.
 const INPUTS_PER_TURN: usize = 64;
 /// Largest datagram read.
@@ -113,6 +115,8 @@ pub(crate) struct Shard {
     pacing: Vec<usize>,
     next_pace: Option<Instant>,
     batch: Batch,
+    /// The packets of one feed being fanned out (kept to reuse).
+    packets: Vec<RtpPacket>,
     sleep: Pin<Box<tokio::time::Sleep>>,
     routes: Arc<Routes>,
     stun: Arc<StunWaiters>,
@@ -153,6 +157,7 @@ impl Shard {
             pacing: Vec::new(),
             next_pace: None,
             batch: Batch::default(),
+            packets: Vec::new(),
             sleep: Box::pin(tokio::time::sleep(Duration::from_secs(3600))),
             routes,
             stun,
@@ -369,28 +374,26 @@ impl Shard {
         self.load.fetch_sub(1, Relaxed);
     }
 
-    /// Fans the sources' packets out to their viewers here.
+    /// Fans the sources' packets out to their viewers here: a few packets
+    /// of a feed at a time, each viewer taking all of them in turn (so a
+    /// viewer's share of a frame leaves in one GSO message).
     fn media(&mut self, now: Instant) {
+        let mut packets = std::mem::take(&mut self.packets);
         let mut i = 0;
         while i < self.feeds.len() {
-            let mut taken = 0;
+            packets.clear();
             // A packet the wake-up poll took comes first.
-            if let Some(p) = self.feeds[i].stashed.take() {
-                self.fan_out(i, &p, now);
-            }
+            packets.extend(self.feeds[i].stashed.take());
             let mut closed = self.feeds[i].closed;
-            while taken < MEDIA_PER_TURN && !closed {
+            while packets.len() < MEDIA_PER_TURN && !closed {
                 match self.feeds[i].rx.try_recv() {
-                    Ok(p) => {
-                        self.fan_out(i, &p, now);
-                        taken += 1;
-                    }
+                    Ok(p) => packets.push(p),
                     Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => closed = true,
                 }
+            }
+            if !packets.is_empty() {
+                self.fan_out(i, &packets, now);
             }
             if closed {
                 self.feeds.swap_remove(i);
@@ -398,9 +401,10 @@ impl Shard {
                 i += 1;
             }
         }
+        self.packets = packets;
     }
 
-    fn fan_out(&mut self, feed: usize, p: &RtpPacket, now: Instant) {
+    fn fan_out(&mut self, feed: usize, packets: &[RtpPacket], now: Instant) {
         let f = &mut self.feeds[feed];
         let n = f.viewers.len();
         if n == 0 {
@@ -414,7 +418,9 @@ impl Shard {
                 continue;
             };
             let was_pacing = conn.pacing();
-            conn.live(track, p, now, &self.sockets, &mut self.batch);
+            for p in packets {
+                conn.live(track, p, now, &self.sockets, &mut self.batch);
+            }
             if conn.pacing() && !was_pacing {
                 self.start_pacing(slot, now);
             }

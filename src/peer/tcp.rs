@@ -54,14 +54,18 @@ async fn serve(
 ) {
     let (mut read, mut write) = stream.into_split();
     let Some(first) = read_frame(&mut read).await else {
+        tracing::debug!(%from, "ICE-TCP stream closed before its first frame");
         return;
     };
     let Some(ufrag) = stun_local_ufrag(&first).map(str::to_owned) else {
+        tracing::debug!(%from, "ICE-TCP stream whose first frame is no STUN check");
         return;
     };
     let Some(inbox) = routes.inbox(&ufrag) else {
+        tracing::debug!(%from, ufrag, "ICE-TCP stream for no session");
         return;
     };
+    tracing::debug!(%from, ufrag, "ICE-TCP stream opened");
     let (writer, mut frames) = mpsc::channel::<Bytes>(WRITE_QUEUE);
     tasks.spawn(async move {
         while let Some(f) = frames.recv().await {

@@ -1,25 +1,25 @@
-//! Host candidates of an SDP answer rewritten: for NAT 1:1, the public
+//! Host candidates of an SDP answer rewritten for NAT 1:1: the public
 //! address of a host behind a one-to-one NAT in place of the local address
-//! (the NAT maps the port unchanged); for the UDP mux, the shared port in
-//! place of the socket the crate bound and set aside. Pure.
+//! (the NAT maps the port unchanged). The stack keeps the local address in
+//! its own candidates (incoming checks arrive there). Pure.
 
 use std::net::IpAddr;
 
 /// Rewrites the address of each UDP `typ host` candidate to the first of
-/// `public` of the same family (when there is one), and its port to `port`
-/// (when given); other lines are left as they are.
-pub fn rewrite_host_candidates(sdp: &str, public: &[IpAddr], port: Option<u16>) -> String {
-    if public.is_empty() && port.is_none() {
+/// `public` of the same family (when there is one); other lines are left
+/// as they are.
+pub fn rewrite_host_candidates(sdp: &str, public: &[IpAddr]) -> String {
+    if public.is_empty() {
         return sdp.to_owned();
     }
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.split_inclusive('\n') {
-        out.push_str(&rewrite_line(line, public, port).unwrap_or_else(|| line.to_owned()));
+        out.push_str(&rewrite_line(line, public).unwrap_or_else(|| line.to_owned()));
     }
     out
 }
 
-fn rewrite_line(line: &str, public: &[IpAddr], port: Option<u16>) -> Option<String> {
+fn rewrite_line(line: &str, public: &[IpAddr]) -> Option<String> {
     let body = line.strip_prefix("a=candidate:")?;
     let end = body.trim_end_matches(['\r', '\n']);
     let eol = &body[end.len()..];
@@ -35,15 +35,9 @@ fn rewrite_line(line: &str, public: &[IpAddr], port: Option<u16>) -> Option<Stri
     let local: IpAddr = fields[4].parse().ok()?;
     let mapped = public
         .iter()
-        .find(|p| p.is_ipv4() == local.is_ipv4())
-        .map(ToString::to_string);
-    if let Some(m) = &mapped {
-        fields[4] = m;
-    }
-    let port = port.map(|p| p.to_string());
-    if let Some(p) = &port {
-        fields[5] = p;
-    }
+        .find(|p| p.is_ipv4() == local.is_ipv4())?
+        .to_string();
+    fields[4] = &mapped;
     Some(format!("a=candidate:{}{eol}", fields.join(" ")))
 }
 
@@ -56,7 +50,7 @@ mod tests {
         let sdp = "v=0\r\na=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
                    a=candidate:2 1 udp 1694498815 198.51.100.9 40000 typ srflx raddr 10.0.0.5 rport 40000\r\n\
                    a=candidate:3 1 udp 2130706431 fd00::5 40002 typ host\r\na=mid:0\r\n";
-        let out = rewrite_host_candidates(sdp, &["203.0.113.7".parse().unwrap()], None);
+        let out = rewrite_host_candidates(sdp, &["203.0.113.7".parse().unwrap()]);
         assert!(
             out.contains("a=candidate:1 1 udp 2130706431 203.0.113.7 40000 typ host\r\n"),
             "{out}"
@@ -70,18 +64,6 @@ mod tests {
             "no IPv6 public address given: unchanged"
         );
         assert!(out.ends_with("a=mid:0\r\n"));
-        assert_eq!(rewrite_host_candidates(sdp, &[], None), sdp);
-    }
-
-    #[test]
-    fn the_mux_port_replaces_the_host_ports() {
-        let sdp = "a=candidate:1 1 udp 2130706431 10.0.0.5 40000 typ host\r\n\
-                   a=candidate:2 1 tcp 2124414975 10.0.0.5 40010 typ host tcptype passive\r\n";
-        let out = rewrite_host_candidates(sdp, &[], Some(8189));
-        assert!(out.contains("10.0.0.5 8189 typ host\r\n"), "{out}");
-        assert!(
-            out.contains("10.0.0.5 40010 typ host tcptype passive"),
-            "TCP candidates keep their port"
-        );
+        assert_eq!(rewrite_host_candidates(sdp, &[]), sdp);
     }
 }

@@ -284,6 +284,15 @@ pub struct Offer {
 
 impl Offer {
     pub async fn new() -> anyhow::Result<Offer> {
+        Self::build(false).await
+    }
+
+    /// An offer that can also reach the server over ICE-TCP (active).
+    pub async fn with_tcp() -> anyhow::Result<Offer> {
+        Self::build(true).await
+    }
+
+    async fn build(tcp: bool) -> anyhow::Result<Offer> {
         let mut m = engine()?;
         let registry = register_default_interceptors(Registry::new(), &mut m)?.with(
             Slot::from(14_000),
@@ -304,6 +313,11 @@ impl Offer {
                 .with_interceptor_registry(registry)
                 .with_handler(Arc::new(events))
                 .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+                .with_tcp_addrs(if tcp {
+                    vec!["127.0.0.1:0".to_owned()]
+                } else {
+                    Vec::new()
+                })
                 .build()
                 .await?,
         );
@@ -356,7 +370,17 @@ impl Viewer {
         offer_fn: impl FnOnce(String) -> String,
         answer_fn: impl FnOnce(String) -> String,
     ) -> anyhow::Result<Viewer> {
-        let offer = Offer::new().await?;
+        Self::connect_with(Offer::new().await?, url, token, offer_fn, answer_fn).await
+    }
+
+    /// Like [`Viewer::connect_via`], with an offer made by the caller.
+    pub async fn connect_with(
+        offer: Offer,
+        url: &str,
+        token: Option<&str>,
+        offer_fn: impl FnOnce(String) -> String,
+        answer_fn: impl FnOnce(String) -> String,
+    ) -> anyhow::Result<Viewer> {
         let mut request = reqwest::Client::new()
             .post(url)
             .header("content-type", "application/sdp");
@@ -379,13 +403,37 @@ impl Viewer {
             bail!("POST {url}: {status}: {}", answer.trim());
         }
         let location = location.context("201 without a Location header")?;
-        let desc = RTCSessionDescription::answer(answer_fn(answer.clone()))
-            .context("the answer is not SDP")?;
+        let applied = answer_fn(answer.clone());
+        let desc =
+            RTCSessionDescription::answer(applied.clone()).context("the answer is not SDP")?;
         offer
             .pc
             .set_remote_description(desc)
             .await
             .context("applying the answer")?;
+        // The webrtc crate connects to a passive ICE-TCP candidate only when
+        // it is added as a trickled one, not from the description.
+        let mid = applied
+            .lines()
+            .find_map(|l| l.strip_prefix("a=mid:"))
+            .map(|m| m.trim().to_owned());
+        for line in applied
+            .lines()
+            .filter(|l| l.starts_with("a=candidate:") && l.contains("tcptype passive"))
+        {
+            let init = webrtc::peer_connection::RTCIceCandidateInit {
+                candidate: line.trim().trim_start_matches("a=").to_owned(),
+                sdp_mid: mid.clone(),
+                sdp_mline_index: Some(0),
+                username_fragment: None,
+                url: None,
+            };
+            offer
+                .pc
+                .add_ice_candidate(init)
+                .await
+                .context("adding the answer's ICE-TCP candidate")?;
+        }
         let mut v = Viewer {
             pc: offer.pc,
             state: offer.state,
