@@ -198,7 +198,13 @@ impl TrackOut {
             // Cached packets left the source long ago: not relay latency.
             self.take(&p, false, out);
         }
-        !self.queue.is_empty()
+        if self.queue.is_empty() {
+            // A replayed GOP held hundreds of packets: give the room back,
+            // or every viewer keeps a GOP's worth of queue for good.
+            self.queue = VecDeque::new();
+            return false;
+        }
+        true
     }
 
     /// Resends what the viewer says it lost, from the shared history.
