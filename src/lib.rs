@@ -6,7 +6,8 @@
 //! - `ffmpeg` (argv, output lines, progress, the supervisor) and `source` (the
 //!   port pair, RTP in, GOP cache, shared history): nothing of WebRTC or HTTP;
 //! - `exit`: every failure and the exit code it maps to;
-//! - `peer`: a viewer's WebRTC connection, fed from the sources;
+//! - `peer`: the media engine: shards that drive the viewers' WebRTC
+//!   connections (`rtc` sans-IO cores), fed from the sources;
 //! - `stream`: one stream's lifecycle and the registry of every stream;
 //! - `http`: the router, WHEP, pages, status and metrics;
 //! - `cli` (the command line), `app` (the commands), `logging` and `term`,

@@ -225,11 +225,21 @@ fn sockaddr(a: &SocketAddr) -> libc::sockaddr_storage {
 mod tests {
     use super::*;
 
+    /// Two receivers (reads time out rather than hang) and a sender.
+    async fn sockets() -> (std::net::UdpSocket, std::net::UdpSocket, UdpSocket) {
+        let bind = || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            s
+        };
+        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        (bind(), bind(), sender)
+    }
+
     #[tokio::test]
     async fn a_batch_reaches_each_destination_in_order() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (a, b, sender) = sockets().await;
         let mut batch = Batch::default();
         for i in 0..100u8 {
             let to = if i % 2 == 0 { &a } else { &b };
@@ -252,14 +262,8 @@ mod tests {
     /// included.
     #[tokio::test]
     async fn runs_to_one_destination_arrive_as_separate_datagrams() {
-        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (a, b, sender) = sockets().await;
         let mut batch = Batch::default();
-        for s in [&a, &b] {
-            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-                .unwrap();
-        }
         let mut want_a = Vec::new();
         // Few enough that the receiver's buffer holds them all.
         for i in 0..60u16 {

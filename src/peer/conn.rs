@@ -82,6 +82,22 @@ struct CoreOut<'a> {
     latency: &'a crate::latency::Histogram,
 }
 
+impl<'a> CoreOut<'a> {
+    fn new(
+        core: &'a mut RTCPeerConnection,
+        sender: RTCRtpSenderId,
+        now: Instant,
+        latency: &'a crate::latency::Histogram,
+    ) -> Self {
+        Self {
+            core,
+            sender,
+            now,
+            latency,
+        }
+    }
+}
+
 impl PacketOut for CoreOut<'_> {
     fn write(&mut self, packet: rtc::rtp::Packet, live_since: Option<Instant>) {
         if let Some(mut s) = self.core.rtp_sender(self.sender)
@@ -114,12 +130,7 @@ impl Conn {
             return;
         }
         let t = &mut self.tracks[track];
-        let mut out = CoreOut {
-            core: &mut self.core,
-            sender: t.sender,
-            now,
-            latency: &self.latency,
-        };
+        let mut out = CoreOut::new(&mut self.core, t.sender, now, &self.latency);
         if t.out.live(p, now, &mut out) == Verdict::HangUp {
             self.shared.cancel.cancel();
         }
@@ -130,12 +141,7 @@ impl Conn {
     pub fn pace(&mut self, now: Instant, sockets: &[ShardSocket], batch: &mut Batch) -> bool {
         let mut more = false;
         for t in &mut self.tracks {
-            let mut out = CoreOut {
-                core: &mut self.core,
-                sender: t.sender,
-                now,
-                latency: &self.latency,
-            };
+            let mut out = CoreOut::new(&mut self.core, t.sender, now, &self.latency);
             more |= t.out.pace(&mut out);
         }
         self.drain_writes(sockets, batch);
@@ -181,12 +187,7 @@ impl Conn {
                 let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
                 if let Some(t) = self.track_of(nack.media_ssrc) {
                     let t = &mut self.tracks[t];
-                    let mut out = CoreOut {
-                        core: &mut self.core,
-                        sender: t.sender,
-                        now,
-                        latency: &self.latency,
-                    };
+                    let mut out = CoreOut::new(&mut self.core, t.sender, now, &self.latency);
                     t.out.nack(&lost, &mut out);
                 }
             } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {

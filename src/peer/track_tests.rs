@@ -128,6 +128,16 @@ impl Feed {
     }
 }
 
+/// A cached source fed packets `0..until` (a keyframe at 0 and every
+/// [`KEY_EVERY`]), and a track on it whose connection just came up.
+async fn started(until: u16, policy: ForwardPolicy) -> (Feed, TrackOut, Arc<ViewerCounters>) {
+    let mut feed = Feed::new(true).await;
+    feed.through(0..until).await;
+    let (mut t, counters) = feed.track(policy);
+    t.start();
+    (feed, t, counters)
+}
+
 /// Paces out everything queued.
 fn drain(t: &mut TrackOut, out: &mut Sent) {
     while t.pace(out) {}
@@ -213,10 +223,7 @@ async fn overflow(feed: &mut Feed, t: &mut TrackOut, next: &mut u16, now: Instan
 
 #[tokio::test]
 async fn a_viewer_that_keeps_falling_behind_is_hung_up() {
-    let mut feed = Feed::new(true).await;
-    feed.through(0..101).await;
-    let (mut t, counters) = feed.track(PATIENT);
-    t.start();
+    let (mut feed, mut t, counters) = started(101, PATIENT).await;
     let now = Instant::now();
     let mut next = 101;
     for round in 1..=PATIENT.max_resyncs {
@@ -235,14 +242,11 @@ async fn a_viewer_that_keeps_falling_behind_is_hung_up() {
 
 #[tokio::test]
 async fn resyncs_spread_over_more_than_the_window_are_forgiven() {
-    let mut feed = Feed::new(true).await;
-    feed.through(0..101).await;
     let policy = ForwardPolicy {
         resync_window: Duration::from_secs(10),
         ..PATIENT
     };
-    let (mut t, counters) = feed.track(policy);
-    t.start();
+    let (mut feed, mut t, counters) = started(101, policy).await;
     let mut next = 101;
     let mut now = Instant::now();
     for _ in 0..=PATIENT.max_resyncs + 2 {
@@ -260,10 +264,7 @@ async fn resyncs_spread_over_more_than_the_window_are_forgiven() {
 
 #[tokio::test]
 async fn nacks_are_answered_from_the_shared_history() {
-    let mut feed = Feed::new(true).await;
-    feed.through(0..100).await;
-    let (mut t, counters) = feed.track(PATIENT);
-    t.start();
+    let (mut feed, mut t, counters) = started(100, PATIENT).await;
     let now = Instant::now();
     let mut out = Sent::default();
     drain(&mut t, &mut out);
@@ -298,10 +299,7 @@ async fn nacks_are_answered_from_the_shared_history() {
 
 #[tokio::test]
 async fn keyframe_requests_are_answered_from_the_cache_at_most_once_per_interval() {
-    let mut feed = Feed::new(true).await;
-    feed.through(0..110).await;
-    let (mut t, counters) = feed.track(PATIENT);
-    t.start();
+    let (_feed, mut t, counters) = started(110, PATIENT).await;
     let mut out = Sent::default();
     drain(&mut t, &mut out);
     let now = Instant::now();
@@ -343,10 +341,7 @@ async fn without_a_cached_gop_a_viewer_waits_for_the_next_keyframe() {
 /// own drops (a marked packet) resync.
 #[tokio::test]
 async fn a_gap_before_the_source_is_passed_on_a_feed_drop_resyncs() {
-    let mut feed = Feed::new(true).await;
-    feed.through(0..101).await;
-    let (mut t, counters) = feed.track(PATIENT);
-    t.start();
+    let (mut feed, mut t, counters) = started(101, PATIENT).await;
     let mut out = Sent::default();
     drain(&mut t, &mut out);
     let now = Instant::now();
@@ -366,10 +361,7 @@ async fn a_gap_before_the_source_is_passed_on_a_feed_drop_resyncs() {
 
 #[tokio::test]
 async fn a_link_that_dropped_packets_resyncs_video_with_the_next_packet() {
-    let mut feed = Feed::new(true).await;
-    feed.through(0..101).await;
-    let (mut t, counters) = feed.track(PATIENT);
-    t.start();
+    let (mut feed, mut t, counters) = started(101, PATIENT).await;
     let mut out = Sent::default();
     drain(&mut t, &mut out);
     let now = Instant::now();
