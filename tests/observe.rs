@@ -82,11 +82,20 @@ async fn status_and_metrics_agree_with_what_the_viewer_received() {
         &v.location.rsplit('/').next().unwrap()[..8]
     );
     assert!(viewer["remote"].as_str().unwrap().contains(':'), "{viewer}");
+    assert_eq!(viewer["transport"], "udp", "{viewer}");
     assert!(
         viewer["connected_since"].as_f64().unwrap() > 1.7e9,
         "{viewer}"
     );
     assert_eq!(viewer["state"], "connected");
+    // The round-trip time comes from the connection's ICE checks.
+    common::StatusReader::new(&ff)
+        .wait("the viewer's round-trip time", |s| {
+            s["streams"][0]["viewers"][0]["rtt_ms"]
+                .as_f64()
+                .is_some_and(|ms| ms > 0.0 && ms < 1000.0)
+        })
+        .await;
     // What the server says it sent brackets what the viewer counted around
     // the request (loopback loses nothing; a few packets may be in flight).
     let sent = viewer["packets_sent"].as_u64().unwrap();

@@ -551,6 +551,62 @@ fn stun_success(sock: &std::net::UdpSocket, request: &[u8], from: std::net::Sock
     sock.send_to(&resp.raw, from).unwrap();
 }
 
+/// A STUN server (this test's) tells ffwhep what it sees of a shard's
+/// socket: the answer carries that as a server-reflexive candidate, related
+/// to the host candidate it was seen from. (The reflexive address it reports
+/// is 127.0.0.2, still loopback.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_reflexive_candidates_come_from_a_stun_server() {
+    use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
+    use rtc::stun::xoraddr::XorMappedAddress;
+    let stun = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    stun.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let stun_url = format!("stun:{}", stun.local_addr().unwrap());
+    let ff = Ffwhep::start(&["--ice-server", &stun_url]);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = stun.recv_from(&mut buf) {
+            let mut req = Message::new();
+            req.raw = buf[..n].to_vec();
+            if req.decode().is_err() {
+                continue;
+            }
+            let mut resp = Message::new();
+            let setters: Vec<Box<dyn Setter>> = vec![
+                Box::new(req.transaction_id),
+                Box::new(BINDING_SUCCESS),
+                Box::new(XorMappedAddress {
+                    ip: "127.0.0.2".parse().unwrap(),
+                    port: from.port(),
+                }),
+            ];
+            resp.build(&setters).unwrap();
+            let _ = stun.send_to(&resp.raw, from);
+        }
+    });
+    let (r, offer) = common::post_offer(&ff.url, None).await;
+    assert_eq!(r.status(), 201);
+    let answer = r.text().await.unwrap();
+    let host_ports: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ host"))
+        .filter_map(|l| l.split(' ').nth(5))
+        .collect();
+    let srflx = answer
+        .lines()
+        .find(|l| l.starts_with("a=candidate:") && l.contains(" typ srflx"))
+        .unwrap_or_else(|| panic!("no server-reflexive candidate:\n{answer}"));
+    let f: Vec<&str> = srflx.split(' ').collect();
+    assert_eq!(f[4], "127.0.0.2", "{srflx}");
+    assert!(host_ports.contains(&f[5]), "{srflx} vs {host_ports:?}");
+    assert!(
+        srflx.contains(&format!("raddr 127.0.0.1 rport {}", f[5])),
+        "{srflx}"
+    );
+    offer.pc.close().await.ok();
+}
+
 /// A viewer whose offer is being answered while its run ends is refused
 /// with 409 and Retry-After, and nothing of it stays: the answer is held
 /// back by a STUN server (this test) that replies only once FFmpeg was
