@@ -4,11 +4,11 @@
 
 use crate::auth::{Secret, TokenSource};
 use crate::cli::{ArgsArgs, Command, ProfileArg, RunArgs};
+use crate::engine::{Engine, IceServer, PeerConfig, PortRange};
 use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
-use crate::peer::{Engine, IceServer, PeerConfig, PortRange};
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::smoke;
 use crate::source::ports::allocate_pair;

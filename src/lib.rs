@@ -6,7 +6,7 @@
 //! - `ffmpeg` (argv, output lines, progress, the supervisor) and `source` (the
 //!   port pair, RTP in, GOP cache, shared history): nothing of WebRTC or HTTP;
 //! - `exit`: every failure and the exit code it maps to;
-//! - `peer`: the media engine: shards that drive the viewers' WebRTC
+//! - `engine`: the media engine: shards that drive the viewers' WebRTC
 //!   connections (`rtc` sans-IO cores), fed from the sources;
 //! - `stream`: one stream's lifecycle and the registry of every stream;
 //! - `http`: the router, WHEP, pages, status and metrics;
@@ -16,13 +16,13 @@
 mod app;
 mod auth;
 mod cli;
+mod engine;
 mod exit;
 mod ffmpeg;
 pub mod h264;
 mod http;
 mod latency;
 mod logging;
-mod peer;
 pub mod profile;
 pub mod rtp;
 pub mod sdp;

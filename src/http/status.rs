@@ -4,8 +4,8 @@
 
 use super::bearer;
 use super::error::HttpError;
+use crate::engine::{SentTotals, ViewerReport};
 use crate::ffmpeg::progress::Progress;
-use crate::peer::{SentTotals, ViewerReport};
 use crate::source::gop::CacheState;
 use crate::stream::registry::{State, StreamInfo, Streams};
 use axum::Json;

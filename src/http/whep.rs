@@ -4,7 +4,7 @@
 
 use super::bearer;
 use super::error::HttpError;
-use crate::peer::{PeerError, Viewer, accept_offer};
+use crate::engine::{PeerError, Viewer, accept_offer};
 use crate::sdp::offer::{OfferError, Offered};
 use crate::sdp::trickle::SdpFrag;
 use crate::stream::registry::{Published, Session, Streams, Unavailable};

@@ -7,10 +7,10 @@ pub mod viewer;
 
 use crate::stream::judge;
 
+use crate::engine::PeerConfig;
 use crate::exit::{self, Failure};
 use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
-use crate::peer::PeerConfig;
 use crate::profile::Plan;
 use crate::profile::restart::Policy;
 use crate::stream::registry::{Limits, Streams};
@@ -59,7 +59,7 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
     };
     let engine_tasks = tokio_util::task::TaskTracker::new();
     let http_stop = CancellationToken::new();
-    let peer = crate::peer::Engine::start(peer, &engine_tasks, http_stop.clone())
+    let peer = crate::engine::Engine::start(peer, &engine_tasks, http_stop.clone())
         .map_err(Failure::Setup)?;
     let streams = Streams::new(
         peer,

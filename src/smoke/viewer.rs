@@ -3,8 +3,8 @@
 //! packets, bytes and losses per kind, the H.264 NAL types and picture size,
 //! and when the first keyframe came. Used by `ffwhep smoke` and the tests.
 
+use crate::engine::feedback::RtcpToApp;
 use crate::h264::{self, nal};
-use crate::peer::feedback::RtcpToApp;
 use crate::rtp::SeqRange;
 use anyhow::{Context, bail};
 use rtc::interceptor::Slot;

@@ -4,10 +4,10 @@
 //! across an await.
 
 use crate::auth::{self, Denied, Secret};
+use crate::engine::{Engine, SentTotals, StreamMedia, Viewer};
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
 use crate::latency::Histogram;
-use crate::peer::{Engine, SentTotals, StreamMedia, Viewer};
 use crate::source::SourceStats;
 use crate::source::gop::CacheState;
 use serde::Serialize;

@@ -6,11 +6,11 @@
 use super::StreamRun;
 use super::registry::{Published, Streams};
 use super::watchdog::watchdog;
+use crate::engine::StreamMedia;
 use crate::exit::Failure;
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::progress::Progress;
 use crate::ffmpeg::supervisor::{Exit, Ffmpeg, StopControl};
-use crate::peer::StreamMedia;
 use crate::source::ports::allocate_pair;
 use crate::source::{Source, SourceKind, SourceStats};
 use futures::FutureExt;

@@ -13,20 +13,20 @@ mod codecs;
 mod config;
 mod conn;
 mod counters;
-mod engine;
 pub(crate) mod feedback;
 pub(crate) mod mux;
 mod renumber;
 mod report;
 mod routes;
 mod shard;
+mod start;
 mod tcp;
 mod track;
 
 pub(crate) use config::{IceServer, PeerConfig, PortRange};
 pub(crate) use counters::SentTotals;
-pub use engine::Engine;
 pub(crate) use report::ViewerReport;
+pub use start::Engine;
 
 use crate::sdp::offer::{OfferError, Offered};
 use crate::source::SourceHandle;

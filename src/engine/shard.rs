@@ -13,20 +13,23 @@
 
 use super::batch::Batch;
 use super::conn::{Conn, LinkReport};
-use super::routes::{Routes, StunWaiters, stun_local_ufrag};
+use super::routes::{Routes, StunWaiters};
 use super::track::BACKLOG_PAUSE;
+
+mod inputs;
+mod reads;
 use crate::rtp::RtpPacket;
 use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -252,128 +255,6 @@ impl Shard {
         self.pace(now);
     }
 
-    fn input(&mut self, input: Input, now: Instant) {
-        match input {
-            Input::Join(conn, done) => {
-                self.join(*conn, now);
-                let _ = done.send(());
-            }
-            Input::HangUp(id, done) => {
-                if let Some(slot) = self.by_id.get(&id).copied() {
-                    self.close(slot, now);
-                }
-                let _ = done.send(());
-            }
-            Input::Candidate(id, c, done) => {
-                let r = match self.conn(id) {
-                    Some(conn) => conn.add_remote_candidate(c),
-                    None => Err("the session has ended".to_owned()),
-                };
-                if let Some(slot) = self.by_id.get(&id).copied() {
-                    self.after_core(slot, now);
-                }
-                let _ = done.send(r);
-            }
-            Input::Report(id, done) => {
-                if let Some(conn) = self.conn(id) {
-                    let _ = done.send(conn.link_report(now));
-                }
-            }
-            Input::Feed(key, rx) => {
-                if !self.feeds.iter().any(|f| f.key == key) && !rx.is_closed() {
-                    self.feeds.push(Feed {
-                        key,
-                        rx,
-                        viewers: Vec::new(),
-                        rotate: 0,
-                        stashed: None,
-                        closed: false,
-                    });
-                    self.attach_all(key);
-                }
-            }
-            Input::Datagram {
-                local,
-                from,
-                tcp,
-                data,
-            } => self.datagram(local, from, tcp, data, now),
-            Input::TcpStream {
-                ufrag,
-                local,
-                from,
-                writer,
-            } => {
-                if let Some(&slot) = self.by_ufrag.get(&ufrag) {
-                    self.by_addr.insert((local, from), slot);
-                    if let Some(c) = self.conns[slot].as_mut() {
-                        c.tcp_writers.insert(from, writer);
-                        c.addrs.push((local, from));
-                    }
-                }
-            }
-        }
-    }
-
-    fn conn(&mut self, id: u64) -> Option<&mut Conn> {
-        let slot = *self.by_id.get(&id)?;
-        self.conns[slot].as_mut()
-    }
-
-    fn join(&mut self, conn: Conn, now: Instant) {
-        let slot = self.free.pop().unwrap_or_else(|| {
-            self.conns.push(None);
-            self.conns.len() - 1
-        });
-        self.by_id.insert(conn.id, slot);
-        self.by_ufrag.insert(conn.ufrag.clone(), slot);
-        let keys: Vec<usize> = conn.tracks.iter().map(|t| t.feed_key).collect();
-        self.conns[slot] = Some(conn);
-        for (track, key) in keys.into_iter().enumerate() {
-            if let Some(f) = self.feeds.iter_mut().find(|f| f.key == key) {
-                f.viewers.push((slot, track));
-            }
-        }
-        self.load.fetch_add(1, Relaxed);
-        self.after_core(slot, now);
-    }
-
-    /// A new feed: every viewer of its source here watches it.
-    fn attach_all(&mut self, key: usize) {
-        let Some(f) = self.feeds.iter_mut().find(|f| f.key == key) else {
-            return;
-        };
-        for (slot, c) in self.conns.iter().enumerate() {
-            let Some(c) = c else { continue };
-            for (i, t) in c.tracks.iter().enumerate() {
-                if t.feed_key == key && !f.viewers.contains(&(slot, i)) {
-                    f.viewers.push((slot, i));
-                }
-            }
-        }
-    }
-
-    /// Says BYE and close_notify, sends them, forgets the connection.
-    fn close(&mut self, slot: usize, now: Instant) {
-        let Some(mut conn) = self.conns[slot].take() else {
-            return;
-        };
-        conn.say_goodbye(now);
-        conn.drain_writes(&self.sockets, &mut self.batch);
-        self.by_id.remove(&conn.id);
-        self.by_ufrag.remove(&conn.ufrag);
-        self.routes.unregister(&conn.ufrag);
-        for a in &conn.addrs {
-            self.by_addr.remove(a);
-        }
-        for f in &mut self.feeds {
-            f.viewers.retain(|(s, _)| *s != slot);
-        }
-        self.pacing.retain(|s| *s != slot);
-        self.free.push(slot);
-        self.load.fetch_sub(1, Relaxed);
-    }
-
     /// Fans the sources' packets out to their viewers here: a few packets
     /// of a feed at a time, each viewer taking all of them in turn (so a
     /// viewer's share of a frame leaves in one GSO message).
@@ -450,78 +331,6 @@ impl Shard {
             }
         }
         self.next_pace = (!self.pacing.is_empty()).then(|| now + BACKLOG_PAUSE);
-    }
-
-    /// Reads what the shard's own sockets have, a bounded number each.
-    fn read(&mut self, now: Instant) {
-        for s in 0..self.sockets.len() {
-            if !self.sockets[s].read_here {
-                continue;
-            }
-            for _ in 0..READS_PER_TURN {
-                if self.recv_buf.capacity() < MTU {
-                    self.recv_buf.reserve(MTU * 32);
-                }
-                let socket = Arc::clone(&self.sockets[s].socket);
-                match socket.try_recv_buf_from(&mut self.recv_buf) {
-                    Ok((n, from)) => {
-                        let data = self.recv_buf.split_to(n);
-                        let local = self.sockets[s].local;
-                        self.datagram(local, from, false, data, now);
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-    }
-
-    fn datagram(
-        &mut self,
-        local: SocketAddr,
-        from: SocketAddr,
-        tcp: bool,
-        data: BytesMut,
-        now: Instant,
-    ) {
-        let slot = match self.by_addr.get(&(local, from)) {
-            Some(&s) => Some(s),
-            None => {
-                let slot = stun_local_ufrag(&data).and_then(|u| self.by_ufrag.get(u).copied());
-                if let Some(s) = slot {
-                    self.by_addr.insert((local, from), s);
-                    if let Some(c) = self.conns[s].as_mut() {
-                        c.addrs.push((local, from));
-                    }
-                }
-                slot
-            }
-        };
-        let Some(slot) = slot else {
-            // A STUN server's answer to our gathering, or nobody's.
-            self.stun.answer(&data);
-            return;
-        };
-        let Some(conn) = self.conns[slot].as_mut() else {
-            return;
-        };
-        let msg = TaggedBytesMut {
-            now,
-            transport: TransportContext {
-                local_addr: local,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: if tcp {
-                    TransportProtocol::TCP
-                } else {
-                    TransportProtocol::UDP
-                },
-            },
-            message: data,
-        };
-        if let Err(e) = conn.core.handle_read(msg) {
-            tracing::trace!(error = %e, "a datagram the connection refused");
-        }
-        self.after_core(slot, now);
     }
 
     /// After the core took something: its writes, events, feedback and

@@ -1,0 +1,86 @@
+//! What arrives on a shard's sockets (or is handed to it): routed to its
+//! connection by address, a new address by the ufrag of its STUN check,
+//! and the rest offered to the STUN gathering.
+
+use super::{MTU, READS_PER_TURN, Shard};
+use crate::engine::routes::stun_local_ufrag;
+use bytes::BytesMut;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Shard {
+    /// Reads what the shard's own sockets have, a bounded number each.
+    pub(super) fn read(&mut self, now: Instant) {
+        for s in 0..self.sockets.len() {
+            if !self.sockets[s].read_here {
+                continue;
+            }
+            for _ in 0..READS_PER_TURN {
+                if self.recv_buf.capacity() < MTU {
+                    self.recv_buf.reserve(MTU * 32);
+                }
+                let socket = Arc::clone(&self.sockets[s].socket);
+                match socket.try_recv_buf_from(&mut self.recv_buf) {
+                    Ok((n, from)) => {
+                        let data = self.recv_buf.split_to(n);
+                        let local = self.sockets[s].local;
+                        self.datagram(local, from, false, data, now);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    pub(super) fn datagram(
+        &mut self,
+        local: SocketAddr,
+        from: SocketAddr,
+        tcp: bool,
+        data: BytesMut,
+        now: Instant,
+    ) {
+        let slot = match self.by_addr.get(&(local, from)) {
+            Some(&s) => Some(s),
+            None => {
+                let slot = stun_local_ufrag(&data).and_then(|u| self.by_ufrag.get(u).copied());
+                if let Some(s) = slot {
+                    self.by_addr.insert((local, from), s);
+                    if let Some(c) = self.conns[s].as_mut() {
+                        c.addrs.push((local, from));
+                    }
+                }
+                slot
+            }
+        };
+        let Some(slot) = slot else {
+            // A STUN server's answer to our gathering, or nobody's.
+            self.stun.answer(&data);
+            return;
+        };
+        let Some(conn) = self.conns[slot].as_mut() else {
+            return;
+        };
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: if tcp {
+                    TransportProtocol::TCP
+                } else {
+                    TransportProtocol::UDP
+                },
+            },
+            message: data,
+        };
+        if let Err(e) = conn.core.handle_read(msg) {
+            tracing::trace!(error = %e, "a datagram the connection refused");
+        }
+        self.after_core(slot, now);
+    }
+}
