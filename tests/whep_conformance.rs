@@ -531,20 +531,28 @@ fn oversized_and_slow_request_headers_are_refused() {
     assert!(!String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
 }
 
-/// Answers one STUN Binding request that arrived on `sock` from `from`.
-fn stun_success(sock: &std::net::UdpSocket, request: &[u8], from: std::net::SocketAddr) {
+/// Answers one STUN Binding request that arrived on `sock` from `from`,
+/// saying it came from `mapped` (a request it cannot read is left alone).
+fn stun_success(
+    sock: &std::net::UdpSocket,
+    request: &[u8],
+    from: std::net::SocketAddr,
+    mapped: std::net::SocketAddr,
+) {
     use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
     use rtc::stun::xoraddr::XorMappedAddress;
     let mut req = Message::new();
     req.raw = request.to_vec();
-    req.decode().expect("not a STUN message");
+    if req.decode().is_err() {
+        return;
+    }
     let mut resp = Message::new();
     let setters: Vec<Box<dyn Setter>> = vec![
         Box::new(req.transaction_id),
         Box::new(BINDING_SUCCESS),
         Box::new(XorMappedAddress {
-            ip: from.ip(),
-            port: from.port(),
+            ip: mapped.ip(),
+            port: mapped.port(),
         }),
     ];
     resp.build(&setters).unwrap();
@@ -557,8 +565,6 @@ fn stun_success(sock: &std::net::UdpSocket, request: &[u8], from: std::net::Sock
 /// is 127.0.0.2, still loopback.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_reflexive_candidates_come_from_a_stun_server() {
-    use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
-    use rtc::stun::xoraddr::XorMappedAddress;
     let stun = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     stun.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
@@ -567,22 +573,8 @@ async fn server_reflexive_candidates_come_from_a_stun_server() {
     std::thread::spawn(move || {
         let mut buf = [0u8; 1500];
         while let Ok((n, from)) = stun.recv_from(&mut buf) {
-            let mut req = Message::new();
-            req.raw = buf[..n].to_vec();
-            if req.decode().is_err() {
-                continue;
-            }
-            let mut resp = Message::new();
-            let setters: Vec<Box<dyn Setter>> = vec![
-                Box::new(req.transaction_id),
-                Box::new(BINDING_SUCCESS),
-                Box::new(XorMappedAddress {
-                    ip: "127.0.0.2".parse().unwrap(),
-                    port: from.port(),
-                }),
-            ];
-            resp.build(&setters).unwrap();
-            let _ = stun.send_to(&resp.raw, from);
+            let mapped = std::net::SocketAddr::new([127, 0, 0, 2].into(), from.port());
+            stun_success(&stun, &buf[..n], from, mapped);
         }
     });
     let (r, offer) = common::post_offer(&ff.url, None).await;
@@ -649,7 +641,7 @@ async fn a_session_whose_run_ended_during_setup_is_refused() {
         l.lines()
             .any(|line| line.contains("run=2") && line.contains("FFmpeg started"))
     });
-    stun_success(&stun, &request, from);
+    stun_success(&stun, &request, from, from);
     let p = posted.await.unwrap();
     assert_eq!(p.status, 409, "a viewer of an ended run was accepted");
     assert!(p.retry_after.is_some(), "no Retry-After");
