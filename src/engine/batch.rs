@@ -5,6 +5,7 @@
 //! once and cuts them into datagrams. The buffers of the call are kept
 //! between turns, so a flush allocates nothing.
 
+use super::shard::ShardSocket;
 use bytes::BytesMut;
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +35,8 @@ pub(crate) struct Batch {
     counts: Vec<usize>,
     /// The kernel refused GSO once: plain datagrams from then on.
     no_gso: bool,
+    /// The queued datagrams of the socket being flushed.
+    mine: Vec<usize>,
 }
 
 // SAFETY: the raw pointers in `iovs` and `hdrs` point into `out` and
@@ -53,12 +56,13 @@ impl Batch {
 
     /// Sends everything queued; returns how many datagrams the kernel
     /// refused (each logged at debug).
-    pub async fn flush(&mut self, sockets: &[&UdpSocket]) -> usize {
+    pub async fn flush(&mut self, sockets: &[ShardSocket]) -> usize {
         let mut refused = 0;
+        let mut mine = std::mem::take(&mut self.mine);
         for (index, socket) in sockets.iter().enumerate() {
-            let mine: Vec<usize> = (0..self.out.len())
-                .filter(|&i| self.out[i].0 == index)
-                .collect();
+            let socket = &*socket.socket;
+            mine.clear();
+            mine.extend((0..self.out.len()).filter(|&i| self.out[i].0 == index));
             let mut start = 0;
             while start < mine.len() {
                 match self.send_chunk(socket, &mine[start..]).await {
@@ -78,6 +82,7 @@ impl Batch {
             }
         }
         self.out.clear();
+        self.mine = mine;
         refused
     }
 
@@ -226,7 +231,7 @@ mod tests {
     use super::*;
 
     /// Two receivers (reads time out rather than hang) and a sender.
-    async fn sockets() -> (std::net::UdpSocket, std::net::UdpSocket, UdpSocket) {
+    async fn sockets() -> (std::net::UdpSocket, std::net::UdpSocket, [ShardSocket; 1]) {
         let bind = || {
             let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
             s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
@@ -234,7 +239,13 @@ mod tests {
             s
         };
         let sender = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        (bind(), bind(), sender)
+        let local = sender.local_addr().unwrap();
+        let sender = ShardSocket {
+            socket: std::sync::Arc::new(sender),
+            local,
+            read_here: false,
+        };
+        (bind(), bind(), [sender])
     }
 
     #[tokio::test]
@@ -245,13 +256,13 @@ mod tests {
             let to = if i % 2 == 0 { &a } else { &b };
             batch.push(0, to.local_addr().unwrap(), BytesMut::from(&[i; 3][..]));
         }
-        assert_eq!(batch.flush(&[&sender]).await, 0);
+        assert_eq!(batch.flush(&sender).await, 0);
         assert_eq!(batch.len(), 0);
         let mut buf = [0u8; 16];
         for (sock, first) in [(&a, 0u8), (&b, 1)] {
             for k in 0..50u8 {
                 let (n, from) = sock.recv_from(&mut buf).unwrap();
-                assert_eq!(from, sender.local_addr().unwrap());
+                assert_eq!(from, sender[0].local);
                 assert_eq!(&buf[..n], &[first + 2 * k; 3]);
             }
         }
@@ -275,7 +286,7 @@ mod tests {
                 batch.push(0, b.local_addr().unwrap(), BytesMut::from(&[7u8; 5][..]));
             }
         }
-        assert_eq!(batch.flush(&[&sender]).await, 0);
+        assert_eq!(batch.flush(&sender).await, 0);
         let mut buf = [0u8; 2048];
         for want in &want_a {
             let n = a.recv(&mut buf).unwrap();

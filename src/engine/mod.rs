@@ -217,11 +217,21 @@ pub async fn accept_offer(
     // The stack keeps NAT 1:1 addresses out of its candidates: done here.
     let answer =
         crate::sdp::candidates::rewrite_host_candidates(&answered.answer, &engine.config.nat_ips);
-    // Each source's feed for the shard (kept by the shard if it has none).
+    // A feed of each source the shard has none of yet (should two joins
+    // race, the shard keeps the first).
     for (_, source) in &sources {
+        let key = feed_key(source);
+        if shard
+            .fed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&key)
+        {
+            continue;
+        }
         let (tx, rx) = mpsc::channel(FEED_QUEUE);
         if source.subscribe(tx).await {
-            let _ = shard.inbox.send(Input::Feed(feed_key(source), rx)).await;
+            let _ = shard.inbox.send(Input::Feed(key, rx)).await;
         }
     }
     let counters = Arc::new(ViewerCounters::default());

@@ -124,6 +124,8 @@ pub(crate) struct Shard {
     routes: Arc<Routes>,
     stun: Arc<StunWaiters>,
     load: Arc<AtomicUsize>,
+    /// The keys of `feeds`, for joining viewers to read.
+    fed: Arc<std::sync::Mutex<std::collections::HashSet<usize>>>,
     stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     recv_buf: BytesMut,
 }
@@ -143,6 +145,7 @@ impl Shard {
         routes: Arc<Routes>,
         stun: Arc<StunWaiters>,
         load: Arc<AtomicUsize>,
+        fed: Arc<std::sync::Mutex<std::collections::HashSet<usize>>>,
         stop: CancellationToken,
     ) -> Self {
         Self {
@@ -165,6 +168,7 @@ impl Shard {
             routes,
             stun,
             load,
+            fed,
             stop: Box::pin(stop.cancelled_owned()),
             recv_buf: BytesMut::new(),
         }
@@ -177,8 +181,7 @@ impl Shard {
             }
             let now = Instant::now();
             self.turn(now);
-            let sockets: Vec<&UdpSocket> = self.sockets.iter().map(|s| &*s.socket).collect();
-            self.batch.flush(&sockets).await;
+            self.batch.flush(&self.sockets).await;
             self.arm_sleep();
         }
         tracing::debug!(shard = self.index, "engine shard stopped");
@@ -277,7 +280,8 @@ impl Shard {
                 self.fan_out(i, &packets, now);
             }
             if closed {
-                self.feeds.swap_remove(i);
+                let gone = self.feeds.swap_remove(i);
+                self.fed_keys().remove(&gone.key);
             } else {
                 i += 1;
             }
@@ -291,8 +295,7 @@ impl Shard {
         if n == 0 {
             return;
         }
-        f.rotate = (f.rotate + 1) % n;
-        let start = f.rotate;
+        let start = next_start(&mut f.rotate, n);
         for k in 0..n {
             let (slot, track) = self.feeds[feed].viewers[(start + k) % n];
             let Some(conn) = self.conns[slot].as_mut() else {
@@ -373,5 +376,31 @@ impl Shard {
             }
             self.after_core(slot, now);
         }
+    }
+}
+
+impl Shard {
+    fn fed_keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<usize>> {
+        // Inserts and removes cannot be left half done.
+        self.fed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Where a feed's next fan-out starts among its `n` viewers: one further
+/// each time, so no viewer is always last.
+fn next_start(rotate: &mut usize, n: usize) -> usize {
+    *rotate = (*rotate + 1) % n;
+    *rotate
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_viewer_starts_a_fan_out_in_turn() {
+        let mut rotate = 0;
+        let starts: Vec<usize> = (0..6).map(|_| super::next_start(&mut rotate, 3)).collect();
+        assert_eq!(starts, [1, 2, 0, 1, 2, 0]);
+        // Fewer viewers than the last position: still one of them.
+        assert_eq!(super::next_start(&mut rotate, 1), 0);
     }
 }

@@ -8,9 +8,10 @@ use super::config::PeerConfig;
 use super::routes::{Routes, StunWaiters};
 use super::shard::{Input, Shard, ShardSocket};
 use super::{mux, tcp};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -27,6 +28,9 @@ pub(crate) struct ShardHandle {
     pub sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     /// Viewers it drives.
     pub load: Arc<AtomicUsize>,
+    /// The sources it has a feed of: a joining viewer subscribes one only
+    /// when its source is not among them.
+    pub fed: Arc<Mutex<HashSet<usize>>>,
 }
 
 /// The running engine.
@@ -108,6 +112,7 @@ impl Engine {
                 .map(|s| (s.local, s.socket.clone()))
                 .collect();
             let load = Arc::new(AtomicUsize::new(0));
+            let fed = Arc::new(Mutex::new(HashSet::new()));
             let shard = Shard::new(
                 index,
                 sockets,
@@ -115,6 +120,7 @@ impl Engine {
                 routes.clone(),
                 stun.clone(),
                 load.clone(),
+                fed.clone(),
                 stop.clone(),
             );
             tasks.spawn(shard.run());
@@ -122,6 +128,7 @@ impl Engine {
                 inbox: tx,
                 sockets: handle_sockets,
                 load,
+                fed,
             });
         }
         Ok(Self {

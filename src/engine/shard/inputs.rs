@@ -45,6 +45,7 @@ impl Shard {
                         stashed: None,
                         closed: false,
                     });
+                    self.fed_keys().insert(key);
                     self.attach_all(key);
                 }
             }
