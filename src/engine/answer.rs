@@ -15,13 +15,22 @@ use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
-    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
-    RTCIceCandidateInit,
+    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCDtlsRole,
+    RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// Consent freshness (RFC 7675), kept short so that a viewer that vanishes
+/// without DELETE is hung up within 5 s, not ~30: a consent check every
+/// `CONSENT_INTERVAL`; nothing heard for `CONSENT_DISCONNECTED` is
+/// disconnected, and `CONSENT_FAILED` more is failed (the viewer is hung
+/// up). A live viewer answers every check, and sends RTCP besides.
+pub(crate) const CONSENT_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const CONSENT_DISCONNECTED: Duration = Duration::from_secs(2);
+pub(crate) const CONSENT_FAILED: Duration = Duration::from_millis(1500);
 
 /// A candidate of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +74,19 @@ pub(crate) fn answer(
     let registry = Registry::new()
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
         .with(Slot::from(14_000), RtcpToApp::feedback());
+    // ffwhep is the DTLS server (`a=setup:passive`): the viewer's
+    // ClientHello goes out the moment its own ICE is up, and is answered at
+    // once. As the client, ffwhep's ClientHello could reach a viewer not yet
+    // listening (aiortc, Chromium) and wait on a retransmit: ~200 ms more.
+    // ICE-lite was measured too and is slower (docs/BENCHMARKS.md).
     let settings = SettingEngineBuilder::new()
         .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_answering_dtls_role(RTCDtlsRole::Server)
+        .with_ice_timeouts(
+            Some(CONSENT_DISCONNECTED),
+            Some(CONSENT_FAILED),
+            Some(CONSENT_INTERVAL),
+        )
         .build();
     let mut core = RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())

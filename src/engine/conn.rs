@@ -18,7 +18,7 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::sansio::Protocol;
-use rtc::shared::TransportProtocol;
+use rtc::shared::{TaggedBytesMut, TransportProtocol};
 use rtc::statistics::StatsSelector;
 use rtc::statistics::report::RTCStatsReportEntry;
 use std::collections::HashMap;
@@ -71,6 +71,12 @@ pub(crate) struct Conn {
     pub tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     /// Where its last datagram went, and whether over ICE-TCP.
     pub remote: Option<(SocketAddr, bool)>,
+    /// (local, remote) addresses the core sent to that are not routed to
+    /// it yet: the answers to its own checks come from there.
+    pub learned: Vec<(SocketAddr, SocketAddr)>,
+    /// The viewer's last nominating check before it was connected: handed
+    /// to the core again once our own check of its pair is answered.
+    pub held_nomination: Option<TaggedBytesMut>,
     pub connected: bool,
 }
 
@@ -214,12 +220,18 @@ impl Conn {
         while let Some(out) = self.core.poll_write() {
             let to = out.transport.peer_addr;
             let tcp = out.transport.transport_protocol == TransportProtocol::TCP;
-            self.remote = Some((to, tcp));
+            let from = out.transport.local_addr;
+            if self.remote != Some((to, tcp)) {
+                self.remote = Some((to, tcp));
+                if !tcp && !self.addrs.contains(&(from, to)) && !self.learned.contains(&(from, to))
+                {
+                    self.learned.push((from, to));
+                }
+            }
             if tcp {
                 self.write_tcp(to, &out.message);
                 continue;
             }
-            let from = out.transport.local_addr;
             let socket = sockets
                 .iter()
                 .position(|s| s.local == from)

@@ -20,6 +20,7 @@ mod report;
 mod routes;
 mod shard;
 mod start;
+mod stun_peek;
 mod tcp;
 mod track;
 
@@ -272,6 +273,8 @@ pub async fn accept_offer(
         addrs: Vec::new(),
         tcp_writers: Default::default(),
         remote: None,
+        learned: Vec::new(),
+        held_nomination: None,
         connected: false,
     };
     engine.routes.register(&ufrag, shard.inbox.clone());

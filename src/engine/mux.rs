@@ -2,10 +2,12 @@
 //! shared socket, and one task reads it and hands each datagram to the shard
 //! of its connection. Datagrams from a known remote address go where the
 //! last did; the first one from a new address is a STUN check whose
-//! USERNAME starts with one of our ICE ufrags, which names the shard.
+//! USERNAME starts with one of our ICE ufrags, which names the shard, or
+//! the answer to a check one of our connections sent there.
 
-use super::routes::{Routes, StunWaiters, stun_local_ufrag};
+use super::routes::{Routes, StunWaiters};
 use super::shard::Input;
+use super::stun_peek;
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::io;
@@ -46,7 +48,10 @@ pub(crate) async fn route(socket: Arc<UdpSocket>, routes: Arc<Routes>, stun: Arc
             .map(|(_, inbox)| inbox.clone());
         let inbox = match known {
             Some(i) => Some(i),
-            None => match stun_local_ufrag(&data).map(str::to_owned) {
+            None => match stun_peek::local_ufrag(&data)
+                .map(str::to_owned)
+                .or_else(|| routes.ufrag_sent_to(from))
+            {
                 Some(u) => routes.inbox(&u).inspect(|inbox| {
                     if by_addr.len() >= ADDRS {
                         by_addr.clear();

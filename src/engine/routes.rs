@@ -1,6 +1,6 @@
 //! Which shard a datagram read outside the shards belongs to (the UDP mux,
 //! ICE-TCP streams): by the ICE ufrag of the first STUN check from an
-//! address. Also the STUN transactions of candidate gathering, whose answers
+//! address, or by the address a connection sent its own check to. Also the STUN transactions of candidate gathering, whose answers
 //! arrive on a shard's socket.
 
 use super::shard::Input;
@@ -13,9 +13,35 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Default)]
 pub(crate) struct Routes {
     by_ufrag: Mutex<HashMap<String, mpsc::Sender<Input>>>,
+    /// Remote addresses our connections on the mux sent to, with their
+    /// ufrags: the answers to our checks carry no USERNAME.
+    sent_to: Mutex<HashMap<SocketAddr, String>>,
 }
 
 impl Routes {
+    fn sent_to(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, String>> {
+        // Inserts and removes cannot be left half done.
+        self.sent_to.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection of `ufrag` on the mux sent to `remote`.
+    pub fn learn(&self, remote: SocketAddr, ufrag: &str) {
+        self.sent_to().insert(remote, ufrag.to_owned());
+    }
+
+    /// The connection of `ufrag` is gone: `remote` is no longer its.
+    pub fn forget(&self, remote: SocketAddr, ufrag: &str) {
+        let mut map = self.sent_to();
+        if map.get(&remote).is_some_and(|u| u == ufrag) {
+            map.remove(&remote);
+        }
+    }
+
+    /// The ufrag of the connection that sent to `remote`, if any did.
+    pub fn ufrag_sent_to(&self, remote: SocketAddr) -> Option<String> {
+        self.sent_to().get(&remote).cloned()
+    }
+
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<Input>>> {
         // Inserts and removes cannot be left half done.
         self.by_ufrag.lock().unwrap_or_else(|p| p.into_inner())
@@ -86,43 +112,9 @@ impl StunWaiters {
     }
 }
 
-/// The local ufrag of a STUN message's USERNAME (`local:remote`), if the
-/// datagram is a STUN message that has one.
-pub fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
-    const MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
-    const USERNAME: u16 = 0x0006;
-    if data.len() < 20 || data[0] & 0xc0 != 0 || data[4..8] != MAGIC {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([data[2], data[3]]));
-    let mut attrs = data.get(20..20 + len)?;
-    while attrs.len() >= 4 {
-        let kind = u16::from_be_bytes([attrs[0], attrs[1]]);
-        let alen = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
-        let value = attrs.get(4..4 + alen)?;
-        if kind == USERNAME {
-            let name = std::str::from_utf8(value).ok()?;
-            return name.split(':').next();
-        }
-        attrs = attrs.get(4 + alen.div_ceil(4) * 4..).unwrap_or(&[]);
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_local_ufrag_of_a_stun_check() {
-        let mut m = vec![0x00, 0x01, 0x00, 0x0c, 0x21, 0x12, 0xa4, 0x42];
-        m.extend([7u8; 12]); // transaction id
-        m.extend([0x00, 0x06, 0x00, 0x07]); // USERNAME, 7 bytes: "abc:def" + 1 byte of padding
-        m.extend(b"abc:def\0");
-        assert_eq!(stun_local_ufrag(&m), Some("abc"));
-        assert_eq!(stun_local_ufrag(&m[..25]), None, "truncated");
-        assert_eq!(stun_local_ufrag(&[0x80; 40]), None, "RTP is not STUN");
-    }
 
     #[test]
     fn a_binding_success_reaches_its_waiter() {

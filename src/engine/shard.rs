@@ -344,6 +344,25 @@ impl Shard {
         };
         let was_pacing = conn.pacing();
         conn.settle(now, &self.sockets, &mut self.batch);
+        // The answers to its own checks come from where they went: route
+        // those addresses to it now, or a check of ours whose answer comes
+        // before the viewer's own check is lost (and with it, the viewer's
+        // nomination waits for a retransmit).
+        for (local, remote) in conn.learned.drain(..) {
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                self.by_addr.entry((local, remote))
+            {
+                v.insert(slot);
+                conn.addrs.push((local, remote));
+                if self
+                    .sockets
+                    .iter()
+                    .any(|s| s.local == local && !s.read_here)
+                {
+                    self.routes.learn(remote, &conn.ufrag);
+                }
+            }
+        }
         let pacing = conn.pacing() && !was_pacing;
         let deadline = conn.core.poll_timeout();
         let id = conn.id;

@@ -4,8 +4,9 @@
 //! USERNAME names. What the core sends back goes through a bounded queue to
 //! the stream's writer.
 
-use super::routes::{Routes, stun_local_ufrag};
+use super::routes::Routes;
 use super::shard::Input;
+use super::stun_peek;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,7 +58,7 @@ async fn serve(
         tracing::debug!(%from, "ICE-TCP stream closed before its first frame");
         return;
     };
-    let Some(ufrag) = stun_local_ufrag(&first).map(str::to_owned) else {
+    let Some(ufrag) = stun_peek::local_ufrag(&first).map(str::to_owned) else {
         tracing::debug!(%from, "ICE-TCP stream whose first frame is no STUN check");
         return;
     };

@@ -122,6 +122,7 @@ impl Shard {
         self.routes.unregister(&conn.ufrag);
         for a in &conn.addrs {
             self.by_addr.remove(a);
+            self.routes.forget(a.1, &conn.ufrag);
         }
         for f in &mut self.feeds {
             f.viewers.retain(|(s, _)| *s != slot);

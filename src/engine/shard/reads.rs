@@ -3,7 +3,7 @@
 //! and the rest offered to the STUN gathering.
 
 use super::{MTU, READS_PER_TURN, Shard};
-use crate::engine::routes::stun_local_ufrag;
+use crate::engine::stun_peek;
 use bytes::BytesMut;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -46,7 +46,8 @@ impl Shard {
         let slot = match self.by_addr.get(&(local, from)) {
             Some(&s) => Some(s),
             None => {
-                let slot = stun_local_ufrag(&data).and_then(|u| self.by_ufrag.get(u).copied());
+                let slot =
+                    stun_peek::local_ufrag(&data).and_then(|u| self.by_ufrag.get(u).copied());
                 if let Some(s) = slot {
                     self.by_addr.insert((local, from), s);
                     if let Some(c) = self.conns[s].as_mut() {
@@ -64,6 +65,18 @@ impl Shard {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
+        // A viewer that nominates with its first check (Chromium, aiortc)
+        // gets no answer from the core while the core's own check of that
+        // pair is still out: the core sends a triggered check instead, and
+        // the viewer retries only 50-500 ms later. So the check is kept and
+        // handed over again when the pair's answer to ours has come; the
+        // core then selects the pair and answers the viewer's transaction.
+        let nominating = !conn.connected && stun_peek::is_nominating_check(&data);
+        let answers_held = conn
+            .held_nomination
+            .as_ref()
+            .is_some_and(|h| h.transport.peer_addr == from && h.transport.local_addr == local)
+            && stun_peek::is_binding_success(&data);
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -78,8 +91,21 @@ impl Shard {
             },
             message: data,
         };
+        if nominating {
+            conn.held_nomination = Some(TaggedBytesMut {
+                now,
+                transport: msg.transport,
+                message: msg.message.clone(),
+            });
+        }
         if let Err(e) = conn.core.handle_read(msg) {
             tracing::trace!(error = %e, "a datagram the connection refused");
+        }
+        if answers_held && let Some(mut check) = conn.held_nomination.take() {
+            check.now = now;
+            if let Err(e) = conn.core.handle_read(check) {
+                tracing::trace!(error = %e, "a held nominating check refused");
+            }
         }
         self.after_core(slot, now);
     }

@@ -1,0 +1,56 @@
+// Opens ffwhep's player page N times in Debian's Chromium (headless), each
+// at a random moment of the stream's GOP, and reports what the page's own
+// timeline says: ms since navigation start for each step of the start, up
+// to the first frame that requestVideoFrameCallback reports. Each page is
+// closed before the next opens (its pagehide sends DELETE).
+// Prints one JSON line per load, then {"summary": {...}} with p50/p95.
+// usage: node first_frame.mjs PLAYER_URL [N=20] [GOP_SECONDS=4]
+import { chromium } from "playwright-core";
+
+const [url, n = "20", gop = "4"] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-quic", "--no-first-run", "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+  ],
+});
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const pick = (xs, q) => xs.length ? xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] : null;
+const frames = [], failures = [];
+try {
+  const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
+  if (process.env.PLAYER_FILE) {
+    // Trying a change to the page without rebuilding ffwhep: serve it from disk.
+    const { readFileSync } = await import("node:fs");
+    await context.route(url, (r) => r.fulfill({ contentType: "text/html", body: readFileSync(process.env.PLAYER_FILE, "utf8") }));
+  }
+  // One page first, to warm the browser's process and codec up: what users
+  // see on a second visit is not a cold browser start either.
+  for (let i = 0; i <= Number(n); i++) {
+    await sleep(Math.random() * Number(gop) * 1000);
+    const page = await context.newPage();
+    try {
+      await page.goto(url);
+      await page.waitForFunction(() => window.ffwhep && window.ffwhep.timeline.frame !== undefined, null, { timeout: 15000 });
+      const seen = await page.evaluate(() => ({ timeline: window.ffwhep.timeline, trickled: window.ffwhep.trickled,
+        shown: document.getElementById("timeline").textContent }));
+      if (i > 0) {
+        frames.push(seen.timeline.frame);
+        console.log(JSON.stringify({ load: i, ...seen }));
+      }
+    } catch (e) {
+      if (i > 0) failures.push(String(e));
+      console.log(JSON.stringify({ load: i, error: String(e) }));
+    } finally {
+      await page.close({ runBeforeUnload: true });
+    }
+  }
+} finally {
+  await browser.close();
+}
+frames.sort((a, b) => a - b);
+console.log(JSON.stringify({ summary: { loads: frames.length, failures: failures.length,
+  p50: pick(frames, 0.5), p95: pick(frames, 0.95), max: frames[frames.length - 1] ?? null } }));
