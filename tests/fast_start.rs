@@ -2,7 +2,7 @@
 //! DTLS server, a viewer that nominates with its very first check is
 //! answered without waiting for its retransmit (with or without our own
 //! check of its address first), and a viewer that vanishes without DELETE
-//! is hung up within 5 s. The ICE client here is this test's own: raw STUN
+//! is hung up within 5 s; /status shows how each viewer's start went. The ICE client here is this test's own: raw STUN
 //! on a UDP socket, so that nothing retries behind the test's back.
 
 mod common;
@@ -258,7 +258,19 @@ async fn a_viewer_that_vanishes_is_hung_up_within_5_s() {
     );
     let status = common::StatusReader::new(&ff);
     let viewers = |s: &serde_json::Value| s["streams"][0]["viewers"].as_array().map(Vec::len);
-    assert_eq!(viewers(&status.get().await), Some(1));
+    let s = status.get().await;
+    assert_eq!(viewers(&s), Some(1));
+    // Its start, as /status tells it: ICE, then DTLS, then media.
+    let start = &s["streams"][0]["viewers"][0]["start"];
+    let ms = |k: &str| {
+        start[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {k} in {start}"))
+    };
+    assert!(
+        ms("ice_ms") <= ms("dtls_ms") && ms("dtls_ms") <= ms("media_ms"),
+        "{start}"
+    );
     viewer.kill().unwrap();
     let killed = Instant::now();
     let _ = viewer.wait();

@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -28,13 +28,31 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+/// How long after DTLS is up on our side its media starts. We are the DTLS
+/// server: the viewer completes only when our last flight arrives, and a
+/// stack that reads a burst of datagrams before applying the new keys
+/// (`rtc`-based viewers) drops media in the same burst as that flight. A
+/// GOP that starts with the flight loses its SPS, PPS and keyframe there.
+const START_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// What the viewer's handle shares with its connection in the shard.
 pub(crate) struct Shared {
     pub state: watch::Sender<RTCPeerConnectionState>,
     pub counters: Arc<ViewerCounters>,
     pub connected_at: Mutex<Option<SystemTime>>,
+    /// How its start went, in ms after the answer was made.
+    pub start: Mutex<StartTimes>,
     /// Cancelled when the viewer is to be hung up (by anyone).
     pub cancel: CancellationToken,
+}
+
+/// A viewer's start, in ms after its answer was made: ICE connected, DTLS
+/// connected (the connection is up), its media started (the GOP first).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct StartTimes {
+    pub ice_ms: Option<f64>,
+    pub dtls_ms: Option<f64>,
+    pub media_ms: Option<f64>,
 }
 
 /// How the viewer's link fares, from the stack's statistics.
@@ -78,6 +96,10 @@ pub(crate) struct Conn {
     /// to the core again once our own check of its pair is answered.
     pub held_nomination: Option<TaggedBytesMut>,
     pub connected: bool,
+    /// When the answer was made: its start is timed from here.
+    pub answered_at: Instant,
+    /// When its tracks start (the GOP first): a moment after DTLS is up.
+    pub start_at: Option<Instant>,
 }
 
 /// A track's packets into the core, and the relay latency of the sampled.
@@ -135,6 +157,7 @@ impl Conn {
         if !self.connected {
             return;
         }
+        self.start_when_due(now);
         let t = &mut self.tracks[track];
         let mut out = CoreOut::new(&mut self.core, t.sender, now, &self.latency);
         if t.out.live(p, now, &mut out) == Verdict::HangUp {
@@ -158,6 +181,12 @@ impl Conn {
     /// it has to send.
     pub fn settle(&mut self, now: Instant, sockets: &[ShardSocket], batch: &mut Batch) {
         while let Some(e) = self.core.poll_event() {
+            if let RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected,
+            ) = e
+            {
+                self.mark_start(now, |t| &mut t.ice_ms);
+            }
             if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = e {
                 self.span.in_scope(|| {
                     tracing::debug!(state = %s, "viewer connection state");
@@ -170,9 +199,12 @@ impl Conn {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner());
                     at.get_or_insert_with(SystemTime::now);
-                    for t in &mut self.tracks {
-                        t.out.start();
-                    }
+                    drop(at);
+                    self.start_at = Some(now + START_GRACE);
+                    let t = self.mark_start(now, |t| &mut t.dtls_ms);
+                    self.span.in_scope(|| {
+                        tracing::info!(ice_ms = t.ice_ms, dtls_ms = t.dtls_ms, "viewer connected");
+                    });
                 }
                 self.shared.state.send_replace(s);
             }
@@ -182,7 +214,44 @@ impl Conn {
                 self.feedback(&packets, now);
             }
         }
+        self.start_when_due(now);
         self.drain_writes(sockets, batch);
+    }
+
+    /// Starts the tracks (the GOP first) once their time has come.
+    fn start_when_due(&mut self, now: Instant) {
+        if self.start_at.is_some_and(|t| now >= t) {
+            self.start_at = None;
+            self.mark_start(now, |t| &mut t.media_ms);
+            for t in &mut self.tracks {
+                t.out.start();
+            }
+        }
+    }
+
+    /// Notes a step of its start (the first time only); the steps so far.
+    fn mark_start(
+        &mut self,
+        now: Instant,
+        step: impl FnOnce(&mut StartTimes) -> &mut Option<f64>,
+    ) -> StartTimes {
+        let ms = now
+            .saturating_duration_since(self.answered_at)
+            .as_secs_f64()
+            * 1000.0;
+        let mut times = self.shared.start.lock().unwrap_or_else(|p| p.into_inner());
+        step(&mut times).get_or_insert((ms * 10.0).round() / 10.0);
+        *times
+    }
+
+    /// The next moment the shard must call on it: the core's deadline, or
+    /// the start of its tracks.
+    pub fn deadline(&mut self) -> Option<Instant> {
+        let core = self.core.poll_timeout();
+        match (core, self.start_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// NACK, PLI and FIR, each to the track of the SSRC it names.

@@ -207,14 +207,8 @@ pub async fn accept_offer(
             .collect();
     let kinds: Vec<RtpCodecKind> = sources.iter().map(|(k, _)| *k).collect();
     let ufrag = random_token(16);
-    let answered = answer::answer(
-        offer,
-        &kinds,
-        &ufrag,
-        &random_token(24),
-        &locals,
-        Instant::now(),
-    )?;
+    let now = Instant::now();
+    let answered = answer::answer(offer, &kinds, &ufrag, &random_token(24), &locals, now)?;
     // The stack keeps NAT 1:1 addresses out of its candidates: done here.
     let answer =
         crate::sdp::candidates::rewrite_host_candidates(&answered.answer, &engine.config.nat_ips);
@@ -241,6 +235,7 @@ pub async fn accept_offer(
         state: state_tx,
         counters: counters.clone(),
         connected_at: Mutex::new(None),
+        start: Mutex::new(Default::default()),
         cancel: CancellationToken::new(),
     });
     let tracks = answered
@@ -276,6 +271,8 @@ pub async fn accept_offer(
         learned: Vec::new(),
         held_nomination: None,
         connected: false,
+        answered_at: now,
+        start_at: None,
     };
     engine.routes.register(&ufrag, shard.inbox.clone());
     // From here the connection lives in the shard: the viewer (or, if this

@@ -3,6 +3,7 @@
 //! of the viewer's shard.
 
 use super::Viewer;
+use super::conn::StartTimes;
 use super::shard::Input;
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -32,6 +33,9 @@ pub struct ViewerReport {
     pub resyncs: u64,
     /// Round-trip time from the viewer's receiver reports.
     pub rtt_ms: Option<f64>,
+    /// Its start, in ms after its answer was made: ICE connected, DTLS
+    /// connected, media started.
+    pub start: StartTimes,
 }
 
 impl Viewer {
@@ -54,6 +58,7 @@ impl Viewer {
             retransmitted: c.retransmitted.load(Relaxed),
             keyframe_requests: c.keyframe_requests.load(Relaxed),
             resyncs: c.resyncs.load(Relaxed),
+            start: *self.shared.start.lock().unwrap_or_else(|p| p.into_inner()),
             ..Default::default()
         };
         let (tx, rx) = oneshot::channel();

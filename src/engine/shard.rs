@@ -364,7 +364,7 @@ impl Shard {
             }
         }
         let pacing = conn.pacing() && !was_pacing;
-        let deadline = conn.core.poll_timeout();
+        let deadline = conn.deadline();
         let id = conn.id;
         if let Some(t) = deadline
             && conn.scheduled.is_none_or(|s| t < s)
