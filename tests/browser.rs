@@ -111,3 +111,86 @@ fn the_whip_whep_npm_player_plays_with_the_token_and_is_refused_without() {
         "{seen}"
     );
 }
+
+/// The player's start in Chromium, 20 page loads at random moments of a
+/// 4 s GOP (the figures are the bench's to judge: `scripts/bench-join`):
+/// every load plays; its timeline, shown under the video, runs in order
+/// (the POST goes before ICE gathering has finished, so nothing waits for
+/// it); the page asks for the server's ICE servers and Chromium uses them
+/// (this test's STUN server hears from it); and each page that closes
+/// sends DELETE, so its viewer is gone at once.
+#[test]
+fn the_player_posts_at_once_shows_its_timeline_and_leaves_with_delete() {
+    let stun = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let stun_url = format!("stun:{}", stun.local_addr().unwrap());
+    let heard = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let heard = heard.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = stun.recv_from(&mut buf) {
+                heard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                common::stun_success(&stun, &buf[..n], from, from);
+            }
+        });
+    }
+    let profile = common::testsrc_profile_gop("fast", 4);
+    let ff = Ffwhep::start(&[
+        profile.to_str().unwrap(),
+        "--ice-addr",
+        "127.0.0.1:0",
+        "--ice-server",
+        &stun_url,
+    ]);
+    let player = ff.url.replace("/whep/", "/play/");
+    let out = Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+        .args(["first_frame.mjs", &player, "20", "4"])
+        .output()
+        .expect("node not found");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let loads: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = &loads.last().expect("no output")["summary"];
+    eprintln!("first frame, ms since navigation start: {summary}");
+    assert_eq!(summary["failures"], 0, "{text}; log:\n{}", ff.log());
+    assert_eq!(summary["loads"], 20, "{text}");
+    for load in loads.iter().filter(|l| l["load"].as_u64() > Some(0)) {
+        let t = &load["timeline"];
+        let at = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("no {k} in {load}"));
+        assert!(
+            at("pc") <= at("post") && at("post") <= at("answer"),
+            "{load}"
+        );
+        // The browser's own events (ICE, DTLS, gathering) come when its
+        // main thread gets to them: each is only required to be there.
+        for step in ["gathering", "ice", "dtls", "frame"] {
+            at(step);
+        }
+        // The offer went without waiting for gathering to complete.
+        assert!(at("post") < at("gathered"), "{load}");
+        assert!(
+            load["shown"].as_str().unwrap().contains("first frame"),
+            "the page does not show its timeline: {load}"
+        );
+        assert_eq!(
+            load["iceServers"][0]["urls"].as_str(),
+            Some(stun_url.as_str()),
+            "{load}"
+        );
+    }
+    assert!(
+        heard.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "Chromium never asked the STUN server the page was given"
+    );
+    // 21 pages (one to warm up) closed: 21 DELETEs, each at once (ICE
+    // consent would take seconds, and says "connection ended").
+    let deletes = || ff.log().matches("viewer hung up (DELETE)").count();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while deletes() < 21 && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(deletes(), 21, "log:\n{}", ff.log());
+}

@@ -531,34 +531,6 @@ fn oversized_and_slow_request_headers_are_refused() {
     assert!(!String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 200"));
 }
 
-/// Answers one STUN Binding request that arrived on `sock` from `from`,
-/// saying it came from `mapped` (a request it cannot read is left alone).
-fn stun_success(
-    sock: &std::net::UdpSocket,
-    request: &[u8],
-    from: std::net::SocketAddr,
-    mapped: std::net::SocketAddr,
-) {
-    use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
-    use rtc::stun::xoraddr::XorMappedAddress;
-    let mut req = Message::new();
-    req.raw = request.to_vec();
-    if req.decode().is_err() {
-        return;
-    }
-    let mut resp = Message::new();
-    let setters: Vec<Box<dyn Setter>> = vec![
-        Box::new(req.transaction_id),
-        Box::new(BINDING_SUCCESS),
-        Box::new(XorMappedAddress {
-            ip: mapped.ip(),
-            port: mapped.port(),
-        }),
-    ];
-    resp.build(&setters).unwrap();
-    sock.send_to(&resp.raw, from).unwrap();
-}
-
 /// A STUN server (this test's) tells ffwhep what it sees of a shard's
 /// socket: the answer carries that as a server-reflexive candidate, related
 /// to the host candidate it was seen from. (The reflexive address it reports
@@ -574,7 +546,7 @@ async fn server_reflexive_candidates_come_from_a_stun_server() {
         let mut buf = [0u8; 1500];
         while let Ok((n, from)) = stun.recv_from(&mut buf) {
             let mapped = std::net::SocketAddr::new([127, 0, 0, 2].into(), from.port());
-            stun_success(&stun, &buf[..n], from, mapped);
+            common::stun_success(&stun, &buf[..n], from, mapped);
         }
     });
     let (r, offer) = common::post_offer(&ff.url, None).await;
@@ -641,7 +613,7 @@ async fn a_session_whose_run_ended_during_setup_is_refused() {
         l.lines()
             .any(|line| line.contains("run=2") && line.contains("FFmpeg started"))
     });
-    stun_success(&stun, &request, from, from);
+    common::stun_success(&stun, &request, from, from);
     let p = posted.await.unwrap();
     assert_eq!(p.status, 409, "a viewer of an ended run was accepted");
     assert!(p.retry_after.is_some(), "no Retry-After");

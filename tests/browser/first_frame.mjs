@@ -5,6 +5,8 @@
 // closed before the next opens (its pagehide sends DELETE).
 // Prints one JSON line per load, then {"summary": {...}} with p50/p95.
 // usage: node first_frame.mjs PLAYER_URL [N=20] [GOP_SECONDS=4]
+// (PLAYER_FILE=path serves that file as the page instead: for trying a
+// change to the player without rebuilding ffwhep.)
 import { chromium } from "playwright-core";
 
 const [url, n = "20", gop = "4"] = process.argv.slice(2);
@@ -36,7 +38,7 @@ try {
       await page.goto(url);
       await page.waitForFunction(() => window.ffwhep && window.ffwhep.timeline.frame !== undefined, null, { timeout: 15000 });
       const seen = await page.evaluate(() => ({ timeline: window.ffwhep.timeline, trickled: window.ffwhep.trickled,
-        shown: document.getElementById("timeline").textContent }));
+        iceServers: window.ffwhep.iceServers, shown: document.getElementById("timeline").textContent }));
       if (i > 0) {
         frames.push(seen.timeline.frame);
         console.log(JSON.stringify({ load: i, ...seen }));

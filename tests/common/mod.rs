@@ -475,3 +475,31 @@ pub async fn wait_frames(ff: &Ffwhep, frames: u64) {
     })
     .await;
 }
+
+/// Answers one STUN Binding request that arrived on `sock` from `from`,
+/// saying it came from `mapped` (a request it cannot read is left alone).
+pub fn stun_success(
+    sock: &std::net::UdpSocket,
+    request: &[u8],
+    from: std::net::SocketAddr,
+    mapped: std::net::SocketAddr,
+) {
+    use rtc::stun::message::{BINDING_SUCCESS, Message, Setter};
+    use rtc::stun::xoraddr::XorMappedAddress;
+    let mut req = Message::new();
+    req.raw = request.to_vec();
+    if req.decode().is_err() {
+        return;
+    }
+    let mut resp = Message::new();
+    let setters: Vec<Box<dyn Setter>> = vec![
+        Box::new(req.transaction_id),
+        Box::new(BINDING_SUCCESS),
+        Box::new(XorMappedAddress {
+            ip: mapped.ip(),
+            port: mapped.port(),
+        }),
+    ];
+    resp.build(&setters).unwrap();
+    sock.send_to(&resp.raw, from).unwrap();
+}
