@@ -18,9 +18,21 @@ const PLAYER: &str = include_str!("../../assets/player.html");
 
 /// The player, for any id: the page is the same for a stream that exists,
 /// one behind a token and one that does not, so it tells a stranger nothing
-/// (the player finds out when it POSTs).
-pub(super) async fn play(Path(_id): Path<String>) -> Response {
-    ([(header::CACHE_CONTROL, "no-cache")], Html(PLAYER)).into_response()
+/// (the player finds out when it POSTs). It says only whether this server
+/// has ICE servers to give (their URLs and credentials stay behind `OPTIONS`
+/// with the token): the page asks for them only then, since that request
+/// costs a fresh page tens of ms before its offer can go.
+pub(super) async fn play(State(streams): State<Arc<Streams>>, Path(_id): Path<String>) -> Response {
+    let page = if streams.peer.config.ice_servers.is_empty() {
+        std::borrow::Cow::Borrowed(PLAYER)
+    } else {
+        std::borrow::Cow::Owned(PLAYER.replacen(
+            "<html lang=\"en\">",
+            "<html lang=\"en\" data-ice-servers>",
+            1,
+        ))
+    };
+    ([(header::CACHE_CONTROL, "no-cache")], Html(page)).into_response()
 }
 
 #[derive(Deserialize)]

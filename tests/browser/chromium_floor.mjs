@@ -1,6 +1,10 @@
-// (experiment) Chromium's own floor: two peer connections in one page,
-// connected to each other with no server: ms since navigation start to
-// each step.
+// Chromium's own floor for a WebRTC start on this machine: a page whose two
+// peer connections (recvonly video + audio offered, as the player does)
+// connect to each other, with no server and no media. Prints one JSON line
+// per load (ms since navigation start for each step), then a summary with
+// the p50/p95 of "dtls" (both connected). Used by scripts/bench-join as the
+// reference for the player's figures.
+// usage: node chromium_floor.mjs [N=20]
 import { chromium } from "playwright-core";
 import http from "node:http";
 const html = `<!doctype html><script>
@@ -24,13 +28,18 @@ const t = {}; const m = (k) => { if (t[k] === undefined) t[k] = Math.round(perfo
 const server = http.createServer((q, r) => { r.setHeader("content-type", "text/html"); r.end(html); }).listen(0, "127.0.0.1");
 await new Promise((r) => server.on("listening", r));
 const url = `http://127.0.0.1:${server.address().port}/`;
-const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu",
+const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
   "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"] });
 const ctx = await browser.newContext();
-for (let i = 0; i < 8; i++) {
+const n = Number(process.argv[2] || 20), done = [];
+for (let i = 0; i <= n; i++) {
   const p = await ctx.newPage(); await p.goto(url);
   await p.waitForFunction(() => window.done, null, { timeout: 10000 });
-  console.log(JSON.stringify(await p.evaluate(() => window.done)));
+  const t = await p.evaluate(() => window.done);
+  if (i > 0) { done.push(t.dtls); console.log(JSON.stringify(t)); } // the first load warms up
   await p.close();
 }
 await browser.close(); server.close();
+done.sort((a, b) => a - b);
+const pick = (q) => done[Math.min(done.length - 1, Math.floor(q * done.length))];
+console.log(JSON.stringify({ summary: { loads: done.length, p50: pick(0.5), p95: pick(0.95) } }));
