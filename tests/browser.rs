@@ -194,3 +194,82 @@ fn the_player_posts_at_once_shows_its_timeline_and_leaves_with_delete() {
     }
     assert_eq!(deletes(), 21, "log:\n{}", ff.log());
 }
+
+/// A TURN server (coturn, run by this test on loopback) the server advertises.
+struct Turn(std::process::Child);
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A viewer that can reach the server only through a TURN relay still
+/// plays: the player gets the TURN server from the server (OPTIONS with
+/// Link headers), sets it before gathering, and trickles its relay
+/// candidate; the page's own stats name the path (`?relay` limits it to
+/// relay candidates).
+#[test]
+fn the_player_plays_through_a_turn_relay() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::env::temp_dir().join(format!("ffwhep-turn-{}.log", std::process::id()));
+    let _turn = Turn(
+        Command::new("turnserver")
+            .args(["-n", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
+            .arg(format!("--listening-port={port}"))
+            .args([
+                "--allow-loopback-peers",
+                "--lt-cred-mech",
+                "--user=viewer:secret",
+            ])
+            .args(["--realm=ffwhep", "--no-tls", "--no-dtls", "--no-cli"])
+            .arg(format!("--log-file={}", log.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("turnserver not found (scripts/setup installs coturn)"),
+    );
+    let turn = format!("turn:127.0.0.1:{port}?transport=udp");
+    let ff = Ffwhep::start(&[
+        "--ice-addr",
+        "127.0.0.1:0",
+        "--ice-server",
+        &turn,
+        "--ice-username",
+        "viewer",
+        "--ice-credential",
+        "secret",
+    ]);
+    let player = format!("{}?relay", ff.url.replace("/whep/", "/play/"));
+    let out = Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+        .env("WAIT_PATH", "1")
+        .args(["first_frame.mjs", &player, "2", "1"])
+        .output()
+        .expect("node not found");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let loads: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = &loads.last().expect("no output")["summary"];
+    assert_eq!(
+        summary["failures"],
+        0,
+        "{text}; turn log:\n{}; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        ff.log()
+    );
+    for load in loads.iter().filter(|l| l["load"].as_u64() > Some(0)) {
+        assert!(
+            load["path"].as_str().unwrap_or("").starts_with("relay"),
+            "media did not come through the relay: {load}"
+        );
+    }
+    let _ = std::fs::remove_file(&log);
+}

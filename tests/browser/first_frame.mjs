@@ -6,7 +6,8 @@
 // Prints one JSON line per load, then {"summary": {...}} with p50/p95.
 // usage: node first_frame.mjs PLAYER_URL [N=20] [GOP_SECONDS=4]
 // (PLAYER_FILE=path serves that file as the page instead: for trying a
-// change to the player without rebuilding ffwhep.)
+// change to the player without rebuilding ffwhep. WAIT_PATH=1 also waits for
+// the page to name the path its media takes, e.g. "relay (udp)".)
 import { chromium } from "playwright-core";
 
 const [url, n = "20", gop = "4"] = process.argv.slice(2);
@@ -37,8 +38,9 @@ try {
     try {
       await page.goto(url);
       await page.waitForFunction(() => window.ffwhep && window.ffwhep.timeline.frame !== undefined, null, { timeout: 15000 });
+      if (process.env.WAIT_PATH) await page.waitForFunction(() => window.ffwhep.path, null, { timeout: 15000 });
       const seen = await page.evaluate(() => ({ timeline: window.ffwhep.timeline, trickled: window.ffwhep.trickled,
-        iceServers: window.ffwhep.iceServers, shown: document.getElementById("timeline").textContent }));
+        iceServers: window.ffwhep.iceServers, path: window.ffwhep.path, shown: document.getElementById("timeline").textContent }));
       if (i > 0) {
         frames.push(seen.timeline.frame);
         console.log(JSON.stringify({ load: i, ...seen }));
