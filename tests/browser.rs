@@ -8,6 +8,7 @@ mod common;
 use common::{Ffwhep, kill, testsrc_profile};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn next_event(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> serde_json::Value {
     let line = lines
@@ -73,6 +74,24 @@ fn player_page_plays_shows_the_end_and_reconnects() {
         ff.log()
     );
     assert!(replaying["connects"].as_u64().unwrap() >= 2, "{replaying}");
+
+    // Hidden while it plays muted, the page says DELETE: its viewer is gone.
+    let deletes = || ff.log().matches("viewer hung up (DELETE)").count();
+    let before = deletes();
+    let hidden = next_event(&mut lines);
+    assert_eq!(hidden["event"], "hidden", "{hidden}; log:\n{}", ff.log());
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while deletes() == before && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        deletes(),
+        before + 1,
+        "no DELETE from the hidden page; log:\n{}",
+        ff.log()
+    );
+    let shown = next_event(&mut lines);
+    assert_eq!(shown["event"], "shown", "{shown}; log:\n{}", ff.log());
     assert!(driver.wait().unwrap().success());
 }
 

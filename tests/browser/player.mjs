@@ -3,6 +3,8 @@
 //   {"event":"playing",...}  frames decoded, size, audio packets; screenshot taken
 //   {"event":"ended",...}    after the test kills FFmpeg, the page shows it ended
 //   {"event":"replaying",...} and plays again once the stream is back
+//   {"event":"hidden",...}   hidden while muted, it has hung up
+//   {"event":"shown",...}    shown again, it plays again
 // usage: node player.mjs PLAYER_URL SCREENSHOT_PATH
 import { chromium } from "playwright-core";
 
@@ -36,6 +38,22 @@ try {
     { timeout: 30000 },
   );
   await say("replaying", page);
+  // Hidden while muted: the page hangs up (DELETE); shown again, it plays.
+  const hide = (state) => page.evaluate((state) => {
+    Object.defineProperty(document, "visibilityState", { value: state, configurable: true });
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, state);
+  const connects = await page.evaluate(() => window.ffwhep.connects);
+  await hide("hidden");
+  await page.waitForFunction(() => window.ffwhep.state === "paused", null, { timeout: 30000 });
+  await say("hidden", page);
+  await hide("visible");
+  await page.waitForFunction(
+    (n) => window.ffwhep.connects > n && window.ffwhep.state === "playing" && window.ffwhep.framesDecoded > 10,
+    connects,
+    { timeout: 30000 },
+  );
+  await say("shown", page);
 } catch (e) {
   console.log(JSON.stringify({ event: "error", error: String(e) }));
   process.exitCode = 1;
