@@ -32,14 +32,22 @@ const browser = await chromium.launch({ executablePath: "/usr/bin/chromium", arg
   "--allow-loopback-in-peer-connection", "--disable-features=WebRtcHideLocalIpsWithMdns"] });
 const ctx = await browser.newContext();
 const n = Number(process.argv[2] || 20), done = [];
+let failures = 0;
 for (let i = 0; i <= n; i++) {
-  const p = await ctx.newPage(); await p.goto(url);
-  await p.waitForFunction(() => window.done, null, { timeout: 10000 });
-  const t = await p.evaluate(() => window.done);
-  if (i > 0) { done.push(t.dtls); console.log(JSON.stringify(t)); } // the first load warms up
-  await p.close();
+  const p = await ctx.newPage();
+  try {
+    await p.goto(url, { timeout: 10000 });
+    await p.waitForFunction(() => window.done, null, { timeout: 10000 });
+    const t = await p.evaluate(() => window.done);
+    if (i > 0) { done.push(t.dtls); console.log(JSON.stringify(t)); } // the first load warms up
+  } catch (e) {
+    failures += 1;
+    console.log(JSON.stringify({ load: i, error: String(e) }));
+  } finally {
+    await p.close();
+  }
 }
 await browser.close(); server.close();
 done.sort((a, b) => a - b);
 const pick = (q) => done[Math.min(done.length - 1, Math.floor(q * done.length))];
-console.log(JSON.stringify({ summary: { loads: done.length, p50: pick(0.5), p95: pick(0.95) } }));
+console.log(JSON.stringify({ summary: { loads: done.length, failures, p50: pick(0.5), p95: pick(0.95) } }));
