@@ -28,12 +28,9 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-/// How long after DTLS is up on our side its media starts. We are the DTLS
-/// server: the viewer completes only when our last flight arrives, and a
-/// stack that reads a burst of datagrams before applying the new keys
-/// (`rtc`-based viewers) drops media in the same burst as that flight. A
-/// GOP that starts with the flight loses its SPS, PPS and keyframe there.
-const START_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
+/// How long after DTLS is up on our side an ICE-TCP viewer's media starts
+/// (a UDP viewer's starts when it answers our check: see `probe`).
+const TCP_START_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What the viewer's handle shares with its connection in the shard.
 pub(crate) struct Shared {
@@ -98,8 +95,17 @@ pub(crate) struct Conn {
     pub connected: bool,
     /// When the answer was made: its start is timed from here.
     pub answered_at: Instant,
-    /// When its tracks start (the GOP first): a moment after DTLS is up.
+    /// When its tracks start (the GOP first) at the latest: a moment after
+    /// DTLS is up, or when the viewer answers our check (`probe`).
     pub start_at: Option<Instant>,
+    /// The ICE credentials of our check to the viewer.
+    pub credentials: Option<super::probe::Credentials>,
+    /// Our check to the viewer that media waits for, and whether it is yet
+    /// to be sent.
+    pub probe: Option<[u8; 12]>,
+    pub probe_due: bool,
+    /// The socket and address its last UDP datagram went to.
+    pub last_udp: Option<(usize, SocketAddr)>,
 }
 
 /// A track's packets into the core, and the relay latency of the sampled.
@@ -200,7 +206,14 @@ impl Conn {
                         .unwrap_or_else(|p| p.into_inner());
                     at.get_or_insert_with(SystemTime::now);
                     drop(at);
-                    self.start_at = Some(now + START_GRACE);
+                    let tcp = self.remote.is_some_and(|(_, tcp)| tcp);
+                    if tcp || self.credentials.is_none() {
+                        self.start_at = Some(now + TCP_START_GRACE);
+                    } else {
+                        // Goes after our last flight, in this turn's batch.
+                        self.probe_due = true;
+                        self.start_at = Some(now + super::probe::ANSWER_WAIT);
+                    }
                     let t = self.mark_start(now, |t| &mut t.dtls_ms);
                     self.span.in_scope(|| {
                         tracing::info!(ice_ms = t.ice_ms, dtls_ms = t.dtls_ms, "viewer connected");
@@ -216,6 +229,21 @@ impl Conn {
         }
         self.start_when_due(now);
         self.drain_writes(sockets, batch);
+        if std::mem::take(&mut self.probe_due)
+            && let (Some(c), Some((socket, to))) = (&self.credentials, self.last_udp)
+            && let Some((id, check)) = super::probe::check(c)
+        {
+            self.probe = Some(id);
+            batch.push(socket, to, check);
+        }
+    }
+
+    /// The viewer answered our check: it has its keys, media may start.
+    pub fn probe_answered(&mut self, now: Instant) {
+        self.probe = None;
+        if self.start_at.is_some() {
+            self.start_at = Some(now);
+        }
     }
 
     /// Starts the tracks (the GOP first) once their time has come.
@@ -306,7 +334,10 @@ impl Conn {
                 .position(|s| s.local == from)
                 .or_else(|| (sockets.len() == 1).then_some(0));
             match socket {
-                Some(i) => batch.push(i, to, out.message),
+                Some(i) => {
+                    self.last_udp = Some((i, to));
+                    batch.push(i, to, out.message)
+                }
                 None => tracing::debug!(%from, "no socket for a datagram's local address"),
             }
         }

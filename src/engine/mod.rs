@@ -15,6 +15,7 @@ mod conn;
 mod counters;
 pub(crate) mod feedback;
 pub(crate) mod mux;
+mod probe;
 mod renumber;
 mod report;
 mod routes;
@@ -273,6 +274,16 @@ pub async fn accept_offer(
         connected: false,
         answered_at: now,
         start_at: None,
+        credentials: offered.ice_ufrag.clone().zip(offered.ice_pwd.clone()).map(
+            |(remote_ufrag, remote_pwd)| probe::Credentials {
+                local_ufrag: ufrag.clone(),
+                remote_ufrag,
+                remote_pwd,
+            },
+        ),
+        probe: None,
+        probe_due: false,
+        last_udp: None,
     };
     engine.routes.register(&ufrag, shard.inbox.clone());
     // From here the connection lives in the shard: the viewer (or, if this

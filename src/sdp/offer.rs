@@ -21,6 +21,8 @@ pub struct Offered {
     pub opus: bool,
     /// The offer's ICE username fragment (session or first section level).
     pub ice_ufrag: Option<String>,
+    /// Its ICE password, found the same way.
+    pub ice_pwd: Option<String>,
 }
 
 impl Offered {
@@ -56,6 +58,8 @@ impl Offered {
                 }
             } else if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
                 offered.ice_ufrag.get_or_insert_with(|| ufrag.to_owned());
+            } else if let Some(pwd) = line.strip_prefix("a=ice-pwd:") {
+                offered.ice_pwd.get_or_insert_with(|| pwd.to_owned());
             } else if let Some(map) = line.strip_prefix("a=rtpmap:") {
                 let codec = map.split_once(' ').map(|(_, c)| c).unwrap_or("");
                 let name = codec.split('/').next().unwrap_or("");

@@ -65,6 +65,12 @@ impl Shard {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
+        if conn.probe.is_some() && conn.probe == crate::engine::probe::answered(&data) {
+            // The answer to our own check (the core never sent it).
+            conn.probe_answered(now);
+            self.after_core(slot, now);
+            return;
+        }
         // A viewer that nominates with its first check (Chromium, aiortc)
         // gets no answer from the core while the core's own check of that
         // pair is still out: the core sends a triggered check instead, and
