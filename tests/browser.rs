@@ -10,6 +10,36 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// How many viewers the log says hung up with DELETE.
+fn deletes(log: &str) -> usize {
+    log.matches("viewer hung up (DELETE)").count()
+}
+
+/// Opens `player` `n` times (after one load to warm up) at random moments
+/// of a `gop`-second GOP with `tests/browser/first_frame.mjs`: each load's
+/// report (a failed one has an `error`), and the summary.
+fn page_loads(
+    player: &str,
+    n: u32,
+    gop: u32,
+    env: &[(&str, &str)],
+) -> (Vec<serde_json::Value>, serde_json::Value) {
+    let out = Command::new("node")
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+        .envs(env.iter().copied())
+        .args(["first_frame.mjs", player, &n.to_string(), &gop.to_string()])
+        .output()
+        .expect("node not found (scripts/setup installs the browser test's needs)");
+    let mut lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let summary = lines.pop().expect("no output from first_frame.mjs")["summary"].take();
+    // The first load warms the browser up; it is not one of the n.
+    lines.retain(|l| l["load"].as_u64() > Some(0));
+    (lines, summary)
+}
+
 fn next_event(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> serde_json::Value {
     let line = lines
         .next()
@@ -76,16 +106,14 @@ fn player_page_plays_shows_the_end_and_reconnects() {
     assert!(replaying["connects"].as_u64().unwrap() >= 2, "{replaying}");
 
     // Hidden while it plays muted, the page says DELETE: its viewer is gone.
-    let deletes = || ff.log().matches("viewer hung up (DELETE)").count();
-    let before = deletes();
+    let before = deletes(&ff.log());
     let hidden = next_event(&mut lines);
     assert_eq!(hidden["event"], "hidden", "{hidden}; log:\n{}", ff.log());
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    while deletes() == before && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    ff.wait_log(Duration::from_secs(60), "the hidden page's DELETE", |log| {
+        deletes(log) > before
+    });
     assert_eq!(
-        deletes(),
+        deletes(&ff.log()),
         before + 1,
         "no DELETE from the hidden page; log:\n{}",
         ff.log()
@@ -162,21 +190,11 @@ fn the_player_posts_at_once_shows_its_timeline_and_leaves_with_delete() {
         &stun_url,
     ]);
     let player = ff.url.replace("/whep/", "/play/");
-    let out = Command::new("node")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
-        .args(["first_frame.mjs", &player, "20", "4"])
-        .output()
-        .expect("node not found");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let loads: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let summary = &loads.last().expect("no output")["summary"];
+    let (loads, summary) = page_loads(&player, 20, 4, &[]);
     eprintln!("first frame, ms since navigation start: {summary}");
-    assert_eq!(summary["failures"], 0, "{text}; log:\n{}", ff.log());
-    assert_eq!(summary["loads"], 20, "{text}");
-    for load in loads.iter().filter(|l| l["load"].as_u64() > Some(0)) {
+    assert_eq!(summary["failures"], 0, "{loads:?}; log:\n{}", ff.log());
+    assert_eq!(summary["loads"], 20, "{loads:?}");
+    for load in &loads {
         let t = &load["timeline"];
         let at = |k: &str| t[k].as_f64().unwrap_or_else(|| panic!("no {k} in {load}"));
         assert!(
@@ -188,8 +206,10 @@ fn the_player_posts_at_once_shows_its_timeline_and_leaves_with_delete() {
         for step in ["gathering", "ice", "dtls", "frame"] {
             at(step);
         }
-        // The offer went without waiting for gathering to complete.
+        // The offer went without waiting for gathering to complete, and
+        // what gathering found went after it by PATCH.
         assert!(at("post") < at("gathered"), "{load}");
+        assert!(load["trickled"].as_u64() > Some(0), "{load}");
         assert!(
             load["shown"].as_str().unwrap().contains("first frame"),
             "the page does not show its timeline: {load}"
@@ -206,12 +226,10 @@ fn the_player_posts_at_once_shows_its_timeline_and_leaves_with_delete() {
     );
     // 21 pages (one to warm up) closed: 21 DELETEs, each at once (ICE
     // consent would take seconds, and says "connection ended").
-    let deletes = || ff.log().matches("viewer hung up (DELETE)").count();
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while deletes() < 21 && std::time::Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert_eq!(deletes(), 21, "log:\n{}", ff.log());
+    ff.wait_log(Duration::from_secs(60), "21 DELETEs", |log| {
+        deletes(log) >= 21
+    });
+    assert_eq!(deletes(&ff.log()), 21, "log:\n{}", ff.log());
 }
 
 /// A TURN server (coturn, run by this test on loopback) the server advertises.
@@ -265,26 +283,15 @@ fn the_player_plays_through_a_turn_relay() {
         "secret",
     ]);
     let player = format!("{}?relay", ff.url.replace("/whep/", "/play/"));
-    let out = Command::new("node")
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
-        .env("WAIT_PATH", "1")
-        .args(["first_frame.mjs", &player, "2", "1"])
-        .output()
-        .expect("node not found");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let loads: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .collect();
-    let summary = &loads.last().expect("no output")["summary"];
+    let (loads, summary) = page_loads(&player, 2, 1, &[("WAIT_PATH", "1")]);
     assert_eq!(
         summary["failures"],
         0,
-        "{text}; turn log:\n{}; log:\n{}",
+        "{loads:?}; turn log:\n{}; log:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default(),
         ff.log()
     );
-    for load in loads.iter().filter(|l| l["load"].as_u64() > Some(0)) {
+    for load in &loads {
         assert!(
             load["path"].as_str().unwrap_or("").starts_with("relay"),
             "media did not come through the relay: {load}"

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 /// disconnected, and `CONSENT_FAILED` more is failed (the viewer is hung
 /// up). A live viewer answers every check, and sends RTCP besides.
 pub(crate) const CONSENT_INTERVAL: Duration = Duration::from_millis(500);
-pub(crate) const CONSENT_DISCONNECTED: Duration = Duration::from_secs(2);
+pub(crate) const CONSENT_DISCONNECTED: Duration = Duration::from_millis(1500);
 pub(crate) const CONSENT_FAILED: Duration = Duration::from_millis(1500);
 
 /// A candidate of ours.

@@ -29,7 +29,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// How long after DTLS is up on our side an ICE-TCP viewer's media starts
-/// (a UDP viewer's starts when it answers our check: see `probe`).
+/// (a UDP viewer's starts when it answers our check: see `probe`; this is
+/// also the wait when no check can be made).
 const TCP_START_GRACE: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// What the viewer's handle shares with its connection in the shard.
@@ -84,8 +85,9 @@ pub(crate) struct Conn {
     pub addrs: Vec<(SocketAddr, SocketAddr)>,
     /// ICE-TCP streams, by remote address.
     pub tcp_writers: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
-    /// Where its last datagram went, and whether over ICE-TCP.
-    pub remote: Option<(SocketAddr, bool)>,
+    /// Its last datagram's (local, remote) addresses, and whether over
+    /// ICE-TCP.
+    pub remote: Option<(SocketAddr, SocketAddr, bool)>,
     /// (local, remote) addresses the core sent to that are not routed to
     /// it yet: the answers to its own checks come from there.
     pub learned: Vec<(SocketAddr, SocketAddr)>,
@@ -100,12 +102,8 @@ pub(crate) struct Conn {
     pub start_at: Option<Instant>,
     /// The ICE credentials of our check to the viewer.
     pub credentials: Option<super::probe::Credentials>,
-    /// Our check to the viewer that media waits for, and whether it is yet
-    /// to be sent.
+    /// Our check to the viewer that media waits for.
     pub probe: Option<[u8; 12]>,
-    pub probe_due: bool,
-    /// The socket and address its last UDP datagram went to.
-    pub last_udp: Option<(usize, SocketAddr)>,
 }
 
 /// A track's packets into the core, and the relay latency of the sampled.
@@ -163,7 +161,6 @@ impl Conn {
         if !self.connected {
             return;
         }
-        self.start_when_due(now);
         let t = &mut self.tracks[track];
         let mut out = CoreOut::new(&mut self.core, t.sender, now, &self.latency);
         if t.out.live(p, now, &mut out) == Verdict::HangUp {
@@ -198,26 +195,7 @@ impl Conn {
                     tracing::debug!(state = %s, "viewer connection state");
                 });
                 if s == RTCPeerConnectionState::Connected && !self.connected {
-                    self.connected = true;
-                    let mut at = self
-                        .shared
-                        .connected_at
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    at.get_or_insert_with(SystemTime::now);
-                    drop(at);
-                    let tcp = self.remote.is_some_and(|(_, tcp)| tcp);
-                    if tcp || self.credentials.is_none() {
-                        self.start_at = Some(now + TCP_START_GRACE);
-                    } else {
-                        // Goes after our last flight, in this turn's batch.
-                        self.probe_due = true;
-                        self.start_at = Some(now + super::probe::ANSWER_WAIT);
-                    }
-                    let t = self.mark_start(now, |t| &mut t.dtls_ms);
-                    self.span.in_scope(|| {
-                        tracing::info!(ice_ms = t.ice_ms, dtls_ms = t.dtls_ms, "viewer connected");
-                    });
+                    self.on_connected(now, sockets, batch);
                 }
                 self.shared.state.send_replace(s);
             }
@@ -229,11 +207,31 @@ impl Conn {
         }
         self.start_when_due(now);
         self.drain_writes(sockets, batch);
-        if std::mem::take(&mut self.probe_due)
-            && let (Some(c), Some((socket, to))) = (&self.credentials, self.last_udp)
+    }
+
+    /// DTLS is up on our side: note it, and plan the start of its media:
+    /// when the viewer answers our check, which follows our last flight
+    /// (`probe`), or a moment later over ICE-TCP, whose stream keeps order.
+    fn on_connected(&mut self, now: Instant, sockets: &[ShardSocket], batch: &mut Batch) {
+        self.connected = true;
+        self.shared
+            .connected_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert_with(SystemTime::now);
+        let t = self.mark_start(now, |t| &mut t.dtls_ms);
+        self.span.in_scope(|| {
+            tracing::info!(ice_ms = t.ice_ms, dtls_ms = t.dtls_ms, "viewer connected");
+        });
+        self.start_at = Some(now + TCP_START_GRACE);
+        // Our last flight is in the core's queue: the check goes after it.
+        self.drain_writes(sockets, batch);
+        if let (Some(c), Some((local, to, false))) = (&self.credentials, self.remote)
+            && let Some(socket) = socket_index(sockets, local)
             && let Some((id, check)) = super::probe::check(c)
         {
             self.probe = Some(id);
+            self.start_at = Some(now + super::probe::ANSWER_WAIT);
             batch.push(socket, to, check);
         }
     }
@@ -318,8 +316,8 @@ impl Conn {
             let to = out.transport.peer_addr;
             let tcp = out.transport.transport_protocol == TransportProtocol::TCP;
             let from = out.transport.local_addr;
-            if self.remote != Some((to, tcp)) {
-                self.remote = Some((to, tcp));
+            if self.remote != Some((from, to, tcp)) {
+                self.remote = Some((from, to, tcp));
                 if !tcp && !self.addrs.contains(&(from, to)) && !self.learned.contains(&(from, to))
                 {
                     self.learned.push((from, to));
@@ -329,15 +327,8 @@ impl Conn {
                 self.write_tcp(to, &out.message);
                 continue;
             }
-            let socket = sockets
-                .iter()
-                .position(|s| s.local == from)
-                .or_else(|| (sockets.len() == 1).then_some(0));
-            match socket {
-                Some(i) => {
-                    self.last_udp = Some((i, to));
-                    batch.push(i, to, out.message)
-                }
+            match socket_index(sockets, from) {
+                Some(i) => batch.push(i, to, out.message),
                 None => tracing::debug!(%from, "no socket for a datagram's local address"),
             }
         }
@@ -394,8 +385,10 @@ impl Conn {
     pub fn link_report(&mut self, now: Instant) -> LinkReport {
         let stats = self.core.get_stats(now, StatsSelector::None);
         let mut r = LinkReport {
-            remote: self.remote.map(|(a, _)| a.to_string()),
-            transport: self.remote.map(|(_, tcp)| if tcp { "tcp" } else { "udp" }),
+            remote: self.remote.map(|(_, a, _)| a.to_string()),
+            transport: self
+                .remote
+                .map(|(_, _, tcp)| if tcp { "tcp" } else { "udp" }),
             ..Default::default()
         };
         let mut pair_rtt = None;
@@ -413,4 +406,13 @@ impl Conn {
         r.rtt_ms = r.rtt_ms.or(pair_rtt);
         r
     }
+}
+
+/// The shard socket with local address `local` (the only one, if the core
+/// names a wildcard).
+fn socket_index(sockets: &[ShardSocket], local: SocketAddr) -> Option<usize> {
+    sockets
+        .iter()
+        .position(|s| s.local == local)
+        .or_else(|| (sockets.len() == 1).then_some(0))
 }

@@ -282,8 +282,6 @@ pub async fn accept_offer(
             },
         ),
         probe: None,
-        probe_due: false,
-        last_udp: None,
     };
     engine.routes.register(&ufrag, shard.inbox.clone());
     // From here the connection lives in the shard: the viewer (or, if this

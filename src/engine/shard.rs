@@ -344,25 +344,7 @@ impl Shard {
         };
         let was_pacing = conn.pacing();
         conn.settle(now, &self.sockets, &mut self.batch);
-        // The answers to its own checks come from where they went: route
-        // those addresses to it now, or a check of ours whose answer comes
-        // before the viewer's own check is lost (and with it, the viewer's
-        // nomination waits for a retransmit).
-        for (local, remote) in conn.learned.drain(..) {
-            if let std::collections::hash_map::Entry::Vacant(v) =
-                self.by_addr.entry((local, remote))
-            {
-                v.insert(slot);
-                conn.addrs.push((local, remote));
-                if self
-                    .sockets
-                    .iter()
-                    .any(|s| s.local == local && !s.read_here)
-                {
-                    self.routes.learn(remote, &conn.ufrag);
-                }
-            }
-        }
+        let learned = std::mem::take(&mut conn.learned);
         let pacing = conn.pacing() && !was_pacing;
         let deadline = conn.deadline();
         let id = conn.id;
@@ -375,6 +357,36 @@ impl Shard {
         if pacing {
             self.start_pacing(slot, now);
         }
+        // The answers to its own checks come from where they went: route
+        // those addresses to it now, or a check of ours whose answer comes
+        // before the viewer's own check is lost (and with it, the viewer's
+        // nomination waits for a retransmit).
+        for (local, remote) in learned {
+            if self.route(slot, local, remote)
+                && self
+                    .sockets
+                    .iter()
+                    .any(|s| s.local == local && !s.read_here)
+                && let Some(conn) = self.conns[slot].as_ref()
+            {
+                // The mux's router reads for every shard: it learns too.
+                self.routes.learn(remote, &conn.ufrag);
+            }
+        }
+    }
+
+    /// Datagrams from `remote` to `local` go to connection `slot` from now
+    /// on, unless that address is another's; true if it was routed now.
+    pub(super) fn route(&mut self, slot: usize, local: SocketAddr, remote: SocketAddr) -> bool {
+        let std::collections::hash_map::Entry::Vacant(v) = self.by_addr.entry((local, remote))
+        else {
+            return false;
+        };
+        v.insert(slot);
+        if let Some(c) = self.conns[slot].as_mut() {
+            c.addrs.push((local, remote));
+        }
+        true
     }
 
     fn fire_timers(&mut self, now: Instant) {

@@ -62,10 +62,9 @@ impl Shard {
                 writer,
             } => {
                 if let Some(&slot) = self.by_ufrag.get(&ufrag) {
-                    self.by_addr.insert((local, from), slot);
+                    self.route(slot, local, from);
                     if let Some(c) = self.conns[slot].as_mut() {
                         c.tcp_writers.insert(from, writer);
-                        c.addrs.push((local, from));
                     }
                 }
             }

@@ -49,10 +49,7 @@ impl Shard {
                 let slot =
                     stun_peek::local_ufrag(&data).and_then(|u| self.by_ufrag.get(u).copied());
                 if let Some(s) = slot {
-                    self.by_addr.insert((local, from), s);
-                    if let Some(c) = self.conns[s].as_mut() {
-                        c.addrs.push((local, from));
-                    }
+                    self.route(s, local, from);
                 }
                 slot
             }
