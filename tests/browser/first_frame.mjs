@@ -1,8 +1,9 @@
 // Opens ffwhep's player page N times in Debian's Chromium (headless), each
 // at a random moment of the stream's GOP, and reports what the page's own
 // timeline says: ms since navigation start for each step of the start, up
-// to the first frame that requestVideoFrameCallback reports. Each page is
-// closed before the next opens (its pagehide sends DELETE).
+// to the first frame that requestVideoFrameCallback reports; a load also
+// waits for the page's first trickled candidate to be accepted (PATCH). Each
+// page is closed before the next opens (its pagehide sends DELETE).
 // Prints one JSON line per load, then {"summary": {...}} with p50/p95.
 // usage: node first_frame.mjs PLAYER_URL [N=20] [GOP_SECONDS=4]
 // (PLAYER_FILE=path serves that file as the page instead: for trying a
@@ -38,6 +39,9 @@ try {
     try {
       await page.goto(url);
       await page.waitForFunction(() => window.ffwhep && window.ffwhep.timeline.frame !== undefined, null, { timeout: 15000 });
+      // The candidates gathering found go by PATCH once the session is known,
+      // which may be after the first frame: wait for one to be taken.
+      await page.waitForFunction(() => window.ffwhep.trickled > 0, null, { timeout: 15000 });
       if (process.env.WAIT_PATH) await page.waitForFunction(() => window.ffwhep.path, null, { timeout: 15000 });
       const seen = await page.evaluate(() => ({ timeline: window.ffwhep.timeline, trickled: window.ffwhep.trickled,
         iceServers: window.ffwhep.iceServers, path: window.ffwhep.path, shown: document.getElementById("timeline").textContent }));
