@@ -156,7 +156,7 @@ async fn status_and_metrics_agree_with_what_the_viewer_received() {
             _ => None,
         })
         .expect("no ffwhep_relay_latency_seconds histogram");
-    assert_eq!(buckets.len(), 14, "13 bounds and +Inf: {buckets:?}");
+    assert_eq!(buckets.len(), 17, "16 bounds and +Inf: {buckets:?}");
     assert!(buckets.windows(2).all(|w| w[0].count <= w[1].count));
     let status_samples = s["relay_latency"]["samples"].as_u64().unwrap() as f64;
     let total = buckets.last().unwrap().count;

@@ -3,13 +3,17 @@
 //! datagrams of one size to one destination (a viewer's share of a frame)
 //! go as one message with UDP GSO (`UDP_SEGMENT`): the kernel routes them
 //! once and cuts them into datagrams. The buffers of the call are kept
-//! between turns, so a flush allocates nothing.
+//! between turns, so a flush allocates nothing. A sampled datagram's relay
+//! latency is recorded when the kernel takes it.
 
 use super::shard::ShardSocket;
+use crate::latency::Histogram;
 use bytes::BytesMut;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -37,7 +41,13 @@ pub(crate) struct Batch {
     no_gso: bool,
     /// The queued datagrams of the socket being flushed.
     mine: Vec<usize>,
+    /// Sampled datagrams (index into `out`): when their packet reached its
+    /// source, and the histogram of its stream.
+    samples: Vec<(usize, Instant, Arc<Histogram>)>,
 }
+
+/// A datagram's packet, sampled for the relay latency.
+pub(crate) type Sample = (Instant, Arc<Histogram>);
 
 // SAFETY: the raw pointers in `iovs` and `hdrs` point into `out` and
 // `addrs` only while `flush` runs, and the batch is used by one task at a
@@ -45,7 +55,10 @@ pub(crate) struct Batch {
 unsafe impl Send for Batch {}
 
 impl Batch {
-    pub fn push(&mut self, socket: usize, to: SocketAddr, data: BytesMut) {
+    pub fn push(&mut self, socket: usize, to: SocketAddr, data: BytesMut, sample: Option<Sample>) {
+        if let Some((since, histogram)) = sample {
+            self.samples.push((self.out.len(), since, histogram));
+        }
         self.out.push((socket, to, data));
     }
 
@@ -66,7 +79,10 @@ impl Batch {
             let mut start = 0;
             while start < mine.len() {
                 match self.send_chunk(socket, &mine[start..]).await {
-                    Ok(n) => start += n,
+                    Ok(n) => {
+                        self.record(&mine[start..start + n]);
+                        start += n;
+                    }
                     Err(e) if !self.no_gso && gso_refused(&e) => {
                         tracing::debug!(error = %e, "UDP GSO refused: sending datagrams one by one");
                         self.no_gso = true;
@@ -82,8 +98,24 @@ impl Batch {
             }
         }
         self.out.clear();
+        self.samples.clear();
         self.mine = mine;
         refused
+    }
+
+    /// The datagrams at `sent` (ascending) have gone: records the latency
+    /// of the sampled among them.
+    fn record(&self, sent: &[usize]) {
+        let (Some(&first), Some(&last)) = (sent.first(), sent.last()) else {
+            return;
+        };
+        let mut now = None;
+        for (i, since, histogram) in &self.samples {
+            if (first..=last).contains(i) && sent.binary_search(i).is_ok() {
+                let now = *now.get_or_insert_with(Instant::now);
+                histogram.record(now.saturating_duration_since(*since));
+            }
+        }
     }
 
     /// One `sendmmsg` of the datagrams at `which`, from the first, grouped
@@ -254,7 +286,12 @@ mod tests {
         let mut batch = Batch::default();
         for i in 0..100u8 {
             let to = if i % 2 == 0 { &a } else { &b };
-            batch.push(0, to.local_addr().unwrap(), BytesMut::from(&[i; 3][..]));
+            batch.push(
+                0,
+                to.local_addr().unwrap(),
+                BytesMut::from(&[i; 3][..]),
+                None,
+            );
         }
         assert_eq!(batch.flush(&sender).await, 0);
         assert_eq!(batch.len(), 0);
@@ -266,6 +303,34 @@ mod tests {
                 assert_eq!(&buf[..n], &[first + 2 * k; 3]);
             }
         }
+    }
+
+    /// A sampled datagram's latency runs to its send: the time it waited
+    /// in the batch counts.
+    #[tokio::test]
+    async fn a_sampled_datagram_is_timed_when_it_is_sent() {
+        let (a, _b, sender) = sockets().await;
+        let histogram = Arc::new(Histogram::default());
+        let mut batch = Batch::default();
+        let to = a.local_addr().unwrap();
+        // Arrived at its source 3 ms before it is pushed.
+        let since = Instant::now() - std::time::Duration::from_millis(3);
+        batch.push(0, to, BytesMut::from(&[1u8; 4][..]), None);
+        batch.push(
+            0,
+            to,
+            BytesMut::from(&[2u8; 4][..]),
+            Some((since, histogram.clone())),
+        );
+        assert_eq!(histogram.summary().samples, 0, "not sent yet");
+        assert_eq!(batch.flush(&sender).await, 0);
+        let s = histogram.summary();
+        assert_eq!(s.samples, 1);
+        assert!(s.p50_ms.unwrap() >= 3.0, "{s:?}");
+        // The next flush does not count it again.
+        batch.push(0, to, BytesMut::from(&[3u8; 4][..]), None);
+        batch.flush(&sender).await;
+        assert_eq!(histogram.summary().samples, 1);
     }
 
     /// Runs of one size to one destination go as GSO messages, and still
@@ -280,10 +345,15 @@ mod tests {
         for i in 0..60u16 {
             let len = if i % 10 == 9 { 300 } else { 1200 };
             let d = vec![(i % 251) as u8; len];
-            batch.push(0, a.local_addr().unwrap(), BytesMut::from(&d[..]));
+            batch.push(0, a.local_addr().unwrap(), BytesMut::from(&d[..]), None);
             want_a.push(d);
             if i % 10 == 9 {
-                batch.push(0, b.local_addr().unwrap(), BytesMut::from(&[7u8; 5][..]));
+                batch.push(
+                    0,
+                    b.local_addr().unwrap(),
+                    BytesMut::from(&[7u8; 5][..]),
+                    None,
+                );
             }
         }
         assert_eq!(batch.flush(&sender).await, 0);

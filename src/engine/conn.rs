@@ -5,7 +5,7 @@
 use super::batch::Batch;
 use super::counters::ViewerCounters;
 use super::shard::ShardSocket;
-use super::track::{PacketOut, TrackOut, Verdict};
+use super::track::{BACKLOG_BURST, PacketOut, TrackOut, Verdict};
 use crate::rtp::RtpPacket;
 use bytes::{BufMut, Bytes, BytesMut};
 use rtc::peer_connection::RTCPeerConnection;
@@ -104,14 +104,18 @@ pub(crate) struct Conn {
     pub credentials: Option<super::probe::Credentials>,
     /// Our check to the viewer that media waits for.
     pub probe: Option<[u8; 12]>,
+    /// When the packet just written reached its source, if it is sampled
+    /// for the relay latency: its datagram takes it to the batch.
+    pub sampled: Option<Instant>,
 }
 
-/// A track's packets into the core, and the relay latency of the sampled.
+/// A track's packets into the core; a sampled one's arrival is kept for
+/// the datagram it becomes (timed when sent, in the batch).
 struct CoreOut<'a> {
     core: &'a mut RTCPeerConnection,
     sender: RTCRtpSenderId,
     now: Instant,
-    latency: &'a crate::latency::Histogram,
+    sampled: &'a mut Option<Instant>,
 }
 
 impl<'a> CoreOut<'a> {
@@ -119,13 +123,13 @@ impl<'a> CoreOut<'a> {
         core: &'a mut RTCPeerConnection,
         sender: RTCRtpSenderId,
         now: Instant,
-        latency: &'a crate::latency::Histogram,
+        sampled: &'a mut Option<Instant>,
     ) -> Self {
         Self {
             core,
             sender,
             now,
-            latency,
+            sampled,
         }
     }
 }
@@ -137,8 +141,8 @@ impl PacketOut for CoreOut<'_> {
         {
             tracing::trace!(error = %e, "write_rtp");
         }
-        if let Some(t) = live_since {
-            self.latency.record(self.now.saturating_duration_since(t));
+        if live_since.is_some() {
+            *self.sampled = live_since;
         }
     }
 }
@@ -162,7 +166,7 @@ impl Conn {
             return;
         }
         let t = &mut self.tracks[track];
-        let mut out = CoreOut::new(&mut self.core, t.sender, now, &self.latency);
+        let mut out = CoreOut::new(&mut self.core, t.sender, now, &mut self.sampled);
         if t.out.live(p, now, &mut out) == Verdict::HangUp {
             self.shared.cancel.cancel();
         }
@@ -172,11 +176,20 @@ impl Conn {
     /// One pacing tick of each track's queue; true while any has more.
     pub fn pace(&mut self, now: Instant, sockets: &[ShardSocket], batch: &mut Batch) -> bool {
         let mut more = false;
-        for t in &mut self.tracks {
-            let mut out = CoreOut::new(&mut self.core, t.sender, now, &self.latency);
-            more |= t.out.pace(&mut out);
+        for i in 0..self.tracks.len() {
+            for _ in 0..BACKLOG_BURST {
+                let t = &mut self.tracks[i];
+                let mut out = CoreOut::new(&mut self.core, t.sender, now, &mut self.sampled);
+                let left = t.out.pace(1, &mut out);
+                // One packet at a time through the core: each of its stage
+                // queues keeps room for a packet, not a burst, for good.
+                self.drain_writes(sockets, batch);
+                if !left {
+                    break;
+                }
+            }
+            more |= self.tracks[i].out.queued() > 0;
         }
-        self.drain_writes(sockets, batch);
         more
     }
 
@@ -232,7 +245,7 @@ impl Conn {
         {
             self.probe = Some(id);
             self.start_at = Some(now + super::probe::ANSWER_WAIT);
-            batch.push(socket, to, check);
+            batch.push(socket, to, check, None);
         }
     }
 
@@ -288,7 +301,7 @@ impl Conn {
                 let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
                 if let Some(t) = self.track_of(nack.media_ssrc) {
                     let t = &mut self.tracks[t];
-                    let mut out = CoreOut::new(&mut self.core, t.sender, now, &self.latency);
+                    let mut out = CoreOut::new(&mut self.core, t.sender, now, &mut self.sampled);
                     t.out.nack(&lost, &mut out);
                 }
             } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
@@ -325,13 +338,21 @@ impl Conn {
             }
             if tcp {
                 self.write_tcp(to, &out.message);
+                if let Some(t) = self.sampled.take() {
+                    self.latency.record(t.elapsed());
+                }
                 continue;
             }
             match socket_index(sockets, from) {
-                Some(i) => batch.push(i, to, out.message),
+                Some(i) => {
+                    let sample = self.sampled.take().map(|t| (t, self.latency.clone()));
+                    batch.push(i, to, out.message, sample);
+                }
                 None => tracing::debug!(%from, "no socket for a datagram's local address"),
             }
         }
+        // A sampled packet the core did not send is not timed.
+        self.sampled = None;
     }
 
     /// One RFC 4571 frame (length, then the datagram) on the viewer's TCP

@@ -282,6 +282,7 @@ pub async fn accept_offer(
             },
         ),
         probe: None,
+        sampled: None,
     };
     engine.routes.register(&ufrag, shard.inbox.clone());
     // From here the connection lives in the shard: the viewer (or, if this

@@ -3,27 +3,43 @@
 //! per-viewer offset that only ever moves forward, and a map back from each
 //! sent number to the source packet, for retransmissions. Pure.
 
-/// How many sent packets can be looked up again (a power of two).
-pub const MAP_SLOTS: usize = 1024;
+/// How many sent video packets can be looked up again: some 3 s of a
+/// 2.5 Mb/s stream, longer than a NACK is worth answering.
+pub const VIDEO_SLOTS: usize = 1024;
+/// The same for audio (some 5 s of 20 ms packets).
+pub const AUDIO_SLOTS: usize = 256;
+
+/// One sent packet: its sequence number, its source's, its timestamp.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    seq: u16,
+    in_seq: u16,
+    ts: u32,
+}
 
 #[derive(Debug, Clone)]
 pub struct Renumber {
     next_seq: u16,
     ts_offset: u32,
     last_out_ts: Option<u32>,
-    /// By sent sequence number: (source sequence number, sent timestamp).
-    map: Vec<Option<(u16, u16, u32)>>,
+    slots: usize,
+    /// By sent sequence number modulo `slots`; made at the first packet, so
+    /// a viewer that never starts costs nothing.
+    map: Vec<Sent>,
 }
 
 impl Renumber {
     /// Starts at sequence number `first_seq` and maps the source timestamp
-    /// `first_in_ts` to `first_out_ts`.
-    pub fn new(first_seq: u16, first_in_ts: u32, first_out_ts: u32) -> Self {
+    /// `first_in_ts` to `first_out_ts`; remembers the last `slots` (a power
+    /// of two) for retransmissions.
+    pub fn new(first_seq: u16, first_in_ts: u32, first_out_ts: u32, slots: usize) -> Self {
+        debug_assert!(slots.is_power_of_two() && slots > 1);
         Self {
             next_seq: first_seq,
             ts_offset: first_out_ts.wrapping_sub(first_in_ts),
             last_out_ts: None,
-            map: vec![None; MAP_SLOTS],
+            slots,
+            map: Vec::new(),
         }
     }
 
@@ -45,17 +61,26 @@ impl Renumber {
         self.next_seq = seq.wrapping_add(1);
         let ts = in_ts.wrapping_add(self.ts_offset);
         self.last_out_ts = Some(ts);
-        self.map[usize::from(seq) % MAP_SLOTS] = Some((seq, in_seq, ts));
+        if self.map.is_empty() {
+            // Slot i starts with a number that no lookup of slot i asks for.
+            self.map = (0..self.slots)
+                .map(|i| Sent {
+                    seq: (i as u16).wrapping_add(1),
+                    in_seq: 0,
+                    ts: 0,
+                })
+                .collect();
+        }
+        let slot = usize::from(seq) % self.slots;
+        self.map[slot] = Sent { seq, in_seq, ts };
         (seq, ts)
     }
 
     /// For a sent sequence number still remembered: the source sequence
     /// number and the timestamp it was sent with.
     pub fn lookup(&self, out_seq: u16) -> Option<(u16, u32)> {
-        match self.map[usize::from(out_seq) % MAP_SLOTS] {
-            Some((seq, in_seq, ts)) if seq == out_seq => Some((in_seq, ts)),
-            _ => None,
-        }
+        let sent = self.map.get(usize::from(out_seq) % self.slots)?;
+        (sent.seq == out_seq).then_some((sent.in_seq, sent.ts))
     }
 }
 
@@ -65,7 +90,7 @@ mod tests {
 
     #[test]
     fn numbers_run_on_across_skipped_source_packets() {
-        let mut r = Renumber::new(65534, 1000, 50);
+        let mut r = Renumber::new(65534, 1000, 50, VIDEO_SLOTS);
         assert_eq!(r.next(10, 1000), (65534, 50));
         assert_eq!(r.next(11, 4000), (65535, 3050));
         // Source packets 12-19 were skipped: no gap for the viewer.
@@ -77,7 +102,7 @@ mod tests {
 
     #[test]
     fn a_replayed_gop_is_moved_after_what_was_sent() {
-        let mut r = Renumber::new(0, 90_000, 0);
+        let mut r = Renumber::new(0, 90_000, 0, VIDEO_SLOTS);
         r.next(1, 90_000);
         r.next(2, 93_000); // sent up to out_ts 3000
         // Replay from a keyframe at 60_000, before what was sent.
@@ -91,7 +116,7 @@ mod tests {
 
     #[test]
     fn rebase_handles_timestamp_wrap() {
-        let mut r = Renumber::new(0, u32::MAX - 1000, u32::MAX - 1000);
+        let mut r = Renumber::new(0, u32::MAX - 1000, u32::MAX - 1000, VIDEO_SLOTS);
         r.next(1, u32::MAX - 1000);
         r.next(2, 2000); // wrapped forward: fine
         r.rebase(1000, 3000); // before 2000: moved after it
@@ -100,14 +125,20 @@ mod tests {
 
     #[test]
     fn the_map_forgets_after_its_window() {
-        let mut r = Renumber::new(0, 0, 0);
-        for i in 0..(MAP_SLOTS as u16 + 10) {
+        let mut r = Renumber::new(0, 0, 0, AUDIO_SLOTS);
+        assert_eq!(r.lookup(0), None, "nothing sent");
+        r.next(7, 0);
+        // Slot 1 holds its initial marker: no number asks for it.
+        for seq in [1, 1 + AUDIO_SLOTS as u16, 2] {
+            assert_eq!(r.lookup(seq), None);
+        }
+        for i in 1..(AUDIO_SLOTS as u16 + 10) {
             r.next(i, 0);
         }
         assert_eq!(r.lookup(5), None);
         assert_eq!(
-            r.lookup(MAP_SLOTS as u16 + 5),
-            Some((MAP_SLOTS as u16 + 5, 0))
+            r.lookup(AUDIO_SLOTS as u16 + 5),
+            Some((AUDIO_SLOTS as u16 + 5, 0))
         );
     }
 }

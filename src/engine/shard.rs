@@ -40,8 +40,12 @@ use tokio_util::sync::CancellationToken;
 const READS_PER_TURN: usize = 64;
 /// Source packets taken from each feed per turn: enough for a frame's
 /// share per viewer in one GSO message, few enough that reads and
-/// deadlines are not kept waiting behind hundreds of viewers.
+/// deadlines are not kept waiting behind hundreds of viewers...
 const MEDIA_PER_TURN: usize = 32;
+/// ...and fewer with many viewers: a turn's datagrams wait in memory for
+/// its `sendmmsg` calls, so they are kept to about this many (a keyframe
+/// burst would otherwise hold tens of KB per viewer until the turn ends).
+const DATAGRAMS_PER_TURN: usize = 1024;
 /// Commands taken per turn.
 const INPUTS_PER_TURN: usize = 64;
 /// Largest datagram read.
@@ -269,7 +273,8 @@ impl Shard {
             // A packet the wake-up poll took comes first.
             packets.extend(self.feeds[i].stashed.take());
             let mut closed = self.feeds[i].closed;
-            while packets.len() < MEDIA_PER_TURN && !closed {
+            let take = packets_per_turn(self.feeds[i].viewers.len());
+            while packets.len() < take && !closed {
                 match self.feeds[i].rx.try_recv() {
                     Ok(p) => packets.push(p),
                     Err(mpsc::error::TryRecvError::Empty) => break,
@@ -424,8 +429,23 @@ fn next_start(rotate: &mut usize, n: usize) -> usize {
     *rotate
 }
 
+/// Source packets of one feed a turn fans out to its `viewers`.
+fn packets_per_turn(viewers: usize) -> usize {
+    (DATAGRAMS_PER_TURN / viewers.max(1)).clamp(1, MEDIA_PER_TURN)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_turn_holds_about_a_bounded_number_of_datagrams() {
+        use super::{MEDIA_PER_TURN, packets_per_turn};
+        assert_eq!(packets_per_turn(0), MEDIA_PER_TURN);
+        assert_eq!(packets_per_turn(32), MEDIA_PER_TURN);
+        assert_eq!(packets_per_turn(40), 25);
+        assert_eq!(packets_per_turn(100), 10);
+        assert_eq!(packets_per_turn(5000), 1, "never none");
+    }
+
     #[test]
     fn each_viewer_starts_a_fan_out_in_turn() {
         let mut rotate = 0;

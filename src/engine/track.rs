@@ -13,7 +13,7 @@
 //! [`ForwardPolicy::keyframe_answer_every`].
 
 use super::counters::ViewerCounters;
-use super::renumber::Renumber;
+use super::renumber::{AUDIO_SLOTS, Renumber, VIDEO_SLOTS};
 use crate::rtp::RtpPacket;
 use crate::source::SourceHandle;
 use std::collections::VecDeque;
@@ -61,6 +61,11 @@ pub(crate) trait PacketOut {
     /// One packet for the viewer; `live_since` is when a sampled live packet
     /// reached its source (for the relay latency).
     fn write(&mut self, packet: rtc::rtp::Packet, live_since: Option<Instant>);
+}
+
+/// How many sent packets a track remembers for retransmissions.
+fn slots(video: bool) -> usize {
+    if video { VIDEO_SLOTS } else { AUDIO_SLOTS }
 }
 
 /// What the shard must do after a track took something.
@@ -117,7 +122,7 @@ impl TrackOut {
             ssrc,
             counters,
             policy,
-            numbers: Renumber::new(rand::random(), 0, rand::random()),
+            numbers: Renumber::new(rand::random(), 0, rand::random(), slots(video)),
             phase: if video {
                 Phase::WaitKey
             } else {
@@ -142,7 +147,8 @@ impl TrackOut {
             let gop = self.source.gop();
             if let Some(first) = gop.first() {
                 // The numbering starts where the GOP does.
-                self.numbers = Renumber::new(rand::random(), first.timestamp, rand::random());
+                self.numbers =
+                    Renumber::new(rand::random(), first.timestamp, rand::random(), slots(true));
             }
             self.replay(gop);
         }
@@ -189,9 +195,9 @@ impl TrackOut {
         Verdict::Fine
     }
 
-    /// Sends up to one burst of the queue; true while more is left.
-    pub fn pace(&mut self, out: &mut impl PacketOut) -> bool {
-        for _ in 0..BACKLOG_BURST {
+    /// Sends up to `burst` packets of the queue; true while more is left.
+    pub fn pace(&mut self, burst: usize, out: &mut impl PacketOut) -> bool {
+        for _ in 0..burst {
             let Some(p) = self.queue.pop_front() else {
                 break;
             };

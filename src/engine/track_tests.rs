@@ -140,7 +140,7 @@ async fn started(until: u16, policy: ForwardPolicy) -> (Feed, TrackOut, Arc<View
 
 /// Paces out everything queued.
 fn drain(t: &mut TrackOut, out: &mut Sent) {
-    while t.pace(out) {}
+    while t.pace(BACKLOG_BURST, out) {}
 }
 
 #[tokio::test]
@@ -161,7 +161,10 @@ async fn a_joining_viewer_gets_the_cached_gop_then_live_without_gap_or_duplicate
         t.live(&p, now, &mut out);
     }
     assert!(out.0.is_empty(), "live went before the paced GOP");
-    assert!(t.pace(&mut out), "more than one burst queued");
+    assert!(
+        t.pace(BACKLOG_BURST, &mut out),
+        "more than one burst queued"
+    );
     assert_eq!(out.0.len(), BACKLOG_BURST);
     drain(&mut t, &mut out);
     let want: Vec<u8> = (100..140).map(|s: u16| s as u8).collect();
