@@ -9,6 +9,11 @@
 //! Opus, a send-only track with its own SSRC; with and without the RTCP
 //! report interceptors.
 //!
+//! For comparison, the short path a connection of ffwhep's own could take
+//! once it is up: rewrite the source packet's header (PT, sequence number,
+//! timestamp, SSRC) in a reused buffer and protect it with an `rtc-srtp`
+//! context directly, per viewer round-robin, with either SRTP profile.
+//!
 //! Run: `cargo bench --bench rtc_core` (criterion; release build).
 
 #[path = "support/pairs.rs"]
@@ -53,11 +58,70 @@ fn per_packet(c: &mut Criterion) {
     group.finish();
 }
 
+fn short_path(c: &mut Criterion) {
+    use rtc::srtp::context::Context;
+    use rtc::srtp::protection_profile::ProtectionProfile;
+    let provider = rtc::crypto::default_provider().expect("a crypto provider");
+    let mut source = vec![0x80u8, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7];
+    source.extend(std::iter::repeat_n(0x41u8, PAYLOAD_BYTES));
+    let mut group = c.benchmark_group("rewrite+srtp");
+    group.throughput(Throughput::Elements(1));
+    let profiles = [
+        ("aead_aes128_gcm", ProtectionProfile::AeadAes128Gcm),
+        (
+            "aes128_cm_hmac_sha1_80",
+            ProtectionProfile::Aes128CmHmacSha1_80,
+        ),
+    ];
+    for (label, profile) in profiles {
+        for n in [1u32, 100, 300] {
+            let mut viewers: Vec<(Context, u32, u16)> = (0..n)
+                .map(|i| {
+                    let key = vec![i as u8; profile.key_len()];
+                    let salt = vec![7u8; profile.salt_len()];
+                    let ctx = Context::new(&key, &salt, profile, None, None, provider.crypto())
+                        .expect("an SRTP context");
+                    (ctx, 0x1000 + i, 0)
+                })
+                .collect();
+            let mut buf = Vec::with_capacity(1500);
+            let mut next = 0usize;
+            group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
+                b.iter(|| {
+                    let (ctx, ssrc, seq) = &mut viewers[next % n as usize];
+                    next = next.wrapping_add(1);
+                    *seq = seq.wrapping_add(1);
+                    let ts = u32::from(*seq) * 3000;
+                    buf.clear();
+                    buf.extend_from_slice(&source);
+                    buf[1] = (buf[1] & 0x80) | 102;
+                    buf[2..4].copy_from_slice(&seq.to_be_bytes());
+                    buf[4..8].copy_from_slice(&ts.to_be_bytes());
+                    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                    let header = rtc::rtp::Header {
+                        version: 2,
+                        payload_type: 102,
+                        sequence_number: *seq,
+                        timestamp: ts,
+                        ssrc: *ssrc,
+                        ..Default::default()
+                    };
+                    black_box(
+                        ctx.encrypt_rtp_with_header(&buf, &header)
+                            .expect("protected"),
+                    )
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = per_packet
+    targets = per_packet, short_path
 }
 criterion_main!(benches);
