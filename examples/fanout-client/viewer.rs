@@ -1,58 +1,55 @@
-//! One load viewer: a webrtc-rs peer that receives a relay's stream and
-//! counts it (packets and sequence gaps per kind, and the hop of sampled
-//! packets against the tap), without depacketizing or decoding. Subscribes
-//! over WHEP (it offers) or over Janus's HTTP API (Janus offers).
+//! One load viewer: an `rtc` sans-IO core driven by a task of its own over
+//! one UDP socket (as ffwhep's engine drives its cores, so the client pays
+//! the stack's receive path and not an async layer's), that receives a
+//! relay's stream and counts it (packets and sequence gaps per kind, and the
+//! hop of sampled packets against the tap), without depacketizing or
+//! decoding. It sends receiver reports and NACKs. Subscribes over WHEP (it
+//! offers) or over Janus's HTTP API (Janus offers).
 
 use crate::tap::Tap;
 use anyhow::{Context, bail};
+use bytes::BytesMut;
 use ffwhep::rtp::SeqRange;
-use ffwhep::smoke::viewer::PeerEvents;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::interceptor::Registry;
+use rtc::peer_connection::RTCPeerConnection;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports,
+};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
+};
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
-use tokio::sync::{Notify, watch};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::peer_connection::{
-    MediaEngine, PeerConnection, PeerConnectionBuilder, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, register_default_interceptors,
-};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 /// One packet in this many per track is timed against the tap.
 const HOP_SAMPLE_EVERY: u64 = 8;
+/// Datagrams read after a wake-up before the core's output is handled.
+const READS_PER_WAKE: usize = 32;
 
 /// Packets received and expected (by sequence-number span) for one kind.
 #[derive(Default)]
 pub struct Counts {
     pub packets: AtomicU64,
     pub expected: AtomicU64,
-}
-
-/// Counts one track's packets until it ends: received, and the span of
-/// sequence numbers (so gaps are losses); times 1 video packet in
-/// [`HOP_SAMPLE_EVERY`] against the tap.
-async fn count(track: Arc<dyn TrackRemote>, counts: Arc<[Counts; 2]>, tap: Arc<Tap>) {
-    let kind = usize::from(track.kind().await != RtpCodecKind::Video);
-    let c = &counts[kind];
-    let mut span = SeqRange::default();
-    let mut n = 0u64;
-    while let Some(evt) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
-            continue;
-        };
-        n += 1;
-        span.extend(pkt.header.sequence_number);
-        c.packets.store(n, Relaxed);
-        c.expected.store(span.expected(), Relaxed);
-        if kind == 0 && n.is_multiple_of(HOP_SAMPLE_EVERY) {
-            tap.hop(&pkt.payload);
-        }
-    }
 }
 
 fn engine() -> anyhow::Result<MediaEngine> {
@@ -98,59 +95,196 @@ enum Leave {
 }
 
 pub struct Viewer {
-    pc: Arc<dyn PeerConnection>,
     state: watch::Receiver<RTCPeerConnectionState>,
-    gathered: Arc<Notify>,
     /// Video, audio.
     pub counts: Arc<[Counts; 2]>,
     leave: Option<Leave>,
+    stop: CancellationToken,
 }
 
-impl Viewer {
-    /// A peer whose ICE host candidate is on `bind_ip`.
-    async fn new(tap: Arc<Tap>, bind_ip: &str) -> anyhow::Result<Viewer> {
+/// A core and its socket before the descriptions are exchanged.
+struct Setup {
+    core: RTCPeerConnection,
+    socket: UdpSocket,
+    local: SocketAddr,
+}
+
+impl Setup {
+    /// A core whose one host candidate is a fresh UDP socket on `bind_ip`.
+    async fn new(bind_ip: &str) -> anyhow::Result<Setup> {
         let mut m = engine()?;
-        let registry = register_default_interceptors(Registry::new(), &mut m)?;
-        let counts: Arc<[Counts; 2]> = Arc::default();
-        let on_track = {
-            let counts = counts.clone();
-            move |track| {
-                tokio::spawn(count(track, counts.clone(), tap.clone()));
-            }
-        };
-        let (events, state, gathered) = PeerEvents::new(on_track);
-        let pc: Arc<dyn PeerConnection> = Arc::new(
-            PeerConnectionBuilder::new()
-                .with_media_engine(m)
-                .with_interceptor_registry(registry)
-                .with_handler(Arc::new(events))
-                .with_udp_addrs(vec![format!("{bind_ip}:0")])
-                .build()
-                .await?,
-        );
-        Ok(Viewer {
-            pc,
-            state,
-            gathered,
-            counts,
-            leave: None,
+        let registry = configure_rtcp_reports(configure_nack(Registry::new(), &mut m));
+        let core = RTCPeerConnectionBuilder::new()
+            .with_media_engine(m)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())?;
+        let socket = UdpSocket::bind(format!("{bind_ip}:0")).await?;
+        let local = socket.local_addr()?;
+        Ok(Setup {
+            core,
+            socket,
+            local,
         })
     }
 
-    /// Sets the local description and returns it with every candidate.
-    async fn local_sdp(&self, desc: RTCSessionDescription) -> anyhow::Result<String> {
-        let gathered = self.gathered.notified();
-        self.pc.set_local_description(desc).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered).await;
-        Ok(self
-            .pc
-            .local_description()
-            .await
-            .context("no local description")?
-            .sdp)
+    /// Announces the socket as the core's one candidate and ends gathering.
+    fn add_host_candidate(&mut self) -> anyhow::Result<()> {
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: self.local.ip().to_string(),
+                port: self.local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        self.core
+            .add_local_candidate(RTCIceCandidate::from(&candidate).to_json()?)?;
+        Ok(())
     }
 
-    async fn connected(mut self) -> anyhow::Result<Viewer> {
+    /// Starts the driver task; the viewer is returned once connected.
+    async fn drive(self, tap: Arc<Tap>, remote_sdp: &str) -> anyhow::Result<Viewer> {
+        let counts: Arc<[Counts; 2]> = Arc::default();
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let stop = CancellationToken::new();
+        let driver = Driver {
+            core: self.core,
+            socket: self.socket,
+            local: self.local,
+            kinds: payload_kinds(remote_sdp),
+            spans: Default::default(),
+            counts: counts.clone(),
+            tap,
+            state: state_tx,
+        };
+        tokio::spawn(driver.run(stop.clone()));
+        let mut v = Viewer {
+            state,
+            counts,
+            leave: None,
+            stop,
+        };
+        v.connected().await?;
+        Ok(v)
+    }
+}
+
+/// Which kind each payload type of the remote description is (0 video, 1
+/// audio), from its `a=rtpmap` lines.
+fn payload_kinds(sdp: &str) -> HashMap<u8, usize> {
+    sdp.lines()
+        .filter_map(|l| {
+            let (pt, codec) = l.strip_prefix("a=rtpmap:")?.split_once(' ')?;
+            let kind = usize::from(!codec.to_ascii_uppercase().starts_with("H264"));
+            Some((pt.parse().ok()?, kind))
+        })
+        .collect()
+}
+
+/// The task that owns a viewer's core and socket.
+struct Driver {
+    core: RTCPeerConnection,
+    socket: UdpSocket,
+    local: SocketAddr,
+    kinds: HashMap<u8, usize>,
+    spans: [(SeqRange, u64); 2],
+    counts: Arc<[Counts; 2]>,
+    tap: Arc<Tap>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+impl Driver {
+    async fn run(mut self, stop: CancellationToken) {
+        let mut buf = vec![0u8; 2048];
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        loop {
+            self.settle().await;
+            let deadline = self
+                .core
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let deadline = tokio::time::Instant::from_std(deadline);
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = &mut sleep => {
+                    let _ = self.core.handle_timeout(Instant::now());
+                }
+                r = self.socket.recv_from(&mut buf) => {
+                    let Ok((n, from)) = r else { break };
+                    let now = Instant::now();
+                    self.read(&buf[..n], from, now);
+                    // A frame's packets come together: take what else is
+                    // there before the next settle.
+                    for _ in 0..READS_PER_WAKE {
+                        let Ok((n, from)) = self.socket.try_recv_from(&mut buf) else {
+                            break;
+                        };
+                        self.read(&buf[..n], from, now);
+                    }
+                }
+            }
+        }
+        let _ = self.core.close();
+        self.settle().await;
+    }
+
+    fn read(&mut self, datagram: &[u8], from: SocketAddr, now: Instant) {
+        let msg = TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(datagram),
+        };
+        let _ = self.core.handle_read(msg);
+    }
+
+    /// Counts what the core read, sends what it wrote, notes its state.
+    async fn settle(&mut self) {
+        while let Some(m) = self.core.poll_read() {
+            if let RTCMessage::RtpPacket(_, p) = m.message {
+                self.count(&p);
+            }
+        }
+        while let Some(out) = self.core.poll_write() {
+            let _ = self
+                .socket
+                .send_to(&out.message, out.transport.peer_addr)
+                .await;
+        }
+        while let Some(e) = self.core.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = e {
+                self.state.send_replace(s);
+            }
+        }
+    }
+
+    fn count(&mut self, p: &rtc::rtp::Packet) {
+        let kind = self.kinds.get(&p.header.payload_type).copied().unwrap_or(1);
+        let (span, n) = &mut self.spans[kind];
+        *n += 1;
+        span.extend(p.header.sequence_number);
+        let c = &self.counts[kind];
+        c.packets.store(*n, Relaxed);
+        c.expected.store(span.expected(), Relaxed);
+        if kind == 0 && n.is_multiple_of(HOP_SAMPLE_EVERY) {
+            self.tap.hop(&p.payload);
+        }
+    }
+}
+
+impl Viewer {
+    async fn connected(&mut self) -> anyhow::Result<()> {
         let ok = tokio::time::timeout(
             Duration::from_secs(15),
             self.state
@@ -159,27 +293,30 @@ impl Viewer {
         .await
         .is_ok_and(|r| r.is_ok());
         if !ok {
+            self.stop.cancel();
             bail!("not connected within 15 s (state {})", *self.state.borrow());
         }
-        Ok(self)
+        Ok(())
     }
 
     /// Subscribes over WHEP: POST a recvonly offer, apply the answer.
     pub async fn whep(http: &reqwest::Client, url: &str, tap: Arc<Tap>) -> anyhow::Result<Viewer> {
-        let mut v = Viewer::new(tap, "127.0.0.1").await?;
+        let mut s = Setup::new("127.0.0.1").await?;
         for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
             let init = RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Recvonly,
                 ..Default::default()
             };
-            v.pc.add_transceiver_from_kind(kind, Some(init)).await?;
+            s.core.add_transceiver_from_kind(kind, Some(init))?;
         }
-        let offer = v.pc.create_offer(None).await?;
-        let sdp = v.local_sdp(offer).await?;
+        s.add_host_candidate()?;
+        let offer = s.core.create_offer(None)?;
+        s.core
+            .set_local_description(Instant::now(), offer.clone())?;
         let resp = http
             .post(url)
             .header("content-type", "application/sdp")
-            .body(sdp)
+            .body(offer.sdp)
             .send()
             .await?;
         let status = resp.status();
@@ -192,11 +329,13 @@ impl Viewer {
         if status != reqwest::StatusCode::CREATED {
             bail!("POST {url}: {status}: {}", body.trim());
         }
+        s.core
+            .set_remote_description(Instant::now(), RTCSessionDescription::answer(body.clone())?)?;
         let base = url.split("/whep/").next().unwrap_or_default();
-        v.leave = location.map(|l| Leave::Whep(format!("{base}{l}")));
-        v.pc.set_remote_description(RTCSessionDescription::answer(body)?)
-            .await?;
-        v.connected().await
+        let leave = location.map(|l| Leave::Whep(format!("{base}{l}")));
+        let mut v = s.drive(tap, &body).await?;
+        v.leave = leave;
+        Ok(v)
     }
 
     /// Subscribes to a Janus streaming mountpoint over Janus's HTTP API:
@@ -227,16 +366,19 @@ impl Viewer {
         // Janus gathers on the machine's interfaces, never on loopback:
         // take its first IPv4 host candidate's address for ours.
         let ip = host_ipv4(&offer).context("no IPv4 host candidate in Janus's offer")?;
-        let mut v = Viewer::new(tap, &ip).await?;
-        v.leave = Some(Leave::Janus(s_url));
-        v.pc.set_remote_description(RTCSessionDescription::offer(offer)?)
-            .await?;
-        let answer = v.pc.create_answer(None).await?;
-        let sdp = v.local_sdp(answer).await?;
+        let mut s = Setup::new(&ip).await?;
+        s.core
+            .set_remote_description(Instant::now(), RTCSessionDescription::offer(offer.clone())?)?;
+        s.add_host_candidate()?;
+        let answer = s.core.create_answer(None)?;
+        s.core
+            .set_local_description(Instant::now(), answer.clone())?;
         let start = json!({"janus": "message", "body": {"request": "start"},
-                           "jsep": {"type": "answer", "sdp": sdp}});
+                           "jsep": {"type": "answer", "sdp": answer.sdp}});
         janus_call(http, &h_url, start).await?;
-        v.connected().await
+        let mut v = s.drive(tap, &offer).await?;
+        v.leave = Some(Leave::Janus(s_url));
+        Ok(v)
     }
 
     /// Leaves the way it joined (WHEP DELETE or Janus `destroy`), then closes.
@@ -250,7 +392,13 @@ impl Viewer {
             }
             None => {}
         }
-        let _ = self.pc.close().await;
+        self.stop.cancel();
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 
