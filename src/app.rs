@@ -238,7 +238,11 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         .clone()
         .zip(r.tls_key.clone())
         .map(|(cert, key)| http::Tls { cert, key });
-    let app = http::router(streams.clone(), r.cors_origins.clone());
+    let app = http::router(
+        streams.clone(),
+        r.cors_origins.clone(),
+        r.ffmpeg.ffmpeg.clone(),
+    );
     let server = http::serve(listener, app, tls.as_ref(), stop.clone())
         .await
         .map_err(Failure::Setup)?;

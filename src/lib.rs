@@ -27,6 +27,7 @@ pub mod profile;
 pub mod rtp;
 pub mod sdp;
 pub mod smoke;
+mod snapshot;
 mod source;
 mod stream;
 mod term;

@@ -104,6 +104,8 @@ fn player_page_plays_shows_the_end_and_reconnects() {
         ff.log()
     );
     assert!(replaying["connects"].as_u64().unwrap() >= 2, "{replaying}");
+    // By now the page has the stream's snapshot as its poster.
+    assert_eq!(replaying["poster"], true, "{replaying}; log:\n{}", ff.log());
 
     // Hidden while it plays muted, the page says DELETE: its viewer is gone.
     let before = deletes(&ff.log());

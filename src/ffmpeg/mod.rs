@@ -4,4 +4,5 @@
 pub mod args;
 pub mod lines;
 pub mod progress;
+pub mod snapshot;
 pub mod supervisor;

@@ -65,6 +65,14 @@ pub(crate) enum HttpError {
     Internal(String),
     #[error("{0}; retry later")]
     Busy(&'static str),
+    /// A snapshot that cannot be made yet: the reason, and when to retry.
+    #[error("{0}; retry in {1} s")]
+    NoPictureYet(String, u64),
+    /// A snapshot that cannot be made of this stream.
+    #[error("{0}")]
+    NoPicture(&'static str),
+    #[error("{0}")]
+    BadQuery(String),
     /// Refused by the HTTP layer itself before a handler ran (a method not
     /// allowed, a body over the limit, a malformed path or query): its
     /// status and reason.
@@ -89,7 +97,9 @@ impl HttpError {
             HttpError::NotText | HttpError::Offer(_) => StatusCode::BAD_REQUEST,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            HttpError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Busy(_) | HttpError::NoPictureYet(..) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::NoPicture(_) => StatusCode::CONFLICT,
+            HttpError::BadQuery(_) => StatusCode::BAD_REQUEST,
             HttpError::Refused(status, ..) => *status,
         }
     }
@@ -103,6 +113,7 @@ impl IntoResponse for HttpError {
         let retry = match &self {
             HttpError::NotLive(secs) => Some(*secs),
             HttpError::Busy(_) => Some(BUSY_RETRY_AFTER_SECS),
+            HttpError::NoPictureYet(_, secs) => Some(*secs),
             _ => None,
         };
         let challenge = match &self {

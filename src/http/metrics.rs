@@ -42,6 +42,10 @@ struct Families {
     latency_p50: GaugeVec,
     latency_p99: GaugeVec,
     cache_bytes: IntGaugeVec,
+    snapshots: IntCounterVec,
+    snapshot_decodes: IntCounterVec,
+    snapshot_failures: IntCounterVec,
+    snapshot_decode_ms: GaugeVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -173,6 +177,21 @@ impl Families {
                 "relay_latency_p99_ms",
                 "99th percentile relay latency (sampled), ms.",
             )?,
+            snapshots: counter("snapshots_total", "Snapshot pictures served.", s)?,
+            snapshot_decodes: counter(
+                "snapshot_decodes_total",
+                "FFmpeg runs that decoded a snapshot.",
+                s,
+            )?,
+            snapshot_failures: counter(
+                "snapshot_failures_total",
+                "Snapshot decodes that failed.",
+                s,
+            )?,
+            snapshot_decode_ms: fgauge(
+                "snapshot_decode_ms",
+                "Wall time of the last snapshot decode, ms.",
+            )?,
             registry,
         })
     }
@@ -238,6 +257,17 @@ impl Families {
                 .with_label_values(l)
                 .inc_by(sent.keyframe_requests);
             self.resyncs.with_label_values(l).inc_by(sent.resyncs);
+            let snaps = info.snapshots.stats.counts();
+            self.snapshots.with_label_values(l).inc_by(snaps.served);
+            self.snapshot_decodes
+                .with_label_values(l)
+                .inc_by(snaps.decodes);
+            self.snapshot_failures
+                .with_label_values(l)
+                .inc_by(snaps.failed);
+            if let Some(ms) = snaps.last_decode_ms {
+                self.snapshot_decode_ms.with_label_values(l).set(ms);
+            }
             let lat = info.latency.summary();
             if let (Some(p50), Some(p99)) = (lat.p50_ms, lat.p99_ms) {
                 self.latency_p50.with_label_values(l).set(p50);

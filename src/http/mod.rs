@@ -5,6 +5,7 @@
 mod error;
 mod metrics;
 mod pages;
+mod snapshot;
 mod status;
 mod whep;
 
@@ -34,6 +35,13 @@ fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
         .map(HeaderValue::as_bytes)
 }
 
+/// Refuses (401) a request for stream `id` without the token it needs.
+fn authorized(streams: &Streams, id: &str, headers: &HeaderMap) -> Result<(), HttpError> {
+    streams
+        .authorize(id, bearer(headers))
+        .map_err(HttpError::Unauthorized)
+}
+
 /// A certificate chain and its key, PEM.
 #[derive(Debug, Clone)]
 pub struct Tls {
@@ -41,8 +49,13 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-/// `cors_origins`: the origins allowed to call WHEP from a browser (`*`: any).
-pub(crate) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
+/// `cors_origins`: the origins allowed to call WHEP from a browser (`*`: any);
+/// `ffmpeg`: the program that decodes snapshots.
+pub(crate) fn router(
+    streams: Arc<Streams>,
+    cors_origins: Vec<String>,
+    ffmpeg: std::ffi::OsString,
+) -> Router {
     let pages = Router::new()
         .route("/", get(pages::index))
         .route("/streams", get(pages::streams))
@@ -52,8 +65,9 @@ pub(crate) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router
         .route("/readyz", get(status::readyz))
         .route("/metrics", get(metrics::metrics))
         .with_state(streams.clone());
-    whep::router(streams, cors_origins)
+    whep::router(streams.clone(), cors_origins)
         .merge(pages)
+        .merge(snapshot::router(streams, ffmpeg))
         .layer(axum::middleware::from_fn(request_timeout))
         .layer(axum::middleware::from_fn(error::rewrite_others))
 }

@@ -83,13 +83,13 @@ pub(super) async fn index(
         let id = escape(&s.id);
         let _ = write!(
             rows,
-            "<li><a href=\"/play/{id}\">{id}</a> — {} — {} viewer(s) — <a href=\"/whep/{id}\">WHEP</a></li>",
+            "<li><img class=\"thumb\" src=\"/snapshot/{id}.jpg?width=160\" alt=\"\"> <a href=\"/play/{id}\">{id}</a> — {} — {} viewer(s) — <a href=\"/whep/{id}\">WHEP</a></li>",
             s.state, s.viewers
         );
     }
     let page = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>ffwhep</title>\
-         <style>body{{font:14px system-ui,sans-serif;margin:1.5em}}</style></head><body>\
+         <style>body{{font:14px system-ui,sans-serif;margin:1.5em}} .thumb{{width:160px;min-height:1px;vertical-align:middle}}</style></head><body>\
          <h1>ffwhep streams</h1><ul id=\"list\">{rows}</ul>\
          <form id=\"auth\"><label>token <input id=\"token\" type=\"password\" size=\"24\" autocomplete=\"off\"></label> \
          <button>show streams behind this token</button></form>\
@@ -98,21 +98,27 @@ pub(super) async fn index(
     ([(header::CACHE_CONTROL, "no-cache")], Html(page)).into_response()
 }
 
-/// Asks `/streams` with the token typed in and shows what it may see; the
-/// player links carry the token on.
-const LIST_SCRIPT: &str = r#"<script>
+/// Asks `/streams` with the token typed in and shows what it may see, each
+/// with its snapshot (asked with the token); the player links carry the
+/// token on.
+const LIST_SCRIPT: &str = r##"<script>
 const esc = s => s.replace(/[&<>"']/g, c => "&#" + c.charCodeAt(0) + ";");
 document.getElementById("auth").addEventListener("submit", async e => {
   e.preventDefault();
   const token = document.getElementById("token").value.trim();
-  const resp = await fetch("/streams", { headers: token ? { Authorization: "Bearer " + token } : {} });
+  const headers = token ? { Authorization: "Bearer " + token } : {};
+  const resp = await fetch("/streams", { headers });
   const list = await resp.json();
   const q = token ? "?token=" + encodeURIComponent(token) : "";
   document.getElementById("list").innerHTML = list.map(s =>
-    `<li><a href="/play/${esc(s.id)}${q}">${esc(s.id)}</a> — ${s.state} — ${s.viewers} viewer(s) — <a href="/whep/${esc(s.id)}">WHEP</a></li>`
+    `<li><img class="thumb" alt=""> <a href="/play/${esc(s.id)}${q}">${esc(s.id)}</a> — ${s.state} — ${s.viewers} viewer(s) — <a href="/whep/${esc(s.id)}">WHEP</a></li>`
   ).join("");
+  document.querySelectorAll("#list .thumb").forEach(async (img, i) => {
+    const r = await fetch(`/snapshot/${encodeURIComponent(list[i].id)}.jpg?width=160`, { headers });
+    if (r.ok) img.src = URL.createObjectURL(await r.blob());
+  });
 });
-</script>"#;
+</script>"##;
 
 /// HTML-escapes text (stream ids are restricted already; this is a belt).
 fn escape(s: &str) -> String {

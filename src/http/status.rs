@@ -35,11 +35,13 @@ pub struct StreamStatus {
     pub gop_cache: GopCache,
     /// What all viewers were sent over the stream's life.
     pub sent: SentTotals,
-    /// From a packet's arrival on a source socket to its hand-off toward a
-    /// viewer, for one packet in 32.
+    /// From a packet's arrival on a source socket to the kernel taking its
+    /// datagram toward a viewer, for one packet in 32.
     pub relay_latency: crate::latency::Summary,
     /// Live tasks of the current run: session watchers and viewers' own.
     pub tasks: usize,
+    /// Pictures served, FFmpeg decodes, failures, the last decode's time.
+    pub snapshots: crate::snapshot::SnapshotCounts,
     pub viewers: Vec<ViewerStatus>,
 }
 
@@ -132,6 +134,7 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
         sent: info.sent,
         relay_latency: info.latency.summary(),
         tasks: info.tasks,
+        snapshots: info.snapshots.stats.counts(),
         viewers,
     }
 }

@@ -2,8 +2,8 @@
 //! `PATCH` on the session URL it returns adds trickled candidates, `DELETE`
 //! hangs the viewer up. The registry lock is never held across an await.
 
-use super::bearer;
 use super::error::HttpError;
+use super::{authorized, bearer};
 use crate::engine::{PeerError, Viewer, accept_offer};
 use crate::sdp::offer::{OfferError, Offered};
 use crate::sdp::trickle::SdpFrag;
@@ -21,12 +21,6 @@ use tracing::Instrument;
 const MAX_OFFER_BYTES: usize = 64 * 1024;
 
 /// The request carries stream `id`'s token (or needs none), or 401.
-fn authorized(streams: &Streams, id: &str, headers: &HeaderMap) -> Result<(), HttpError> {
-    streams
-        .authorize(id, bearer(headers))
-        .map_err(HttpError::Unauthorized)
-}
-
 /// The WHEP routes over `streams`.
 pub(super) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
     let cors_origins = Arc::new(cors_origins);

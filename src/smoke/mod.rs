@@ -69,7 +69,7 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
             max_setups: 1,
         },
     );
-    let app = http::router(streams.clone(), vec!["*".into()]);
+    let app = http::router(streams.clone(), vec!["*".into()], ffmpeg.clone());
     let server = http::serve(listener, app, None, http_stop.clone())
         .await
         .map_err(Failure::Setup)?;

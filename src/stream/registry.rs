@@ -8,6 +8,7 @@ use crate::engine::{Engine, SentTotals, StreamMedia, Viewer};
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
 use crate::latency::Histogram;
+use crate::snapshot::StreamSnapshots;
 use crate::source::SourceStats;
 use crate::source::gop::CacheState;
 use serde::Serialize;
@@ -114,6 +115,8 @@ pub struct StreamInfo {
     pub gop_cache: Option<CacheState>,
     /// Tasks of the current run: session watchers and the viewers' own.
     pub tasks: usize,
+    /// The stream's snapshots: the last picture and what they cost.
+    pub snapshots: Arc<StreamSnapshots>,
 }
 
 /// The media of one run, as viewers are given it.
@@ -163,6 +166,7 @@ impl Slot {
                 sessions: Vec::new(),
                 gop_cache: None,
                 tasks: 0,
+                snapshots: Arc::default(),
             },
         }
     }
@@ -263,6 +267,11 @@ impl Streams {
             }
         };
         auth::check(header, token.as_ref().or(self.global_token.as_ref()))
+    }
+
+    /// The snapshots of stream `id`.
+    pub fn snapshots(&self, id: &str) -> Option<Arc<StreamSnapshots>> {
+        self.lock().get(id).map(|s| s.info.snapshots.clone())
     }
 
     /// Whether `id` is a stream of this process.

@@ -406,6 +406,7 @@ pub fn testsrc_profile_gop(id: &str, keyframe_secs: u32) -> std::path::PathBuf {
 pub struct StatusReader {
     client: reqwest::Client,
     url: String,
+    token: Option<String>,
 }
 
 impl StatusReader {
@@ -413,11 +414,24 @@ impl StatusReader {
         Self {
             client: reqwest::Client::new(),
             url: format!("{}/status", ff.base()),
+            token: None,
+        }
+    }
+
+    /// One that shows the streams behind `token` too.
+    pub fn with_token(ff: &Ffwhep, token: &str) -> Self {
+        Self {
+            token: Some(format!("Bearer {token}")),
+            ..Self::new(ff)
         }
     }
 
     pub async fn get(&self) -> serde_json::Value {
-        let r = self.client.get(&self.url).send().await.unwrap();
+        let mut req = self.client.get(&self.url);
+        if let Some(t) = &self.token {
+            req = req.header("authorization", t);
+        }
+        let r = req.send().await.unwrap();
         serde_json::from_str(&r.text().await.unwrap()).unwrap()
     }
 

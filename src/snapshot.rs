@@ -1,0 +1,228 @@
+//! Snapshots: a stream's current picture as a JPEG, decoded from its GOP
+//! cache (the cached keyframe and every frame since) by a short FFmpeg run,
+//! so it answers at once whatever the GOP's length. One decode at a time per
+//! stream: requests that arrive while one runs are given its picture, and a
+//! picture younger than a frame interval is given again.
+
+use crate::rtp::RtpPacket;
+use bytes::Bytes;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+use serde::Serialize;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// The frame interval assumed for a GOP of one frame.
+const DEFAULT_INTERVAL: Duration = Duration::from_millis(33);
+
+/// Why there is no picture.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("no cached GOP now (no keyframe yet, or the GOP is over the cache's limits)")]
+    NoGop,
+    #[error("decoding the cached GOP failed: {0:#}")]
+    Decode(anyhow::Error),
+}
+
+/// What snapshots of one stream cost, for /status and /metrics.
+#[derive(Debug, Default)]
+pub struct SnapshotStats {
+    /// Pictures served.
+    pub served: AtomicU64,
+    /// FFmpeg runs.
+    pub decodes: AtomicU64,
+    pub failed: AtomicU64,
+    /// The last decode's wall time.
+    pub last_decode_us: AtomicU64,
+}
+
+/// [`SnapshotStats`] read once.
+#[derive(Debug, Clone, Copy, Serialize, Default)]
+pub struct SnapshotCounts {
+    pub served: u64,
+    pub decodes: u64,
+    pub failed: u64,
+    pub last_decode_ms: Option<f64>,
+}
+
+impl SnapshotStats {
+    pub fn counts(&self) -> SnapshotCounts {
+        let us = self.last_decode_us.load(Relaxed);
+        SnapshotCounts {
+            served: self.served.load(Relaxed),
+            decodes: self.decodes.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            last_decode_ms: (us > 0).then(|| us as f64 / 1000.0),
+        }
+    }
+}
+
+struct Picture {
+    jpeg: Bytes,
+    width: Option<u32>,
+    made: Instant,
+    /// The stream's frame interval when it was made.
+    interval: Duration,
+}
+
+/// One stream's snapshots: the last picture and its counters.
+#[derive(Default)]
+pub struct StreamSnapshots {
+    last: tokio::sync::Mutex<Option<Picture>>,
+    pub stats: SnapshotStats,
+}
+
+impl StreamSnapshots {
+    /// The current picture, `width` wide when given: the last one if it was
+    /// made after this request arrived or is younger than a frame interval,
+    /// else a new decode of `gop()` (read once the decode before it is done).
+    pub async fn take(
+        &self,
+        ffmpeg: &OsStr,
+        width: Option<u32>,
+        gop: impl FnOnce() -> Vec<RtpPacket>,
+    ) -> Result<Bytes, SnapshotError> {
+        let asked = Instant::now();
+        let mut last = self.last.lock().await;
+        if let Some(p) = last.as_ref().filter(|p| p.width == width)
+            && (p.made >= asked || asked.duration_since(p.made) < p.interval)
+        {
+            self.stats.served.fetch_add(1, Relaxed);
+            return Ok(p.jpeg.clone());
+        }
+        let gop = AccessUnits::of(&gop());
+        if gop.frames == 0 {
+            return Err(SnapshotError::NoGop);
+        }
+        self.stats.decodes.fetch_add(1, Relaxed);
+        let started = Instant::now();
+        let decoded = crate::ffmpeg::snapshot::decode(ffmpeg, gop.annexb, gop.frames, width).await;
+        let jpeg = match decoded {
+            Ok(j) => Bytes::from(j),
+            Err(e) => {
+                self.stats.failed.fetch_add(1, Relaxed);
+                return Err(SnapshotError::Decode(e));
+            }
+        };
+        let took = started.elapsed();
+        self.stats
+            .last_decode_us
+            .store(took.as_micros().max(1) as u64, Relaxed);
+        self.stats.served.fetch_add(1, Relaxed);
+        tracing::debug!(
+            frames = gop.frames,
+            ms = took.as_secs_f64() * 1000.0,
+            "snapshot decoded"
+        );
+        *last = Some(Picture {
+            jpeg: jpeg.clone(),
+            width,
+            made: Instant::now(),
+            interval: gop.interval,
+        });
+        Ok(jpeg)
+    }
+}
+
+/// A GOP's H.264 as FFmpeg reads it: Annex B, its frame count and interval.
+#[derive(Debug)]
+struct AccessUnits {
+    annexb: Vec<u8>,
+    frames: usize,
+    interval: Duration,
+}
+
+impl AccessUnits {
+    /// Depacketizes RTP packets (single NAL units, STAP-A, FU-A); a frame is
+    /// a run of packets with one timestamp.
+    fn of(packets: &[RtpPacket]) -> Self {
+        let mut depack = H264Packet::default();
+        let mut annexb = Vec::new();
+        let mut frames = 0;
+        let mut last_ts = None;
+        let (mut first, mut end) = (None, 0u32);
+        for p in packets {
+            let Some(payload) = p.data.get(p.payload_offset..p.payload_end) else {
+                continue;
+            };
+            // A malformed payload is skipped; FFmpeg conceals what it lacks.
+            let Ok(units) = depack.depacketize(&Bytes::copy_from_slice(payload)) else {
+                continue;
+            };
+            annexb.extend_from_slice(&units);
+            if last_ts != Some(p.timestamp) {
+                frames += 1;
+                last_ts = Some(p.timestamp);
+                first.get_or_insert(p.timestamp);
+                end = p.timestamp;
+            }
+        }
+        let interval = match (first, frames) {
+            (Some(f), n) if n > 1 => {
+                let ticks = end.wrapping_sub(f) as f64 / (n - 1) as f64;
+                Duration::from_secs_f64(ticks / 90_000.0)
+            }
+            _ => DEFAULT_INTERVAL,
+        };
+        Self {
+            annexb,
+            frames,
+            interval,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packet(ts: u32, payload: &[u8]) -> RtpPacket {
+        let mut data = vec![0x80, 102, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
+        data.extend_from_slice(payload);
+        RtpPacket {
+            data: Bytes::from(data.clone()),
+            marker: false,
+            payload_type: 102,
+            sequence: 1,
+            timestamp: ts,
+            ssrc: 1,
+            payload_offset: 12,
+            payload_end: data.len(),
+            keyframe_start: false,
+            received_at: None,
+            after_drop: false,
+        }
+    }
+
+    #[test]
+    fn a_gop_becomes_annex_b_frames() {
+        let packets = [
+            // STAP-A: SPS (type 7) and PPS (type 8).
+            packet(0, &[24, 0, 2, 0x67, 1, 0, 2, 0x68, 2]),
+            // An IDR in two FU-A fragments (start, end).
+            packet(0, &[0x7c, 0x85, 0xaa]),
+            packet(0, &[0x7c, 0x45, 0xbb]),
+            // Two more frames, single NAL units, 3000 ticks apart.
+            packet(3000, &[0x41, 1]),
+            packet(6000, &[0x41, 2]),
+            // A payload that is no H.264: skipped.
+            packet(6000, &[]),
+        ];
+        let gop = AccessUnits::of(&packets);
+        assert_eq!(gop.frames, 3);
+        assert_eq!(gop.interval, Duration::from_secs_f64(3000.0 / 90_000.0));
+        let units: Vec<&[u8]> = crate::h264::annexb_units(&gop.annexb).collect();
+        assert_eq!(
+            units,
+            [
+                &[0x67, 1][..],
+                &[0x68, 2],
+                &[0x65, 0xaa, 0xbb],
+                &[0x41, 1],
+                &[0x41, 2]
+            ]
+        );
+        assert_eq!(AccessUnits::of(&[]).frames, 0);
+    }
+}
