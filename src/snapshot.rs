@@ -204,8 +204,8 @@ mod tests {
             packet(0, &[0x7c, 0x85, 0xaa]),
             packet(0, &[0x7c, 0x45, 0xbb]),
             // Two more frames, single NAL units, 3000 ticks apart.
-            packet(3000, &[0x41, 1]),
-            packet(6000, &[0x41, 2]),
+            packet(3000, &[0x41, 1, 1]),
+            packet(6000, &[0x41, 2, 2]),
             // A payload that is no H.264: skipped.
             packet(6000, &[]),
         ];
@@ -219,8 +219,8 @@ mod tests {
                 &[0x67, 1][..],
                 &[0x68, 2],
                 &[0x65, 0xaa, 0xbb],
-                &[0x41, 1],
-                &[0x41, 2]
+                &[0x41, 1, 1],
+                &[0x41, 2, 2]
             ]
         );
         assert_eq!(AccessUnits::of(&[]).frames, 0);
