@@ -32,7 +32,9 @@ def main(path):
         if r.get("relay_latency_p99_le_ms") is not None:
             # The client reports "beyond the last bound (20 ms)" as 40.
             le = [r[k] for k in ("relay_latency_p50_le_ms", "relay_latency_p99_le_ms")]
-            lat = " / ".join(">200" if v > 200 else f"≤{v:g}" for v in le)
+            # Beyond the histogram's last bound the client reports twice it.
+            top = r.get("relay_latency_top_ms") or 20
+            lat = " / ".join(f">{top:g}" if v > top else f"≤{v:g}" for v in le)
         hop = "-"
         if r["hop_p50_ms"] is not None:
             hop = f'{r["hop_p50_ms"]:.2f} / {r["hop_p99_ms"]:.2f}'

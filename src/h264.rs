@@ -101,6 +101,78 @@ pub fn payload_nals(payload: &[u8]) -> PayloadNals {
     out
 }
 
+/// RTP payloads of H.264 (RFC 6184) turned back into Annex B: single NAL
+/// units, STAP-A and FU-A, each unit after a 00 00 00 01 start code. A
+/// malformed payload, or an FU-A whose start was not seen, adds nothing (and
+/// drops the fragment being gathered).
+#[derive(Debug, Default)]
+pub struct Depacketizer {
+    /// The unit being gathered from FU-A fragments.
+    fragment: Option<Vec<u8>>,
+}
+
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+
+impl Depacketizer {
+    /// Appends what `payload` completes to `out`.
+    pub fn push(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        let Some(&first) = payload.first() else {
+            return;
+        };
+        match first & 0x1f {
+            STAP_A => {
+                self.fragment = None;
+                let mut rest = &payload[1..];
+                let mut units = Vec::new();
+                while !rest.is_empty() {
+                    let Some(size) = rest
+                        .get(..2)
+                        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+                    else {
+                        return; // a truncated size: the packet is malformed
+                    };
+                    let Some(unit) = rest.get(2..2 + size).filter(|u| !u.is_empty()) else {
+                        return;
+                    };
+                    units.push(unit);
+                    rest = &rest[2 + size..];
+                }
+                for unit in units {
+                    out.extend_from_slice(&START_CODE);
+                    out.extend_from_slice(unit);
+                }
+            }
+            FU_A => {
+                let (Some(&header), Some(data)) = (payload.get(1), payload.get(2..)) else {
+                    self.fragment = None;
+                    return;
+                };
+                if header & 0x80 != 0 {
+                    // The unit's header: the indicator's F and NRI, the
+                    // fragment header's type.
+                    let mut unit = vec![(first & 0xe0) | (header & 0x1f)];
+                    unit.extend_from_slice(data);
+                    self.fragment = Some(unit);
+                } else if let Some(unit) = self.fragment.as_mut() {
+                    unit.extend_from_slice(data);
+                }
+                if header & 0x40 != 0
+                    && let Some(unit) = self.fragment.take()
+                {
+                    out.extend_from_slice(&START_CODE);
+                    out.extend_from_slice(&unit);
+                }
+            }
+            0 | 25..=31 => self.fragment = None, // reserved, or modes not negotiated
+            _ => {
+                self.fragment = None;
+                out.extend_from_slice(&START_CODE);
+                out.extend_from_slice(payload);
+            }
+        }
+    }
+}
+
 /// The type of a NAL unit (its first byte's low 5 bits).
 pub fn unit_type(unit: &[u8]) -> Option<u8> {
     unit.first().map(|b| b & 0x1f)
@@ -278,6 +350,38 @@ mod tests {
         assert_eq!(sps_dimensions(SPS_1080P_HIGH), Some((1920, 1080)));
         assert_eq!(sps_dimensions(SPS_444_350X202), Some((350, 202)));
         assert_eq!(sps_dimensions(&[0x68, 0xce]), None, "a PPS is not an SPS");
+    }
+
+    #[test]
+    fn depacketizes_to_annex_b_and_refuses_what_is_malformed() {
+        let mut d = Depacketizer::default();
+        let mut out = Vec::new();
+        d.push(&[0x41, 9], &mut out); // a single unit
+        d.push(&[24, 0, 2, 0x67, 1, 0, 1, 0x68], &mut out); // STAP-A: SPS, PPS
+        d.push(&[0x7c, 0x85, 0xaa], &mut out); // FU-A start of an IDR
+        d.push(&[0x7c, 0x05, 0xbb], &mut out); // middle
+        d.push(&[0x7c, 0x45, 0xcc], &mut out); // end
+        let units: Vec<&[u8]> = annexb_units(&out).collect();
+        assert_eq!(
+            units,
+            [
+                &[0x41, 9][..],
+                &[0x67, 1],
+                &[0x68],
+                &[0x65, 0xaa, 0xbb, 0xcc]
+            ]
+        );
+        let mut out = Vec::new();
+        // A STAP-A one byte short, a size past the end, a lone size byte.
+        d.push(&[24, 0, 2, 0x67], &mut out);
+        d.push(&[24, 0, 9, 0x67, 1], &mut out);
+        d.push(&[24, 0, 1, 0x68, 0], &mut out);
+        // FU-A middle and end fragments with no start; a bare indicator.
+        d.push(&[0x7c, 0x05, 1], &mut out);
+        d.push(&[0x7c, 0x45, 2], &mut out);
+        d.push(&[0x7c], &mut out);
+        d.push(&[], &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]

@@ -4,17 +4,18 @@
 //! stream: requests that arrive while one runs are given its picture, and a
 //! picture younger than a frame interval is given again.
 
+use crate::h264::Depacketizer;
 use crate::rtp::RtpPacket;
 use bytes::Bytes;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::packetizer::Depacketizer;
 use serde::Serialize;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// The frame interval assumed for a GOP of one frame.
+/// The frame interval assumed for a GOP of one frame...
 const DEFAULT_INTERVAL: Duration = Duration::from_millis(33);
+/// ...and the longest one believed (timestamps that jump are not).
+const MAX_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why there is no picture.
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +77,13 @@ pub struct StreamSnapshots {
 impl StreamSnapshots {
     /// The current picture, `width` wide when given: the last one if it was
     /// made after this request arrived or is younger than a frame interval,
-    /// else a new decode of `gop()` (read once the decode before it is done).
+    /// else a new decode of `gop()` (read once the decode before it is done),
+    /// run once one of `decoders` is free.
     pub async fn take(
         &self,
         ffmpeg: &OsStr,
         width: Option<u32>,
+        decoders: &tokio::sync::Semaphore,
         gop: impl FnOnce() -> Vec<RtpPacket>,
     ) -> Result<Bytes, SnapshotError> {
         let asked = Instant::now();
@@ -91,6 +94,8 @@ impl StreamSnapshots {
             self.stats.served.fetch_add(1, Relaxed);
             return Ok(p.jpeg.clone());
         }
+        // Closed only if the process is going away.
+        let _permit = decoders.acquire().await.map_err(|_| SnapshotError::NoGop)?;
         let gop = AccessUnits::of(&gop());
         if gop.frames == 0 {
             return Err(SnapshotError::NoGop);
@@ -134,34 +139,31 @@ struct AccessUnits {
 }
 
 impl AccessUnits {
-    /// Depacketizes RTP packets (single NAL units, STAP-A, FU-A); a frame is
-    /// a run of packets with one timestamp.
+    /// Depacketizes the complete frames of a GOP (up to the last packet that
+    /// ends one, with the marker bit: a frame still arriving is left out); a
+    /// frame is a run of packets with one timestamp.
     fn of(packets: &[RtpPacket]) -> Self {
-        let mut depack = H264Packet::default();
+        let complete = match packets.iter().rposition(|p| p.marker) {
+            Some(last) => &packets[..=last],
+            None => packets, // a sender that marks no frame ends: all of it
+        };
+        let mut depack = Depacketizer::default();
         let mut annexb = Vec::new();
-        let mut frames = 0;
-        let mut last_ts = None;
-        let (mut first, mut end) = (None, 0u32);
-        for p in packets {
+        let mut stamps: Vec<u32> = Vec::new();
+        for p in complete {
             let Some(payload) = p.data.get(p.payload_offset..p.payload_end) else {
                 continue;
             };
-            // A malformed payload is skipped; FFmpeg conceals what it lacks.
-            let Ok(units) = depack.depacketize(&Bytes::copy_from_slice(payload)) else {
-                continue;
-            };
-            annexb.extend_from_slice(&units);
-            if last_ts != Some(p.timestamp) {
-                frames += 1;
-                last_ts = Some(p.timestamp);
-                first.get_or_insert(p.timestamp);
-                end = p.timestamp;
+            depack.push(payload, &mut annexb);
+            if stamps.last() != Some(&p.timestamp) {
+                stamps.push(p.timestamp);
             }
         }
-        let interval = match (first, frames) {
-            (Some(f), n) if n > 1 => {
-                let ticks = end.wrapping_sub(f) as f64 / (n - 1) as f64;
-                Duration::from_secs_f64(ticks / 90_000.0)
+        let frames = stamps.len();
+        let interval = match (stamps.first(), stamps.last()) {
+            (Some(first), Some(last)) if frames > 1 => {
+                let ticks = last.wrapping_sub(*first) as f64 / (frames - 1) as f64;
+                Duration::from_secs_f64(ticks / 90_000.0).min(MAX_INTERVAL)
             }
             _ => DEFAULT_INTERVAL,
         };
@@ -178,11 +180,15 @@ mod tests {
     use super::*;
 
     fn packet(ts: u32, payload: &[u8]) -> RtpPacket {
+        packet_m(ts, payload, false)
+    }
+
+    fn packet_m(ts: u32, payload: &[u8], marker: bool) -> RtpPacket {
         let mut data = vec![0x80, 102, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1];
         data.extend_from_slice(payload);
         RtpPacket {
             data: Bytes::from(data.clone()),
-            marker: false,
+            marker,
             payload_type: 102,
             sequence: 1,
             timestamp: ts,
@@ -202,12 +208,14 @@ mod tests {
             packet(0, &[24, 0, 2, 0x67, 1, 0, 2, 0x68, 2]),
             // An IDR in two FU-A fragments (start, end).
             packet(0, &[0x7c, 0x85, 0xaa]),
-            packet(0, &[0x7c, 0x45, 0xbb]),
+            packet_m(0, &[0x7c, 0x45, 0xbb], true),
             // Two more frames, single NAL units, 3000 ticks apart.
-            packet(3000, &[0x41, 1, 1]),
-            packet(6000, &[0x41, 2, 2]),
+            packet_m(3000, &[0x41, 1, 1], true),
             // A payload that is no H.264: skipped.
             packet(6000, &[]),
+            packet_m(6000, &[0x41, 2, 2], true),
+            // A frame still arriving: left out.
+            packet(9000, &[0x7c, 0x85, 0xdd]),
         ];
         let gop = AccessUnits::of(&packets);
         assert_eq!(gop.frames, 3);
@@ -224,5 +232,11 @@ mod tests {
             ]
         );
         assert_eq!(AccessUnits::of(&[]).frames, 0);
+        // Timestamps that jump are not believed: at most a second a frame.
+        let jump = [
+            packet_m(0, &[0x41, 1, 1], true),
+            packet_m(u32::MAX / 2, &[0x41, 2, 2], true),
+        ];
+        assert_eq!(AccessUnits::of(&jump).interval, MAX_INTERVAL);
     }
 }

@@ -7,6 +7,7 @@
 mod common;
 
 use common::Ffwhep;
+use serde::Deserialize;
 use serde_yaml::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -109,8 +110,6 @@ fn render(overlay: &str) -> Vec<Value> {
         .map(|d| Value::deserialize(d).unwrap())
         .collect()
 }
-
-use serde::Deserialize;
 
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
     objects
@@ -225,6 +224,43 @@ async fn run_overlay(overlay: &str) {
     v.close().await;
 }
 
+/// With the pod's address and the node's apart (as in a cluster), the
+/// answer's candidates carry the node's: `--nat-ip $(HOST_IP)` is applied.
+/// (Media cannot flow here: nothing translates 127.0.0.2 to the pod.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_udp_mux_overlay_advertises_the_nodes_address() {
+    let objects = render("udp-mux");
+    let c = &of_kind(&objects, "Deployment")["spec"]["template"]["spec"]["containers"][0];
+    let mux_port = free_udp_port();
+    let profile = common::testsrc_profile("cam1", "");
+    let args: Vec<String> = strings(&c["args"])
+        .iter()
+        .map(|a| match a.as_str() {
+            "$(POD_IP):8189" => format!("127.0.0.1:{mux_port}"),
+            "$(HOST_IP)" => "127.0.0.2".into(),
+            "/etc/ffwhep/stream.yaml" => profile.display().to_string(),
+            a => loopback(a),
+        })
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ff = Ffwhep::start_raw(&args);
+    let (resp, offer) = common::post_offer(&ff.url, None).await;
+    assert_eq!(resp.status(), 201);
+    let answer = resp.text().await.unwrap();
+    let candidates: Vec<&str> = answer
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    assert!(
+        !candidates.is_empty()
+            && candidates
+                .iter()
+                .all(|l| l.contains(&format!(" 127.0.0.2 {mux_port} "))),
+        "{candidates:?}"
+    );
+    offer.pc.close().await.ok();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_udp_mux_overlay_runs_here() {
     run_overlay("udp-mux").await;
@@ -286,19 +322,15 @@ fn the_template_units_command_runs_with_its_defaults() {
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let run = words.iter().position(|w| w == "run").unwrap();
-    let mut child = common::bin()
+    let out = common::bin()
         .args(&words[..run])
         .arg("run")
         .args(["--ice-addr", "127.0.0.1:0", "--duration", "1s"])
         .args(&words[run + 1..])
         .env("FFWHEP_LISTEN", "127.0.0.1:0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    let status = child.wait().unwrap();
-    let mut out = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
-    assert!(status.success(), "{status}: {out}");
-    assert!(out.contains("WHEP http://127.0.0.1:"), "{out}");
+    assert!(out.status.success(), "{}: {}", out.status, text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("WHEP http://127.0.0.1:"), "{stdout}");
 }

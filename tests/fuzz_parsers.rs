@@ -2,7 +2,7 @@
 //! a parser panic, and what the RTP parser accepts stays within the packet.
 
 use bytes::Bytes;
-use ffwhep::h264::{payload_nals, sps_dimensions};
+use ffwhep::h264::{Depacketizer, payload_nals, sps_dimensions};
 use ffwhep::rtp::{Datagram, classify};
 use ffwhep::sdp::offer::Offered;
 use proptest::prelude::*;
@@ -33,6 +33,29 @@ proptest! {
         let mut sps = vec![0x67];
         sps.extend(&data);
         let _ = sps_dimensions(&sps);
+    }
+
+    /// Any run of payloads (STAP-A and FU-A shapes biased in) depacketizes
+    /// without a panic, into units that came from the payloads.
+    #[test]
+    fn h264_depacketizing_never_panics(
+        payloads in proptest::collection::vec(
+            (prop_oneof![Just(24u8), Just(28u8), Just(0x7cu8), any::<u8>()],
+             proptest::collection::vec(any::<u8>(), 0..40)),
+            0..20,
+        )
+    ) {
+        let mut d = Depacketizer::default();
+        let mut out = Vec::new();
+        let mut total = 0;
+        for (first, rest) in &payloads {
+            let mut p = vec![*first];
+            p.extend(rest);
+            total += p.len();
+            d.push(&p, &mut out);
+        }
+        // Each unit gains at most a 4-byte start code.
+        prop_assert!(out.len() <= total * 5);
     }
 
     #[test]

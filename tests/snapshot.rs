@@ -107,7 +107,8 @@ fn size(jpeg: &[u8]) -> (u32, u32) {
 
 /// Taken at several moments of a 4 s GOP (just after a keyframe, mid-way,
 /// just before the next), each snapshot is the picture the stream shows
-/// then, not its keyframe's: it matches the last frame a viewer decoded.
+/// then, not its keyframe's: it lies between the frames a viewer showed just
+/// before the request and just after the answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_is_the_current_picture_at_once() {
     let profile = clock_profile("clock", "");
@@ -121,27 +122,31 @@ async fn a_snapshot_is_the_current_picture_at_once() {
                 && (from..to).contains(&(r.frames_since_idr % GOP_FRAMES))
         })
         .await;
+        // What the viewer shows just before the request and just after the
+        // answer: the snapshot lies between (a frame or two either side).
+        let before = v.received();
         let (jpeg, took) = snapshot(&ff.base(), "clock", "").await;
-        let received = v.received();
-        let since_key = received.frames_since_idr % GOP_FRAMES;
+        let after = v.received();
+        let since_key = before.frames_since_idr % GOP_FRAMES;
         assert_eq!(size(&jpeg), (320, 240));
         let shown = clock_frame(&last_gray_frame(&jpeg, "jpeg_pipe", 320, 240));
-        let viewer = clock_frame(&last_gray_frame(&received.h264, "h264", 320, 240));
+        let first = clock_frame(&last_gray_frame(&before.h264, "h264", 320, 240));
+        let last = clock_frame(&last_gray_frame(&after.h264, "h264", 320, 240));
         eprintln!(
-            "{since_key} frames after the keyframe: snapshot in {took:?} shows frame {shown:.1}, \
-             the viewer's last {viewer:.1}"
+            "{since_key} frames after the keyframe: snapshot in {took:?} shows frame {shown:.1}; \
+             the viewer showed {first:.1} before, {last:.1} after"
         );
-        // Within a few frames of what the viewer shows (either may be a
-        // little ahead), and far from the GOP's keyframe.
-        let gap = ahead(shown, viewer).min(ahead(viewer, shown));
-        assert!(gap <= 8.0, "snapshot {shown:.1} vs viewer {viewer:.1}");
-        let keyframe = viewer - since_key as f64;
+        assert!(
+            ahead(first - 2.0, shown) <= ahead(first - 2.0, last + 2.0),
+            "snapshot {shown:.1} is not between the viewer's {first:.1} and {last:.1}"
+        );
+        // Mid-GOP and later, far from the keyframe's picture.
+        let keyframe = first - since_key as f64;
         if since_key >= 55 {
             assert!(ahead(keyframe, shown) >= 40.0, "the keyframe's picture");
         }
-        // At once: a decode of the cache, not a wait for the next keyframe
-        // (up to 4 s away here); the 500 ms target is in BENCHMARKS.
-        assert!(took < Duration::from_millis(2000), "{took:?}");
+        // (The time is printed; the 500 ms target is checked by
+        // scripts/bench-snapshot, not by a wall-clock assert here.)
     }
     // Scaled: the height follows, rounded to even.
     let (jpeg, _) = snapshot(&ff.base(), "clock", "?width=160").await;
@@ -151,15 +156,21 @@ async fn a_snapshot_is_the_current_picture_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_requests_at_once_share_a_decode() {
-    let ff = Ffwhep::start(&[]);
-    common::wait_status(&ff, "a cached GOP", |s| {
+    // A long GOP, well filled: each decode takes long enough that all 50
+    // requests are in before a second one could end, even on a busy machine.
+    let profile = common::testsrc_profile_gop("fifty", 20);
+    let ff = Ffwhep::start(&[profile.to_str().unwrap()]);
+    common::wait_status(&ff, "a cached GOP of some seconds", |s| {
         s["streams"][0]["gop_cache"]["ready"] == true
+            && s["streams"][0]["gop_cache"]["packets"].as_u64() >= Some(800)
     })
     .await;
-    let before = common::status(&ff).await["streams"][0]["snapshots"]["decodes"]
-        .as_u64()
-        .unwrap();
-    let url = format!("{}/snapshot/testsrc.jpg", ff.base());
+    let counts = common::status(&ff).await["streams"][0]["snapshots"].clone();
+    let (before, served_before) = (
+        counts["decodes"].as_u64().unwrap(),
+        counts["served"].as_u64().unwrap(),
+    );
+    let url = format!("{}/snapshot/fifty.jpg", ff.base());
     let client = reqwest::Client::new();
     let requests = (0..50).map(|_| {
         let (client, url) = (client.clone(), url.clone());
@@ -178,7 +189,8 @@ async fn fifty_requests_at_once_share_a_decode() {
         s["streams"][0]["snapshots"]
     );
     assert!((1..=2).contains(&decodes), "{decodes} decodes");
-    assert!(s["streams"][0]["snapshots"]["served"].as_u64().unwrap() >= 50);
+    let served = s["streams"][0]["snapshots"]["served"].as_u64().unwrap() - served_before;
+    assert_eq!(served, 50);
     // /metrics counts them too.
     let m = get(&format!("{}/metrics", ff.base()), None)
         .await
@@ -186,10 +198,10 @@ async fn fifty_requests_at_once_share_a_decode() {
         .await
         .unwrap();
     assert!(
-        m.contains("ffwhep_snapshot_decodes_total{stream=\"testsrc\"}"),
+        m.contains("ffwhep_snapshot_decodes_total{stream=\"fifty\"}"),
         "{m}"
     );
-    assert!(m.contains("ffwhep_snapshots_total{stream=\"testsrc\"}"));
+    assert!(m.contains("ffwhep_snapshots_total{stream=\"fifty\"}"));
 }
 
 /// A status, its Retry-After, and its reason.

@@ -10,6 +10,7 @@
 //!          --pid PID --viewers N [--window SECS] [--tap PORT] [--metrics URL]
 //!          [--name NAME]
 
+mod janus;
 mod procfs;
 mod tap;
 mod viewer;
@@ -137,8 +138,9 @@ fn bucket_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Optio
         .map(|(&(le, a), &(_, b))| (le, a - b))
         .collect();
     let total = diff.last()?.1;
-    // Beyond the last finite bound the answer is only "more than 20 ms":
-    // reported as twice that bound, never as infinity (JSON has none).
+    // Beyond the last finite bound the answer is only "more than" it:
+    // reported as twice that bound, never as infinity (JSON has none); the
+    // output's `relay_latency_top_ms` says which bound that was.
     let last_finite = diff.iter().rev().find(|(le, _)| le.is_finite())?.0;
     (total > 0.0).then(|| {
         diff.iter().find(|(_, c)| *c >= q * total).map(|&(le, _)| {
@@ -240,6 +242,12 @@ async fn main() -> anyhow::Result<()> {
         (Some(a), Some(b)) => (bucket_quantile(a, b, 0.5), bucket_quantile(a, b, 0.99)),
         _ => (None, None),
     };
+    let relay_latency_top = lat1.as_ref().and_then(|b| {
+        b.iter()
+            .rev()
+            .find(|(le, _)| le.is_finite())
+            .map(|(le, _)| le * 1000.0)
+    });
     let out = json!({
         "relay": args.name.clone().unwrap_or_else(|| match args.relay {
             Relay::Whep(_) => "ffwhep".to_owned(),
@@ -265,6 +273,7 @@ async fn main() -> anyhow::Result<()> {
         "hop_p99_ms": hop_p99,
         "relay_latency_p50_le_ms": relay_latency_p50,
         "relay_latency_p99_le_ms": relay_latency_p99,
+        "relay_latency_top_ms": relay_latency_top,
     });
     println!("{out}");
     for v in &viewers {

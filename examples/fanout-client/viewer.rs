@@ -6,6 +6,7 @@
 //! decoding. It sends receiver reports and NACKs. Subscribes over WHEP (it
 //! offers) or over Janus's HTTP API (Janus offers).
 
+use crate::janus::{host_ipv4, janus_call, janus_offer};
 use crate::tap::Tap;
 use anyhow::{Context, bail};
 use bytes::BytesMut;
@@ -30,7 +31,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -333,9 +334,7 @@ impl Viewer {
             .set_remote_description(Instant::now(), RTCSessionDescription::answer(body.clone())?)?;
         let base = url.split("/whep/").next().unwrap_or_default();
         let leave = location.map(|l| Leave::Whep(format!("{base}{l}")));
-        let mut v = s.drive(tap, &body).await?;
-        v.leave = leave;
-        Ok(v)
+        finish(http, s.drive(tap, &body).await, leave).await
     }
 
     /// Subscribes to a Janus streaming mountpoint over Janus's HTTP API:
@@ -376,23 +375,44 @@ impl Viewer {
         let start = json!({"janus": "message", "body": {"request": "start"},
                            "jsep": {"type": "answer", "sdp": answer.sdp}});
         janus_call(http, &h_url, start).await?;
-        let mut v = s.drive(tap, &offer).await?;
-        v.leave = Some(Leave::Janus(s_url));
-        Ok(v)
+        finish(http, s.drive(tap, &offer).await, Some(Leave::Janus(s_url))).await
     }
 
     /// Leaves the way it joined (WHEP DELETE or Janus `destroy`), then closes.
     pub async fn close(&self, http: &reqwest::Client) {
-        match &self.leave {
-            Some(Leave::Whep(url)) => {
-                let _ = http.delete(url).send().await;
-            }
-            Some(Leave::Janus(url)) => {
-                let _ = janus_call(http, url, json!({"janus": "destroy"})).await;
-            }
-            None => {}
-        }
+        leave(http, self.leave.as_ref()).await;
         self.stop.cancel();
+    }
+}
+
+/// A connected viewer that leaves by `how`; or, when it did not connect,
+/// its session left at once (not to linger on the relay).
+async fn finish(
+    http: &reqwest::Client,
+    connected: anyhow::Result<Viewer>,
+    how: Option<Leave>,
+) -> anyhow::Result<Viewer> {
+    match connected {
+        Ok(mut v) => {
+            v.leave = how;
+            Ok(v)
+        }
+        Err(e) => {
+            leave(http, how.as_ref()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn leave(http: &reqwest::Client, how: Option<&Leave>) {
+    match how {
+        Some(Leave::Whep(url)) => {
+            let _ = http.delete(url).send().await;
+        }
+        Some(Leave::Janus(url)) => {
+            let _ = janus_call(http, url, json!({"janus": "destroy"})).await;
+        }
+        None => {}
     }
 }
 
@@ -400,56 +420,4 @@ impl Drop for Viewer {
     fn drop(&mut self) {
         self.stop.cancel();
     }
-}
-
-/// One Janus API request; fails on a Janus `error` reply.
-async fn janus_call(http: &reqwest::Client, url: &str, mut body: Value) -> anyhow::Result<Value> {
-    body["transaction"] = json!(format!("{:016x}", rand::random::<u64>()));
-    let text = http
-        .post(url)
-        .body(body.to_string())
-        .send()
-        .await
-        .with_context(|| format!("POST {url}"))?
-        .text()
-        .await?;
-    let reply: Value = serde_json::from_str(&text).with_context(|| format!("{url}: {text}"))?;
-    if reply["janus"] == "error" {
-        bail!("{url}: {}", reply["error"]);
-    }
-    Ok(reply)
-}
-
-/// Long-polls the session's events until one carries an SDP offer.
-async fn janus_offer(http: &reqwest::Client, session_url: &str) -> anyhow::Result<String> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while tokio::time::Instant::now() < deadline {
-        let text = http
-            .get(format!("{session_url}?maxev=1"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let events: Value = serde_json::from_str(&text)?;
-        let events = events.as_array().cloned().unwrap_or_else(|| vec![events]);
-        for e in events {
-            if let Some(sdp) = e["jsep"]["sdp"].as_str() {
-                return Ok(sdp.to_owned());
-            }
-            if e["plugindata"]["data"]["error"].is_string() {
-                bail!("janus: {}", e["plugindata"]["data"]["error"]);
-            }
-        }
-    }
-    bail!("no offer from Janus within 15 s")
-}
-
-/// The address of the first IPv4 UDP host candidate in an SDP.
-fn host_ipv4(sdp: &str) -> Option<String> {
-    sdp.lines().find_map(|l| {
-        let f: Vec<&str> = l.strip_prefix("a=candidate:")?.split_whitespace().collect();
-        let ipv4 = f.get(4)?.parse::<std::net::Ipv4Addr>().ok()?;
-        (f.get(2)?.eq_ignore_ascii_case("udp") && f.get(7) == Some(&"host"))
-            .then(|| ipv4.to_string())
-    })
 }

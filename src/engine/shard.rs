@@ -43,8 +43,9 @@ const READS_PER_TURN: usize = 64;
 /// deadlines are not kept waiting behind hundreds of viewers...
 const MEDIA_PER_TURN: usize = 32;
 /// ...and fewer with many viewers: a turn's datagrams wait in memory for
-/// its `sendmmsg` calls, so they are kept to about this many (a keyframe
-/// burst would otherwise hold tens of KB per viewer until the turn ends).
+/// its `sendmmsg` calls, so each feed gives a turn about this many (a
+/// keyframe burst would otherwise hold tens of KB per viewer until the turn
+/// ends).
 const DATAGRAMS_PER_TURN: usize = 1024;
 /// Commands taken per turn.
 const INPUTS_PER_TURN: usize = 64;

@@ -257,7 +257,7 @@ impl Families {
                 .with_label_values(l)
                 .inc_by(sent.keyframe_requests);
             self.resyncs.with_label_values(l).inc_by(sent.resyncs);
-            let snaps = info.snapshots.stats.counts();
+            let snaps = info.snapshots;
             self.snapshots.with_label_values(l).inc_by(snaps.served);
             self.snapshot_decodes
                 .with_label_values(l)

@@ -80,10 +80,18 @@ pub(super) async fn index(
 ) -> Response {
     let mut rows = String::new();
     for s in visible(&streams, &headers, &query) {
+        let open = streams.authorize(&s.id, None).is_ok();
         let id = escape(&s.id);
+        // A stream behind a token gets its thumbnail from the script, which
+        // can send the token; an <img> cannot.
+        let thumb = if open {
+            format!("<img class=\"thumb\" src=\"/snapshot/{id}.jpg?width=160\" alt=\"\"> ")
+        } else {
+            String::new()
+        };
         let _ = write!(
             rows,
-            "<li><img class=\"thumb\" src=\"/snapshot/{id}.jpg?width=160\" alt=\"\"> <a href=\"/play/{id}\">{id}</a> — {} — {} viewer(s) — <a href=\"/whep/{id}\">WHEP</a></li>",
+            "<li>{thumb}<a href=\"/play/{id}\">{id}</a> — {} — {} viewer(s) — <a href=\"/whep/{id}\">WHEP</a></li>",
             s.state, s.viewers
         );
     }

@@ -20,12 +20,21 @@ const WIDTHS: std::ops::RangeInclusive<u32> = 16..=3840;
 struct Snapshots {
     streams: Arc<Streams>,
     ffmpeg: OsString,
+    /// Decodes that may run at once, across streams (each on one thread):
+    /// half the cores, so snapshots never take the media path's CPU.
+    decoders: tokio::sync::Semaphore,
 }
 
 pub(super) fn router(streams: Arc<Streams>, ffmpeg: OsString) -> Router {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let decoders = tokio::sync::Semaphore::new((cores / 2).max(1));
     Router::new()
         .route("/snapshot/{file}", get(snapshot))
-        .with_state(Arc::new(Snapshots { streams, ffmpeg }))
+        .with_state(Arc::new(Snapshots {
+            streams,
+            ffmpeg,
+            decoders,
+        }))
 }
 
 #[derive(Deserialize)]
@@ -51,8 +60,11 @@ async fn snapshot(
             "the stream keeps no GOP cache (gop_cache.enabled: false)",
         ));
     }
-    let snapshots = s.streams.snapshots(id).ok_or(HttpError::UnknownStream)?;
-    match snapshots.take(&s.ffmpeg, width, || video.gop()).await {
+    let pictures = s.streams.pictures(id).ok_or(HttpError::UnknownStream)?;
+    match pictures
+        .take(&s.ffmpeg, width, &s.decoders, || video.gop())
+        .await
+    {
         Ok(jpeg) => {
             let mut resp = jpeg.into_response();
             let h = resp.headers_mut();
@@ -62,8 +74,11 @@ async fn snapshot(
         }
         Err(e @ SnapshotError::NoGop) => Err(HttpError::NoPictureYet(e.to_string(), 1)),
         Err(e @ SnapshotError::Decode(_)) => {
+            // The details (FFmpeg's words) are for the log, not the client.
             tracing::warn!(stream = %id, error = %e, "snapshot failed");
-            Err(HttpError::Internal(e.to_string()))
+            Err(HttpError::Internal(
+                "the snapshot could not be decoded".into(),
+            ))
         }
     }
 }

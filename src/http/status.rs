@@ -134,7 +134,7 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
         sent: info.sent,
         relay_latency: info.latency.summary(),
         tasks: info.tasks,
-        snapshots: info.snapshots.stats.counts(),
+        snapshots: info.snapshots,
         viewers,
     }
 }

@@ -20,7 +20,6 @@ use tracing::Instrument;
 /// An SDP offer is a few kilobytes; anything far larger is refused.
 const MAX_OFFER_BYTES: usize = 64 * 1024;
 
-/// The request carries stream `id`'s token (or needs none), or 401.
 /// The WHEP routes over `streams`.
 pub(super) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router {
     let cors_origins = Arc::new(cors_origins);

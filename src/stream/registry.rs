@@ -8,7 +8,7 @@ use crate::engine::{Engine, SentTotals, StreamMedia, Viewer};
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
 use crate::latency::Histogram;
-use crate::snapshot::StreamSnapshots;
+use crate::snapshot::{SnapshotCounts, StreamSnapshots};
 use crate::source::SourceStats;
 use crate::source::gop::CacheState;
 use serde::Serialize;
@@ -115,8 +115,8 @@ pub struct StreamInfo {
     pub gop_cache: Option<CacheState>,
     /// Tasks of the current run: session watchers and the viewers' own.
     pub tasks: usize,
-    /// The stream's snapshots: the last picture and what they cost.
-    pub snapshots: Arc<StreamSnapshots>,
+    /// What the stream's snapshots cost (counted in `pictures`).
+    pub snapshots: SnapshotCounts,
 }
 
 /// The media of one run, as viewers are given it.
@@ -142,6 +142,8 @@ struct Slot {
     next_run: Option<Instant>,
     sessions: HashMap<String, Session>,
     info: StreamInfo,
+    /// The stream's snapshots: the last picture, its lock, its counters.
+    pictures: Arc<StreamSnapshots>,
 }
 
 impl Slot {
@@ -166,8 +168,9 @@ impl Slot {
                 sessions: Vec::new(),
                 gop_cache: None,
                 tasks: 0,
-                snapshots: Arc::default(),
+                snapshots: SnapshotCounts::default(),
             },
+            pictures: Arc::default(),
         }
     }
 }
@@ -269,9 +272,9 @@ impl Streams {
         auth::check(header, token.as_ref().or(self.global_token.as_ref()))
     }
 
-    /// The snapshots of stream `id`.
-    pub fn snapshots(&self, id: &str) -> Option<Arc<StreamSnapshots>> {
-        self.lock().get(id).map(|s| s.info.snapshots.clone())
+    /// The snapshot pictures of stream `id`.
+    pub fn pictures(&self, id: &str) -> Option<Arc<StreamSnapshots>> {
+        self.lock().get(id).map(|s| s.pictures.clone())
     }
 
     /// Whether `id` is a stream of this process.
@@ -452,6 +455,7 @@ impl Streams {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 info.sessions.sort_by_key(|(_, v)| v.joined);
+                info.snapshots = s.pictures.stats.counts();
                 (id.clone(), info)
             })
             .collect()
