@@ -1,5 +1,6 @@
-//! H.264 bitstream facts the relay and the smoke check need: NAL unit types
-//! in Annex B data, and the picture size an SPS declares. Pure; nothing here
+//! H.264 bitstream facts the relay, snapshots and the smoke check need: NAL
+//! unit types in RTP payloads and Annex B data, RTP payloads turned back
+//! into Annex B, and the picture size an SPS declares. Pure; nothing here
 //! can panic on any input.
 
 /// NAL unit types (ITU-T H.264 table 7-1) that matter here.

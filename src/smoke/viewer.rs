@@ -10,8 +10,6 @@ use anyhow::{Context, bail};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::packetizer::Depacketizer;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde::Serialize;
@@ -115,7 +113,7 @@ impl Received {
         &mut self,
         pkt: &rtc::rtp::Packet,
         mime: &str,
-        depack: &mut H264Packet,
+        depack: &mut h264::Depacketizer,
         t0: Instant,
     ) {
         let ext = self
@@ -125,7 +123,9 @@ impl Received {
             self.video_packets
                 .insert(ext, (pkt.header.timestamp, pkt.header.marker));
         }
-        if let Ok(annexb) = depack.depacketize(&pkt.payload) {
+        let mut annexb = Vec::new();
+        depack.push(&pkt.payload, &mut annexb);
+        if !annexb.is_empty() {
             for unit in h264::annexb_units(&annexb) {
                 let Some(t) = h264::unit_type(unit) else {
                     continue;
@@ -205,7 +205,7 @@ impl PeerConnectionEventHandler for PeerEvents {
 
 /// Records what arrives on one track until it ends.
 async fn record(track: Arc<dyn TrackRemote>, received: Shared, t0: Instant) {
-    let mut depack = H264Packet::default();
+    let mut depack = h264::Depacketizer::default();
     let mut mime: Option<String> = None;
     while let Some(evt) = track.poll().await {
         let pkt = match evt {
