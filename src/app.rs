@@ -2,6 +2,7 @@
 //! `run`, which wires the HTTP server, signals, `--duration` and the streams
 //! together and turns their endings into one exit code.
 
+use crate::admission::Admission;
 use crate::auth::{Secret, TokenSource};
 use crate::cli::{ArgsArgs, Command, ProfileArg, RunArgs};
 use crate::engine::{Engine, IceServer, PeerConfig, PortRange};
@@ -9,12 +10,13 @@ use crate::exit::{self, Failure, StopReason, code};
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
+use crate::profile::access::{Access, ServiceConfig, service_url};
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::smoke;
 use crate::source::ports::allocate_pair;
 use crate::stream::judge;
 use crate::stream::registry::State;
-use crate::stream::registry::{Limits, Streams};
+use crate::stream::registry::{Guard, Limits, Streams};
 use crate::stream::{self, StreamRun};
 use crate::term::Term;
 use futures::FutureExt;
@@ -154,6 +156,31 @@ fn global_token(r: &RunArgs) -> Result<Option<Secret>, Failure> {
     })
 }
 
+/// The service of `--auth-url`, shared by every stream without `auth:`.
+fn global_service(r: &RunArgs) -> Result<Option<Arc<Admission>>, Failure> {
+    let Some(url) = &r.auth_url else {
+        return Ok(None);
+    };
+    let bad = |message: String| {
+        Failure::Profile(ProfileError {
+            file: "command line".into(),
+            position: None,
+            message: message.replace("auth.url", "--auth-url"),
+        })
+    };
+    let url = service_url(url).map_err(bad)?;
+    if r.auth_timeout.is_zero() || r.auth_timeout > Duration::from_secs(30) {
+        return Err(bad(format!(
+            "--auth-timeout {:?}: expected above 0 and at most 30 s",
+            r.auth_timeout
+        )));
+    }
+    Ok(Some(Arc::new(Admission::new(ServiceConfig {
+        url,
+        timeout: r.auth_timeout,
+    }))))
+}
+
 /// How each profile of `run` is named in messages.
 fn profile_names(paths: &[PathBuf]) -> Vec<String> {
     if paths.is_empty() {
@@ -195,21 +222,23 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         .local_addr()
         .map_err(Failure::setup("reading the HTTP address"))?;
     let global_token = global_token(&r)?;
-    let mut stream_tokens = Vec::new();
+    let global_service = global_service(&r)?;
+    let mut guards = Vec::new();
     for (plan, name) in plans.iter().zip(profile_names(&r.profiles)) {
-        let token = plan
-            .auth
-            .as_ref()
-            .map(|a| a.resolve())
-            .transpose()
-            .map_err(|message| {
+        let guard = match &plan.auth {
+            Some(Access::Token(source)) => Guard::Token(source.resolve().map_err(|message| {
                 Failure::Profile(ProfileError {
                     file: name,
                     position: None,
                     message,
                 })
-            })?;
-        stream_tokens.push(token);
+            })?),
+            Some(Access::Service(config)) => {
+                Guard::Service(Arc::new(Admission::new(config.clone())))
+            }
+            None => global_service.clone().map_or(Guard::Open, Guard::Service),
+        };
+        guards.push(guard);
     }
     // Every task of the process besides the streams' own, ended by `stop`.
     let tasks = TaskTracker::new();
@@ -264,7 +293,7 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     }
 
     let mut set = JoinSet::new();
-    for (plan, token) in plans.into_iter().zip(stream_tokens) {
+    for (plan, guard) in plans.into_iter().zip(guards) {
         let id = plan.id.to_string();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base = format!("{scheme}://{}", display_addr(http_addr));
@@ -276,7 +305,7 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
             ffmpeg: r.ffmpeg.ffmpeg.clone(),
             streams: streams.clone(),
             ctl: ctl.clone(),
-            token,
+            guard,
         };
         let announce_once = Once::new();
         let term = term.clone();

@@ -2,7 +2,6 @@
 //! a file), how they are kept (never printed), and the constant-time check
 //! of an `Authorization` header against them.
 
-use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
 use subtle::ConstantTimeEq;
@@ -23,35 +22,12 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Where a profile's token comes from: exactly one of the three.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawAuth")]
+/// Where a token comes from: the profile, an environment variable, a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSource {
     Literal(Secret),
     Env(String),
     File(PathBuf),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawAuth {
-    token: Option<String>,
-    token_env: Option<String>,
-    token_file: Option<PathBuf>,
-}
-
-impl TryFrom<RawAuth> for TokenSource {
-    type Error = String;
-
-    fn try_from(a: RawAuth) -> Result<Self, String> {
-        match (a.token, a.token_env, a.token_file) {
-            (Some(t), None, None) if !t.trim().is_empty() => Ok(TokenSource::Literal(Secret(t))),
-            (Some(_), None, None) => Err("auth.token is empty: expected a token".into()),
-            (None, Some(e), None) => Ok(TokenSource::Env(e)),
-            (None, None, Some(f)) => Ok(TokenSource::File(f)),
-            _ => Err("auth: expected exactly one of token, token_env or token_file".into()),
-        }
-    }
 }
 
 impl TokenSource {

@@ -150,6 +150,13 @@ pub struct RunArgs {
     /// Read the global bearer token from this file.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// Ask this HTTP(S) service whether each viewer may watch, for every
+    /// stream without `auth:` of its own (as a profile's `auth.url`).
+    #[arg(long, env = "FFWHEP_AUTH_URL")]
+    pub auth_url: Option<String>,
+    /// How long that service may take to answer.
+    #[arg(long, default_value = "5s", value_parser = parse_duration_arg)]
+    pub auth_timeout: Duration,
     /// No status line at the bottom of the terminal (there is none unless
     /// stderr is a terminal).
     #[arg(long, short)]

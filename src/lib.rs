@@ -13,6 +13,7 @@
 //! - `cli` (the command line), `app` (the commands), `logging` and `term`,
 //!   and `smoke` (the built-in viewer that checks a profile).
 
+mod admission;
 mod app;
 mod auth;
 mod cli;

@@ -73,6 +73,9 @@ pub(crate) enum HttpError {
     NoPicture(&'static str),
     #[error("{0}")]
     BadQuery(String),
+    /// The service that admits viewers gave no decision.
+    #[error("{0}; retry later")]
+    AuthUnavailable(String),
     /// Refused by the HTTP layer itself before a handler ran (a method not
     /// allowed, a body over the limit, a malformed path or query): its
     /// status and reason.
@@ -97,7 +100,9 @@ impl HttpError {
             HttpError::NotText | HttpError::Offer(_) => StatusCode::BAD_REQUEST,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            HttpError::Busy(_) | HttpError::NoPictureYet(..) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Busy(_) | HttpError::NoPictureYet(..) | HttpError::AuthUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             HttpError::NoPicture(_) => StatusCode::CONFLICT,
             HttpError::BadQuery(_) => StatusCode::BAD_REQUEST,
             HttpError::Refused(status, ..) => *status,
@@ -112,7 +117,7 @@ impl IntoResponse for HttpError {
         let status = self.status();
         let retry = match &self {
             HttpError::NotLive(secs) => Some(*secs),
-            HttpError::Busy(_) => Some(BUSY_RETRY_AFTER_SECS),
+            HttpError::Busy(_) | HttpError::AuthUnavailable(_) => Some(BUSY_RETRY_AFTER_SECS),
             HttpError::NoPictureYet(_, secs) => Some(*secs),
             _ => None,
         };

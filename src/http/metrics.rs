@@ -46,6 +46,7 @@ struct Families {
     snapshot_decodes: IntCounterVec,
     snapshot_failures: IntCounterVec,
     snapshot_decode_ms: GaugeVec,
+    auth_decisions: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -188,6 +189,11 @@ impl Families {
                 "Snapshot decodes that failed.",
                 s,
             )?,
+            auth_decisions: counter(
+                "auth_decisions_total",
+                "Viewers the authorization service admitted, refused, or could not decide on (unavailable).",
+                &["stream", "decision"],
+            )?,
             snapshot_decode_ms: fgauge(
                 "snapshot_decode_ms",
                 "Wall time of the last snapshot decode, ms.",
@@ -257,6 +263,17 @@ impl Families {
                 .with_label_values(l)
                 .inc_by(sent.keyframe_requests);
             self.resyncs.with_label_values(l).inc_by(sent.resyncs);
+            if let Some(a) = info.admissions {
+                for (decision, n) in [
+                    ("admitted", a.admitted),
+                    ("refused", a.refused),
+                    ("unavailable", a.unavailable),
+                ] {
+                    self.auth_decisions
+                        .with_label_values(&[id.as_str(), decision])
+                        .inc_by(n);
+                }
+            }
             let snaps = info.snapshots;
             self.snapshots.with_label_values(l).inc_by(snaps.served);
             self.snapshot_decodes

@@ -9,6 +9,7 @@ mod snapshot;
 mod status;
 mod whep;
 
+use crate::admission::{Ask, Refusal};
 use crate::stream::registry::Streams;
 use anyhow::Context;
 use axum::Router;
@@ -40,6 +41,46 @@ fn authorized(streams: &Streams, id: &str, headers: &HeaderMap) -> Result<(), Ht
     streams
         .authorize(id, bearer(headers))
         .map_err(HttpError::Unauthorized)
+}
+
+/// For a stream whose viewers a service admits: asks it about this request
+/// (401 or 403 with its reason when it refuses, 503 when it cannot say).
+async fn admitted(
+    streams: &Streams,
+    id: &str,
+    headers: &HeaderMap,
+    remote: std::net::SocketAddr,
+) -> Result<(), HttpError> {
+    let Some(service) = streams.admission(id) else {
+        return Ok(());
+    };
+    let text = |v: &HeaderValue| v.to_str().ok().map(str::to_owned);
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(text)
+        .and_then(|h| {
+            let (scheme, token) = h.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_owned())
+        });
+    let ask = Ask {
+        stream: id.to_owned(),
+        token,
+        remote: Some(remote.to_string()),
+        user_agent: headers.get(header::USER_AGENT).and_then(text),
+    };
+    service
+        .admit(&ask, Some(remote.ip()))
+        .await
+        .map_err(|r| match r {
+            Refusal::Denied(status, why) => HttpError::Refused(
+                axum::http::StatusCode::from_u16(status)
+                    .unwrap_or(axum::http::StatusCode::FORBIDDEN),
+                why,
+            ),
+            Refusal::Unavailable(why) => HttpError::AuthUnavailable(why),
+        })
 }
 
 /// A certificate chain and its key, PEM.
@@ -89,7 +130,7 @@ pub(crate) async fn serve(
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
     let handle = axum_server::Handle::new();
-    let make = app.into_make_service();
+    let make = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     // One task serves and, when `stop` fires, shuts down gracefully.
     let until_stopped =
         move |serving: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>,

@@ -1,12 +1,12 @@
 //! `GET /snapshot/{id}.jpg[?width=N]`: the stream's current picture, with
 //! the stream's token rules.
 
-use super::authorized;
 use super::error::HttpError;
+use super::{admitted, authorized};
 use crate::snapshot::SnapshotError;
 use crate::stream::registry::Streams;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -46,12 +46,14 @@ async fn snapshot(
     State(s): State<Arc<Snapshots>>,
     Path(file): Path<String>,
     Query(params): Query<Params>,
+    ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
     let id = file.strip_suffix(".jpg").ok_or(HttpError::UnknownPath)?;
     authorized(&s.streams, id, &headers)?;
     let width = params.width.as_deref().map(parse_width).transpose()?;
     let media = s.streams.media(id)?.media;
+    admitted(&s.streams, id, &headers, remote).await?;
     let video = media
         .video
         .ok_or(HttpError::NoPicture("the stream has no video"))?;

@@ -42,6 +42,9 @@ pub struct StreamStatus {
     pub tasks: usize,
     /// Pictures served, FFmpeg decodes, failures, the last decode's time.
     pub snapshots: crate::snapshot::SnapshotCounts,
+    /// The decisions of the service that admits viewers, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth: Option<crate::admission::AdmissionCounts>,
     pub viewers: Vec<ViewerStatus>,
 }
 
@@ -135,6 +138,7 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
         relay_latency: info.latency.summary(),
         tasks: info.tasks,
         snapshots: info.snapshots,
+        auth: info.admissions,
         viewers,
     }
 }

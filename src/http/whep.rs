@@ -3,14 +3,14 @@
 //! hangs the viewer up. The registry lock is never held across an await.
 
 use super::error::HttpError;
-use super::{authorized, bearer};
+use super::{admitted, authorized, bearer};
 use crate::engine::{PeerError, Viewer, accept_offer};
 use crate::sdp::offer::{OfferError, Offered};
 use crate::sdp::trickle::SdpFrag;
 use crate::stream::registry::{Published, Session, Streams, Unavailable};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
@@ -173,11 +173,13 @@ fn content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), HttpE
 async fn subscribe(
     State(streams): State<Arc<Streams>>,
     Path(id): Path<String>,
+    ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     authorized(&streams, &id, &headers)?;
     let published = streams.media(&id)?;
+    admitted(&streams, &id, &headers, remote).await?;
     content_type(&headers, "application/sdp")?;
     streams.has_room(&id)?;
     // A cap on viewers being set up at once: each costs sockets and a DTLS

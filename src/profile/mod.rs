@@ -4,9 +4,10 @@
 //! Every check that can fail runs while serde_yaml walks the document, so each
 //! error carries the line and column of the value that is wrong.
 
+pub mod access;
 pub mod restart;
 
-use crate::auth::TokenSource;
+use access::Access;
 use restart::{RestartConfig, Secs};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -205,7 +206,7 @@ struct RawProfile {
     restart: RestartConfig,
     #[serde(default = "default_stale_timeout")]
     stale_timeout: Secs,
-    auth: Option<TokenSource>,
+    auth: Option<Access>,
 }
 
 /// How long FFmpeg may go without progress (or a source without RTP) before
@@ -510,8 +511,8 @@ pub struct Plan {
     pub stale_timeout: Option<Duration>,
     /// The video GOP cache's bounds; `None` when it is off.
     pub gop_cache: Option<CacheLimits>,
-    /// The stream's own bearer token, when it has one.
-    pub auth: Option<TokenSource>,
+    /// Who may watch: the stream's own bearer token, or a service to ask.
+    pub auth: Option<Access>,
     /// At most this many viewers of this stream (503 beyond).
     pub max_viewers: Option<usize>,
 }

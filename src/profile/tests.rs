@@ -1,3 +1,4 @@
+use super::access::{DEFAULT_SERVICE_TIMEOUT, ServiceConfig};
 use super::*;
 
 fn parse(yaml: &str) -> Result<Plan, ProfileError> {
@@ -229,16 +230,50 @@ fn gop_cache_and_keyframe_interval_are_read() {
 }
 
 #[test]
+fn auth_may_name_a_service_to_ask() {
+    let plan = parse(&format!(
+        "{MINIMAL}auth: {{url: \"https://auth.example/check\", timeout: 2s}}\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        plan.auth,
+        Some(Access::Service(ServiceConfig {
+            url: "https://auth.example/check".into(),
+            timeout: Duration::from_secs(2),
+        }))
+    );
+    let plan = parse(&format!(
+        "{MINIMAL}auth: {{url: \"http://127.0.0.1:9/x\"}}\n"
+    ))
+    .unwrap();
+    assert!(matches!(plan.auth, Some(Access::Service(s)) if s.timeout == DEFAULT_SERVICE_TIMEOUT));
+    for (bad, says) in [
+        ("{url: \"ftp://x\"}", "http:// or https://"),
+        ("{url: \"https://\"}", "no host"),
+        ("{url: \"https://a\", token: b}", "exactly one of"),
+        ("{url: \"https://a\", timeout: 0}", "above 0"),
+        ("{url: \"https://a\", timeout: 60s}", "at most 30 s"),
+        ("{token: a, timeout: 2s}", "only with auth.url"),
+    ] {
+        let e = err(&format!("{MINIMAL}auth: {bad}\n"));
+        assert!(e.message.contains(says), "{bad}: {e}");
+        assert!(e.position.is_some(), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn auth_takes_exactly_one_source() {
     let plan = parse(&format!("{MINIMAL}auth: {{token_env: CAM1_TOKEN}}\n")).unwrap();
     assert_eq!(
         plan.auth,
-        Some(crate::auth::TokenSource::Env("CAM1_TOKEN".into()))
+        Some(Access::Token(crate::auth::TokenSource::Env(
+            "CAM1_TOKEN".into()
+        )))
     );
     let e = err(&format!("{MINIMAL}auth: {{token: a, token_file: /b}}\n"));
     assert!(
         e.message
-            .contains("exactly one of token, token_env or token_file"),
+            .contains("exactly one of token, token_env, token_file or url"),
         "{e}"
     );
     assert!(e.position.is_some());

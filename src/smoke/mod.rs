@@ -86,7 +86,7 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
         streams,
         ctl: ctl.clone(),
         // The built-in viewer is the only client.
-        token: None,
+        guard: Default::default(),
     };
     let span = tracing::info_span!("stream", stream = %id);
     let ready = move |_, _| {

@@ -14,11 +14,11 @@ mod watchdog;
 
 pub(crate) use ended::{Ended, judge};
 
-use crate::auth::Secret;
 use crate::exit::Failure;
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::supervisor::StopControl;
 use crate::profile::Plan;
+use registry::Guard;
 use registry::{State, Streams};
 use restart::{Backoff, Decision, RunEnd};
 use std::ffi::OsString;
@@ -33,8 +33,8 @@ pub(crate) struct StreamRun {
     pub streams: Arc<Streams>,
     /// Stops the stream: the running FFmpeg, or the wait for the next run.
     pub ctl: StopControl,
-    /// The stream's own bearer token (resolved from its profile).
-    pub token: Option<Secret>,
+    /// Who may watch (the profile's token resolved, or its service).
+    pub guard: Guard,
 }
 
 /// Runs the stream until it ends for good. `ready` is called after each
@@ -42,7 +42,7 @@ pub(crate) struct StreamRun {
 pub(crate) async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended, Failure> {
     let id = run.plan.id.to_string();
     run.streams
-        .declare(&id, run.token.clone(), run.plan.max_viewers);
+        .declare(&id, run.guard.clone(), run.plan.max_viewers);
     let mut backoff = Backoff::new(run.plan.restart.clone());
     let mut number = 0;
     let ended = loop {

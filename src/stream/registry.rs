@@ -3,6 +3,7 @@
 //! writes it; HTTP (WHEP, status, metrics) reads it. The lock is never held
 //! across an await.
 
+use crate::admission::{Admission, AdmissionCounts};
 use crate::auth::{self, Denied, Secret};
 use crate::engine::{Engine, SentTotals, StreamMedia, Viewer};
 use crate::ffmpeg::args::LegPorts;
@@ -117,6 +118,8 @@ pub struct StreamInfo {
     pub tasks: usize,
     /// What the stream's snapshots cost (counted in `pictures`).
     pub snapshots: SnapshotCounts,
+    /// The decisions of the service that admits its viewers, if any.
+    pub admissions: Option<AdmissionCounts>,
 }
 
 /// The media of one run, as viewers are given it.
@@ -134,9 +137,21 @@ pub(crate) struct Published {
     pub ended: tokio_util::sync::CancellationToken,
 }
 
+/// Who may watch a stream, as the registry applies it.
+#[derive(Clone, Default)]
+pub enum Guard {
+    /// Anyone (or the global token's holders, when one is set).
+    #[default]
+    Open,
+    /// Holders of the stream's own token.
+    Token(Secret),
+    /// Whom the service admits; sessions are then their URLs' holders'.
+    Service(Arc<Admission>),
+}
+
 struct Slot {
     media: Option<Published>,
-    token: Option<Secret>,
+    guard: Guard,
     max_viewers: Option<usize>,
     /// When the next run is due, while the stream waits to restart.
     next_run: Option<Instant>,
@@ -150,7 +165,7 @@ impl Slot {
     fn new() -> Self {
         Self {
             media: None,
-            token: None,
+            guard: Guard::Open,
             max_viewers: None,
             next_run: None,
             sessions: HashMap::new(),
@@ -169,6 +184,7 @@ impl Slot {
                 gop_cache: None,
                 tasks: 0,
                 snapshots: SnapshotCounts::default(),
+                admissions: None,
             },
             pictures: Arc::default(),
         }
@@ -218,13 +234,20 @@ impl Streams {
     }
 
     /// Makes `id` known, starting, with no media yet (POSTs get 409).
-    /// `token`: the stream's own bearer token, if any; `max_viewers` its
-    /// own viewer limit.
-    pub fn declare(&self, id: &str, token: Option<Secret>, max_viewers: Option<usize>) {
+    /// `guard`: who may watch; `max_viewers` its own viewer limit.
+    pub fn declare(&self, id: &str, guard: Guard, max_viewers: Option<usize>) {
         let mut map = self.lock();
         let slot = map.entry(id.to_owned()).or_insert_with(Slot::new);
-        slot.token = token;
+        slot.guard = guard;
         slot.max_viewers = max_viewers;
+    }
+
+    /// The service that admits viewers of `id`, when it has one.
+    pub fn admission(&self, id: &str) -> Option<Arc<Admission>> {
+        match self.lock().get(id).map(|s| &s.guard) {
+            Some(Guard::Service(a)) => Some(a.clone()),
+            _ => None,
+        }
     }
 
     /// Whether `id` may take one more viewer under its and the global limit.
@@ -254,12 +277,16 @@ impl Streams {
     pub fn authorize(&self, id: &str, header: Option<&[u8]>) -> Result<(), Denied> {
         let token = {
             let map = self.lock();
-            match map.get(id) {
-                Some(slot) => slot.token.clone(),
-                // While some stream has a token of its own, an unknown one is
-                // refused as a protected one would be: a 404 here and a 401
-                // there would tell a stranger which ids exist.
-                None if map.values().any(|s| s.token.is_some()) => {
+            match map.get(id).map(|s| &s.guard) {
+                Some(Guard::Token(t)) => Some(t.clone()),
+                // The service decides when a session is asked for; a
+                // session's own URL is its holder's.
+                Some(Guard::Service(_)) => return Ok(()),
+                Some(Guard::Open) => None,
+                // While some stream is guarded, an unknown one is refused as
+                // a guarded one would be: a 404 here and a 401 there would
+                // tell a stranger which ids exist.
+                None if map.values().any(|s| !matches!(s.guard, Guard::Open)) => {
                     return Err(if header.is_some() {
                         Denied::Wrong
                     } else {
@@ -286,7 +313,9 @@ impl Streams {
     /// it carries the stream's token or the global one, or none is needed.
     pub fn may_see(&self, id: &str, header: Option<&[u8]>) -> bool {
         let global = self.global_token.is_some() && self.authorize_global(header).is_ok();
-        global || self.authorize(id, header).is_ok()
+        // A stream whose viewers a service admits is named to the global
+        // token's holders only.
+        global || (self.admission(id).is_none() && self.authorize(id, header).is_ok())
     }
 
     /// Checks a request's `Authorization` against the global token.
@@ -456,6 +485,10 @@ impl Streams {
                     .collect();
                 info.sessions.sort_by_key(|(_, v)| v.joined);
                 info.snapshots = s.pictures.stats.counts();
+                info.admissions = match &s.guard {
+                    Guard::Service(a) => Some(a.counts()),
+                    _ => None,
+                };
                 (id.clone(), info)
             })
             .collect()

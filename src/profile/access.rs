@@ -1,0 +1,82 @@
+//! The `auth:` section: who may watch a stream. A bearer token (from the
+//! profile, an environment variable or a file), or an external service that
+//! ffwhep asks about each viewer.
+
+use super::restart::Secs;
+use crate::auth::{Secret, TokenSource};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How long the service may take when the profile does not say.
+pub const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Who may watch a stream.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawAccess")]
+pub enum Access {
+    Token(TokenSource),
+    Service(ServiceConfig),
+}
+
+/// An HTTP(S) service that admits or refuses each viewer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceConfig {
+    pub url: String,
+    /// The longest a decision may take; past it the viewer is refused (503).
+    pub timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccess {
+    token: Option<String>,
+    token_env: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+    url: Option<String>,
+    timeout: Option<Secs>,
+}
+
+impl TryFrom<RawAccess> for Access {
+    type Error = String;
+
+    fn try_from(a: RawAccess) -> Result<Self, String> {
+        if a.timeout.is_some() && a.url.is_none() {
+            return Err("auth.timeout: only with auth.url".into());
+        }
+        match (a.token, a.token_env, a.token_file, a.url) {
+            (Some(t), None, None, None) if !t.trim().is_empty() => {
+                Ok(Access::Token(TokenSource::Literal(Secret::new(t))))
+            }
+            (Some(_), None, None, None) => Err("auth.token is empty: expected a token".into()),
+            (None, Some(e), None, None) => Ok(Access::Token(TokenSource::Env(e))),
+            (None, None, Some(f), None) => Ok(Access::Token(TokenSource::File(f))),
+            (None, None, None, Some(url)) => Ok(Access::Service(ServiceConfig {
+                url: service_url(&url)?,
+                timeout: service_timeout(a.timeout)?,
+            })),
+            _ => Err("auth: expected exactly one of token, token_env, token_file or url".into()),
+        }
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+pub fn service_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("auth.url {url:?}: expected an http:// or https:// URL"))?;
+    if rest.is_empty() || rest.starts_with('/') {
+        return Err(format!("auth.url {url:?}: no host"));
+    }
+    Ok(url.to_owned())
+}
+
+fn service_timeout(t: Option<Secs>) -> Result<Duration, String> {
+    match t {
+        None => Ok(DEFAULT_SERVICE_TIMEOUT),
+        Some(Secs(d)) if d.is_zero() || d > Duration::from_secs(30) => Err(format!(
+            "auth.timeout {d:?}: expected above 0 and at most 30 s (a viewer's setup has 30 s)"
+        )),
+        Some(Secs(d)) => Ok(d),
+    }
+}
