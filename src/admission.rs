@@ -1,5 +1,5 @@
 //! External authorization: before a viewer's session is made, ffwhep asks
-//! an HTTP(S) service whether it may watch (a POST of JSON: the stream, the
+//! an HTTP service whether it may watch (a POST of JSON: the stream, the
 //! bearer token presented, the remote address, the user agent). A 2xx answer
 //! admits; 401 and 403 refuse with the service's reason, any other answer
 //! refuses with 403; no answer within the timeout, or none at all, is 503.

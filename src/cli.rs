@@ -150,8 +150,8 @@ pub struct RunArgs {
     /// Read the global bearer token from this file.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
-    /// Ask this HTTP(S) service whether each viewer may watch, for every
-    /// stream without `auth:` of its own (as a profile's `auth.url`).
+    /// Ask this HTTP service (an http:// URL) whether each viewer may watch,
+    /// for every stream without `auth:` of its own (as a profile's `auth.url`).
     #[arg(long, env = "FFWHEP_AUTH_URL")]
     pub auth_url: Option<String>,
     /// How long that service may take to answer.

@@ -61,7 +61,17 @@ async fn the_service_admits_refuses_and_times_out() {
         "guarded",
         &format!("auth:\n  url: \"{url}\"\n  timeout: 1s\n"),
     );
-    let ff = Ffwhep::start(&[profile.to_str().unwrap(), "--token", "admin"]);
+    let ff = Ffwhep::start(&[
+        profile.to_str().unwrap(),
+        "--token",
+        "admin",
+        "--ice-server",
+        "turn:127.0.0.1:3478",
+        "--ice-username",
+        "u",
+        "--ice-credential",
+        "secret-credential",
+    ]);
     let status = common::StatusReader::with_token(&ff, "admin");
     status
         .wait("live media", |s| s["streams"][0]["live"] == true)
@@ -117,6 +127,26 @@ async fn the_service_admits_refuses_and_times_out() {
     )
     .await;
 
+    // OPTIONS gives the ICE servers (TURN credentials) only to whom the
+    // service admits.
+    let links = |token: &'static str| {
+        let url = ff.url.clone();
+        async move {
+            reqwest::Client::new()
+                .request(reqwest::Method::OPTIONS, url)
+                .header("authorization", format!("Bearer {token}"))
+                .send()
+                .await
+                .unwrap()
+                .headers()
+                .get_all("link")
+                .iter()
+                .count()
+        }
+    };
+    assert_eq!(links("bad").await, 0);
+    assert!(links("good").await > 0);
+
     // Snapshots ask the service too.
     let snap = |token: &'static str| {
         let url = format!("{}/snapshot/guarded.jpg", ff.base());
@@ -138,7 +168,7 @@ async fn the_service_admits_refuses_and_times_out() {
     let auth = &s["streams"][0]["auth"];
     assert_eq!(
         (auth["admitted"].as_u64(), auth["cached"].as_u64()),
-        (Some(3), Some(2)),
+        (Some(4), Some(3)),
         "{s}"
     );
     assert_eq!(auth["unavailable"], 1, "{s}");

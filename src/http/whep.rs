@@ -99,10 +99,16 @@ fn preflight(allow: &'static str) -> Response {
 async fn endpoint_options(
     State(streams): State<Arc<Streams>>,
     Path(id): Path<String>,
+    ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
     let mut resp = preflight("OPTIONS, POST");
-    if streams.knows(&id) && streams.authorize(&id, bearer(&headers)).is_ok() {
+    // The ICE servers (TURN credentials among them) only for a request that
+    // may watch: its token, or the stream's service says so.
+    if streams.knows(&id)
+        && streams.authorize(&id, bearer(&headers)).is_ok()
+        && admitted(&streams, &id, &headers, remote).await.is_ok()
+    {
         add_links(resp.headers_mut(), &streams);
     }
     resp.headers_mut()

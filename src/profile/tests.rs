@@ -232,13 +232,13 @@ fn gop_cache_and_keyframe_interval_are_read() {
 #[test]
 fn auth_may_name_a_service_to_ask() {
     let plan = parse(&format!(
-        "{MINIMAL}auth: {{url: \"https://auth.example/check\", timeout: 2s}}\n"
+        "{MINIMAL}auth: {{url: \"http://auth.example/check\", timeout: 2s}}\n"
     ))
     .unwrap();
     assert_eq!(
         plan.auth,
         Some(Access::Service(ServiceConfig {
-            url: "https://auth.example/check".into(),
+            url: "http://auth.example/check".into(),
             timeout: Duration::from_secs(2),
         }))
     );
@@ -248,11 +248,12 @@ fn auth_may_name_a_service_to_ask() {
     .unwrap();
     assert!(matches!(plan.auth, Some(Access::Service(s)) if s.timeout == DEFAULT_SERVICE_TIMEOUT));
     for (bad, says) in [
-        ("{url: \"ftp://x\"}", "http:// or https://"),
-        ("{url: \"https://\"}", "no host"),
-        ("{url: \"https://a\", token: b}", "exactly one of"),
-        ("{url: \"https://a\", timeout: 0}", "above 0"),
-        ("{url: \"https://a\", timeout: 60s}", "at most 30 s"),
+        ("{url: \"ftp://x\"}", "expected an http:// URL"),
+        ("{url: \"https://a/x\"}", "https is not supported yet"),
+        ("{url: \"http://\"}", "no host"),
+        ("{url: \"http://a\", token: b}", "exactly one of"),
+        ("{url: \"http://a\", timeout: 0}", "above 0"),
+        ("{url: \"http://a\", timeout: 60s}", "at most 30 s"),
         ("{token: a, timeout: 2s}", "only with auth.url"),
     ] {
         let e = err(&format!("{MINIMAL}auth: {bad}\n"));
