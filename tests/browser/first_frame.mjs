@@ -3,8 +3,8 @@
 // timeline says: ms since navigation start for each step of the start, up
 // to the first frame that requestVideoFrameCallback reports; a load also
 // waits for the page's first trickled candidate to be accepted (PATCH). Each
-// page is closed, and its viewer gone from the server, before the next opens
-// (its pagehide sends DELETE).
+// page is closed, and the server has answered its DELETE (sent on pagehide),
+// before the next opens.
 // Prints one JSON line per load, then {"summary": {...}} with p50/p95.
 // usage: node first_frame.mjs PLAYER_URL [N=20] [GOP_SECONDS=4]
 // (PLAYER_FILE=path serves that file as the page instead: for trying a
@@ -25,19 +25,6 @@ const browser = await chromium.launch({
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const pick = (xs, q) => xs.length ? xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] : null;
 const frames = [], failures = [];
-// The closed page's DELETE goes with keepalive, after the page is gone:
-// wait until the server has no viewer of the stream left (so no load
-// overlaps the next, and the browser is not closed under the last DELETE).
-const page_url = new URL(url);
-const stream = decodeURIComponent(page_url.pathname.split("/").pop());
-async function viewersGone() {
-  for (let i = 0; i < 300; i++) {
-    const list = await fetch(new URL("/streams", page_url)).then((r) => r.json()).catch(() => []);
-    const s = list.find((x) => x.id === stream);
-    if (!s || s.viewers === 0) return;
-    await sleep(50);
-  }
-}
 try {
   const context = await browser.newContext({ viewport: { width: 1000, height: 760 } });
   if (process.env.PLAYER_FILE) {
@@ -67,8 +54,15 @@ try {
       if (i > 0) failures.push(String(e));
       console.log(JSON.stringify({ load: i, error: String(e) }));
     } finally {
+      // The page's pagehide handler sends DELETE. It is fired while the page
+      // is still open, and its answer awaited (`ffwhep.leaving`): no load
+      // overlaps the next, and the browser is not closed under the last
+      // DELETE. Closing the page then sends nothing more.
+      await page.evaluate(async () => {
+        dispatchEvent(new PageTransitionEvent("pagehide"));
+        await window.ffwhep.leaving;
+      }).catch((e) => console.error("leaving:", String(e)));
       await page.close({ runBeforeUnload: true });
-      await viewersGone();
     }
   }
 } finally {
