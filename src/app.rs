@@ -168,7 +168,7 @@ fn global_service(r: &RunArgs) -> Result<Option<Arc<Admission>>, Failure> {
             message: message.replace("auth.url", "--auth-url"),
         })
     };
-    let url = service_url(url).map_err(bad)?;
+    let url = service_url("--auth-url", url).map_err(bad)?;
     if r.auth_timeout.is_zero() || r.auth_timeout > Duration::from_secs(30) {
         return Err(bad(format!(
             "--auth-timeout {:?}: expected above 0 and at most 30 s",

@@ -21,6 +21,7 @@ mod engine;
 mod exit;
 mod ffmpeg;
 pub mod h264;
+mod hooks;
 mod http;
 mod latency;
 mod logging;

@@ -47,6 +47,8 @@ struct Families {
     snapshot_failures: IntCounterVec,
     snapshot_decode_ms: GaugeVec,
     auth_decisions: IntCounterVec,
+    hook_runs: IntCounterVec,
+    hook_events_dropped: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -194,6 +196,16 @@ impl Families {
                 "Viewers the authorization service admitted, refused, or could not decide on (unavailable).",
                 &["stream", "decision"],
             )?,
+            hook_runs: counter(
+                "hook_runs_total",
+                "Hook runs (commands and POSTs) by result: ok, failed, timed_out.",
+                &["stream", "result"],
+            )?,
+            hook_events_dropped: counter(
+                "hook_events_dropped_total",
+                "Events a hook never ran for: its queue was full, or the stream ended first.",
+                s,
+            )?,
             snapshot_decode_ms: fgauge(
                 "snapshot_decode_ms",
                 "Wall time of the last snapshot decode, ms.",
@@ -273,6 +285,20 @@ impl Families {
                         .with_label_values(&[id.as_str(), decision])
                         .inc_by(n);
                 }
+            }
+            if let Some(h) = info.hooks {
+                for (result, n) in [
+                    ("ok", h.ok),
+                    ("failed", h.failed),
+                    ("timed_out", h.timed_out),
+                ] {
+                    self.hook_runs
+                        .with_label_values(&[id.as_str(), result])
+                        .inc_by(n);
+                }
+                self.hook_events_dropped
+                    .with_label_values(l)
+                    .inc_by(h.dropped);
             }
             let snaps = info.snapshots;
             self.snapshots.with_label_values(l).inc_by(snaps.served);

@@ -45,6 +45,9 @@ pub struct StreamStatus {
     /// The decisions of the service that admits viewers, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::admission::AdmissionCounts>,
+    /// What the stream's hooks did, when it has any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<crate::hooks::HookCounts>,
     pub viewers: Vec<ViewerStatus>,
 }
 
@@ -139,6 +142,7 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
         tasks: info.tasks,
         snapshots: info.snapshots,
         auth: info.admissions,
+        hooks: info.hooks,
         viewers,
     }
 }

@@ -201,7 +201,13 @@ async fn subscribe(
     // The setup is a task of the run: it finishes (and frees what it made
     // when refused) even if the client goes away, and the run's teardown
     // waits for it.
-    let setup = set_up(streams.clone(), id.clone(), published.clone(), offer);
+    let setup = set_up(
+        streams.clone(),
+        id.clone(),
+        published.clone(),
+        offer,
+        remote,
+    );
     let joined = published
         .tasks
         .spawn(async move {
@@ -240,6 +246,7 @@ async fn set_up(
     id: String,
     published: Published,
     offer: String,
+    remote: std::net::SocketAddr,
 ) -> Result<Joined, HttpError> {
     let session = random_hex();
     let label = session[..8].to_owned();
@@ -269,6 +276,7 @@ async fn set_up(
         joined: std::time::SystemTime::now(),
         etag: etag.clone(),
         ice_ufrag: Offered::parse(&offer).ok().and_then(|o| o.ice_ufrag),
+        remote,
     };
     let watcher = watch_session(streams.clone(), id.clone(), session.clone(), viewer.clone());
     match streams.add_session(&id, &session, published.run, record, watcher) {
@@ -307,7 +315,7 @@ fn watch_session(
     let ended = viewer.ended(streams.peer.config.setup_timeout);
     async move {
         let why = ended.await;
-        let removed = streams.remove_session(&id, &session).is_some();
+        let removed = streams.remove_session(&id, &session, why).is_some();
         viewer.hang_up().await;
         if removed {
             tracing::info!(stream = %id, viewer = %&session[..8], reason = why, "viewer left");
@@ -323,7 +331,7 @@ async fn unsubscribe(
     // Only the session's holder: its unguessable URL, and the stream's token.
     authorized(&streams, &id, &headers)?;
     let viewer = streams
-        .remove_session(&id, &session)
+        .remove_session(&id, &session, "delete")
         .ok_or(HttpError::UnknownSession)?;
     viewer.hang_up().await;
     tracing::info!(stream = %id, viewer = %session.get(..8).unwrap_or(""), "viewer hung up (DELETE)");

@@ -51,7 +51,7 @@ impl TryFrom<RawAccess> for Access {
             (None, Some(e), None, None) => Ok(Access::Token(TokenSource::Env(e))),
             (None, None, Some(f), None) => Ok(Access::Token(TokenSource::File(f))),
             (None, None, None, Some(url)) => Ok(Access::Service(ServiceConfig {
-                url: service_url(&url)?,
+                url: service_url("auth.url", &url)?,
                 timeout: service_timeout(a.timeout)?,
             })),
             _ => Err("auth: expected exactly one of token, token_env, token_file or url".into()),
@@ -62,18 +62,18 @@ impl TryFrom<RawAccess> for Access {
 /// An `http://` URL with a host. (HTTPS would take a TLS stack in every
 /// HTTP client of the process; a service on a private network, or behind a
 /// local TLS-terminating proxy, is reached over plain HTTP.)
-pub fn service_url(url: &str) -> Result<String, String> {
+pub fn service_url(field: &str, url: &str) -> Result<String, String> {
     if url.starts_with("https://") {
         return Err(format!(
-            "auth.url {url:?}: https is not supported yet; reach the service over http \
+            "{field} {url:?}: https is not supported yet; reach the service over http \
              on a private network or through a local TLS proxy"
         ));
     }
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("auth.url {url:?}: expected an http:// URL"))?;
+        .ok_or_else(|| format!("{field} {url:?}: expected an http:// URL"))?;
     if rest.is_empty() || rest.starts_with('/') {
-        return Err(format!("auth.url {url:?}: no host"));
+        return Err(format!("{field} {url:?}: no host"));
     }
     Ok(url.to_owned())
 }

@@ -5,9 +5,11 @@
 //! error carries the line and column of the value that is wrong.
 
 pub mod access;
+pub mod hooks;
 pub mod restart;
 
 use access::Access;
+use hooks::HookConfig;
 use restart::{RestartConfig, Secs};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -207,6 +209,8 @@ struct RawProfile {
     #[serde(default = "default_stale_timeout")]
     stale_timeout: Secs,
     auth: Option<Access>,
+    #[serde(default)]
+    hooks: Vec<HookConfig>,
 }
 
 /// How long FFmpeg may go without progress (or a source without RTP) before
@@ -515,6 +519,8 @@ pub struct Plan {
     pub auth: Option<Access>,
     /// At most this many viewers of this stream (503 beyond).
     pub max_viewers: Option<usize>,
+    /// What runs, or is told, when something happens to the stream.
+    pub hooks: Vec<HookConfig>,
 }
 
 impl Plan {
@@ -579,6 +585,7 @@ impl Plan {
         Plan {
             max_viewers: w.max_viewers,
             auth: raw.auth,
+            hooks: raw.hooks,
             gop_cache: w.gop_cache,
             restart: raw.restart,
             stale_timeout: Some(raw.stale_timeout.0).filter(|d| !d.is_zero()),

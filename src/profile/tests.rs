@@ -281,3 +281,58 @@ fn auth_takes_exactly_one_source() {
     let e = err(&format!("{MINIMAL}auth: {{password: a}}\n"));
     assert!(e.message.contains("unknown field `password`"), "{e}");
 }
+
+#[test]
+fn hooks_are_read_with_their_defaults() {
+    use super::hooks::{DEFAULT_HOOK_QUEUE, DEFAULT_HOOK_TIMEOUT, EventKind};
+    let plan = parse(&format!(
+        "{MINIMAL}hooks:\n  - command: [/bin/notify, -q]\n  \
+         - events: [viewer_join, exit]\n    url: \"http://127.0.0.1:9/e\"\n    \
+         timeout: 2s\n    concurrency: 4\n    queue: 10\n"
+    ))
+    .unwrap();
+    let [all, some] = &plan.hooks[..] else {
+        panic!("{:?}", plan.hooks)
+    };
+    assert_eq!(all.events, EventKind::ALL);
+    assert_eq!(
+        all.command.as_deref(),
+        Some(&["/bin/notify".to_owned(), "-q".to_owned()][..])
+    );
+    assert_eq!(
+        (all.timeout, all.concurrency, all.queue),
+        (DEFAULT_HOOK_TIMEOUT, 1, DEFAULT_HOOK_QUEUE)
+    );
+    assert_eq!(some.events, [EventKind::ViewerJoin, EventKind::Exit]);
+    assert_eq!(some.url.as_deref(), Some("http://127.0.0.1:9/e"));
+    assert_eq!(
+        (some.timeout.as_secs(), some.concurrency, some.queue),
+        (2, 4, 10)
+    );
+    assert!(parse(MINIMAL).unwrap().hooks.is_empty());
+}
+
+#[test]
+fn bad_hooks_are_located() {
+    for (bad, says) in [
+        ("{events: [ready]}", "expected a command, a url, or both"),
+        ("{command: []}", "expected a program and its arguments"),
+        (
+            "{events: [started], command: [a]}",
+            "unknown variant `started`",
+        ),
+        ("{events: [], command: [a]}", "empty list"),
+        (
+            "{url: \"ftp://x\"}",
+            "hook url \"ftp://x\": expected an http:// URL",
+        ),
+        ("{command: [a], timeout: 0}", "above 0"),
+        ("{command: [a], concurrency: 0}", "expected 1 to 64"),
+        ("{command: [a], queue: 0}", "expected 1 to 65536"),
+        ("{command: [a], shell: true}", "unknown field `shell`"),
+    ] {
+        let e = err(&format!("{MINIMAL}hooks:\n  - {bad}\n"));
+        assert!(e.message.contains(says), "{bad}: {e}");
+        assert_eq!(e.position.map(|p| p.0), Some(5), "{bad}: {e}");
+    }
+}

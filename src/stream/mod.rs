@@ -17,7 +17,10 @@ pub(crate) use ended::{Ended, judge};
 use crate::exit::Failure;
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::supervisor::StopControl;
+use crate::hooks::Hooks;
+use crate::hooks::event::Event;
 use crate::profile::Plan;
+use crate::profile::hooks::EventKind;
 use registry::Guard;
 use registry::{State, Streams};
 use restart::{Backoff, Decision, RunEnd};
@@ -41,21 +44,26 @@ pub(crate) struct StreamRun {
 /// spawn of FFmpeg, with the run number and the port pair.
 pub(crate) async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result<Ended, Failure> {
     let id = run.plan.id.to_string();
+    let hooks = Arc::new(Hooks::start(&id, &run.plan.hooks));
     run.streams
-        .declare(&id, run.guard.clone(), run.plan.max_viewers);
+        .declare(&id, run.guard.clone(), run.plan.max_viewers, hooks.clone());
+    let ended = runs(&run, &id, &ready).await;
+    hooks.finish().await;
+    ended
+}
+
+/// The runs of the stream, one after another, as the restart policy says.
+async fn runs(run: &StreamRun, id: &str, ready: &impl Fn(u32, LegPorts)) -> Result<Ended, Failure> {
     let mut backoff = Backoff::new(run.plan.restart.clone());
     let mut number = 0;
     let ended = loop {
         number += 1;
         let started = Instant::now();
         let span = tracing::info_span!("run", run = number);
-        let (exit, stalled) = match run::one_run(&run, &id, number, &ready)
-            .instrument(span)
-            .await
-        {
+        let (exit, stalled) = match run::one_run(run, id, number, ready).instrument(span).await {
             Ok(r) => r,
             Err(f) => {
-                run.streams.finish(&id, State::Failed);
+                run.streams.finish(id, State::Failed);
                 return Err(f);
             }
         };
@@ -87,8 +95,17 @@ pub(crate) async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result
             stream = %id, run = number, attempt, status = %exit.status, stalled = stalled.as_deref(),
             delay_ms = delay.as_millis() as u64, policy = %backoff.policy(), "FFmpeg exited; restarting after the delay"
         );
+        run.streams.tell(
+            id,
+            Event {
+                run: Some(number),
+                attempt: Some(attempt),
+                delay_ms: Some(delay.as_millis() as u64),
+                ..Event::new(EventKind::Restart, id)
+            },
+        );
         run.streams
-            .wait_for_restart(&id, std::time::Instant::now() + delay);
+            .wait_for_restart(id, std::time::Instant::now() + delay);
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = run.ctl.stop.cancelled() => break Ended::Stopped,
@@ -96,7 +113,7 @@ pub(crate) async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result
     };
     let failed = ended.failed(run.ctl.stop.is_cancelled());
     run.streams.finish(
-        &id,
+        id,
         if failed {
             State::Failed
         } else {

@@ -8,7 +8,10 @@ use crate::auth::{self, Denied, Secret};
 use crate::engine::{Engine, SentTotals, StreamMedia, Viewer};
 use crate::ffmpeg::args::LegPorts;
 use crate::ffmpeg::progress::Progress;
+use crate::hooks::event::Event;
+use crate::hooks::{HookCounts, Hooks};
 use crate::latency::Histogram;
+use crate::profile::hooks::EventKind;
 use crate::snapshot::{SnapshotCounts, StreamSnapshots};
 use crate::source::SourceStats;
 use crate::source::gop::CacheState;
@@ -87,6 +90,8 @@ pub struct Session {
     pub etag: String,
     /// The viewer's ICE username fragment, from its offer.
     pub ice_ufrag: Option<String>,
+    /// The address its offer came from.
+    pub remote: std::net::SocketAddr,
 }
 
 /// A stream's record, as a copy for readers.
@@ -120,6 +125,8 @@ pub struct StreamInfo {
     pub snapshots: SnapshotCounts,
     /// The decisions of the service that admits its viewers, if any.
     pub admissions: Option<AdmissionCounts>,
+    /// What its hooks did, if it has any.
+    pub hooks: Option<HookCounts>,
 }
 
 /// The media of one run, as viewers are given it.
@@ -159,6 +166,8 @@ struct Slot {
     info: StreamInfo,
     /// The stream's snapshots: the last picture, its lock, its counters.
     pictures: Arc<StreamSnapshots>,
+    /// Told what happens to the stream.
+    hooks: Arc<Hooks>,
 }
 
 impl Slot {
@@ -185,10 +194,31 @@ impl Slot {
                 tasks: 0,
                 snapshots: SnapshotCounts::default(),
                 admissions: None,
+                hooks: None,
             },
             pictures: Arc::default(),
+            hooks: Arc::default(),
         }
     }
+}
+
+impl Slot {
+    fn tell_leave(&self, id: &str, session: &str, gone: &Session, reason: &str) {
+        self.hooks.tell(Event {
+            run: self.media.as_ref().map(|m| m.run),
+            viewer: Some(label(session)),
+            remote: Some(gone.remote.to_string()),
+            viewers: Some(self.sessions.len()),
+            reason: Some(reason.to_owned()),
+            ..Event::new(EventKind::ViewerLeave, id)
+        });
+    }
+}
+
+/// A session's label in logs and hooks: the first 8 digits, never the
+/// whole session id (its URL's secret).
+fn label(session: &str) -> String {
+    session.get(..8).unwrap_or(session).to_owned()
 }
 
 /// Every stream this process serves, and their viewers.
@@ -235,11 +265,19 @@ impl Streams {
 
     /// Makes `id` known, starting, with no media yet (POSTs get 409).
     /// `guard`: who may watch; `max_viewers` its own viewer limit.
-    pub fn declare(&self, id: &str, guard: Guard, max_viewers: Option<usize>) {
+    pub fn declare(&self, id: &str, guard: Guard, max_viewers: Option<usize>, hooks: Arc<Hooks>) {
         let mut map = self.lock();
         let slot = map.entry(id.to_owned()).or_insert_with(Slot::new);
         slot.guard = guard;
         slot.max_viewers = max_viewers;
+        slot.hooks = hooks;
+    }
+
+    /// Tells the hooks of `id` about `event` (never waits).
+    pub fn tell(&self, id: &str, event: Event) {
+        if let Some(hooks) = self.with(id, |s| s.hooks.clone()) {
+            hooks.tell(event);
+        }
     }
 
     /// The service that admits viewers of `id`, when it has one.
@@ -398,14 +436,17 @@ impl Streams {
     /// caller to hang up before it closes the sources.
     pub fn unpublish(&self, id: &str) -> Vec<Arc<Viewer>> {
         self.with(id, |s| {
+            let gone: Vec<(String, Session)> = s.sessions.drain().collect();
+            for (session, v) in &gone {
+                s.info.sent += v.viewer.totals();
+                s.tell_leave(id, session, v, "teardown");
+            }
             if let Some(m) = s.media.take() {
                 m.ended.cancel();
             }
             s.info.sources.clear();
             s.info.live = false;
-            let gone: Vec<Arc<Viewer>> = s.sessions.drain().map(|(_, v)| v.viewer).collect();
-            gone.iter().for_each(|v| s.info.sent += v.totals());
-            gone
+            gone.into_iter().map(|(_, v)| v.viewer).collect()
         })
         .unwrap_or_default()
     }
@@ -444,8 +485,18 @@ impl Streams {
             Some(_) | None => return Err(Unavailable::NotLive(retry_after(slot.next_run))),
         };
         published.tasks.spawn(watcher);
+        let run = published.run;
+        let remote = new.remote;
         slot.sessions.insert(session.to_owned(), new);
-        Ok(slot.sessions.len())
+        let viewers = slot.sessions.len();
+        slot.hooks.tell(Event {
+            run: Some(run),
+            viewer: Some(label(session)),
+            remote: Some(remote.to_string()),
+            viewers: Some(viewers),
+            ..Event::new(EventKind::ViewerJoin, id)
+        });
+        Ok(viewers)
     }
 
     /// A session, for a request on its resource.
@@ -453,11 +504,13 @@ impl Streams {
         self.lock().get(id)?.sessions.get(session).cloned()
     }
 
-    pub fn remove_session(&self, id: &str, session: &str) -> Option<Arc<Viewer>> {
+    /// Ends a session, for `reason` (told to the hooks).
+    pub fn remove_session(&self, id: &str, session: &str, reason: &str) -> Option<Arc<Viewer>> {
         self.with(id, |s| {
-            let viewer = s.sessions.remove(session)?.viewer;
-            s.info.sent += viewer.totals();
-            Some(viewer)
+            let gone = s.sessions.remove(session)?;
+            s.info.sent += gone.viewer.totals();
+            s.tell_leave(id, session, &gone, reason);
+            Some(gone.viewer)
         })
         .flatten()
     }
@@ -485,6 +538,7 @@ impl Streams {
                     .collect();
                 info.sessions.sort_by_key(|(_, v)| v.joined);
                 info.snapshots = s.pictures.stats.counts();
+                info.hooks = s.hooks.any().then(|| s.hooks.counts());
                 info.admissions = match &s.guard {
                     Guard::Service(a) => Some(a.counts()),
                     _ => None,

@@ -11,9 +11,12 @@ use crate::exit::Failure;
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::progress::Progress;
 use crate::ffmpeg::supervisor::{Exit, Ffmpeg, StopControl};
+use crate::hooks::event::Event;
+use crate::profile::hooks::EventKind;
 use crate::source::ports::allocate_pair;
 use crate::source::{Source, SourceKind, SourceStats};
 use futures::FutureExt;
+use std::os::unix::process::ExitStatusExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -98,6 +101,16 @@ pub(super) async fn one_run(
         let reason = exit_reason(exit, stalled.is_some());
         run.streams
             .record_exit(id, reason, format!("{reason}: {}", exit.status));
+        run.streams.tell(
+            id,
+            Event {
+                run: Some(number),
+                reason: Some(reason.to_owned()),
+                exit_code: exit.status.code(),
+                signal: exit.status.signal(),
+                ..Event::new(EventKind::Exit, id)
+            },
+        );
     }
     teardown(id, &run.streams, video, audio, tasks).await;
     result
@@ -116,7 +129,7 @@ async fn spawn_and_supervise(
     let ff = Ffmpeg::spawn(&run.ffmpeg, &argv)?;
     tracing::info!(pid = ff.pid(), "FFmpeg started");
     ready(number, ports);
-    supervise(ff, run, id, watched).await
+    supervise(ff, run, id, number, watched).await
 }
 
 /// The text of a caught panic.
@@ -130,7 +143,6 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// The reason an exit is counted under, for status and metrics.
 fn exit_reason(exit: &Exit, stalled: bool) -> &'static str {
-    use std::os::unix::process::ExitStatusExt;
     if stalled {
         "stalled"
     } else if exit.stopped {
@@ -150,6 +162,7 @@ async fn supervise(
     ff: Ffmpeg,
     run: &StreamRun,
     id: &str,
+    number: u32,
     sources: Vec<(&'static str, Arc<SourceStats>)>,
 ) -> RunResult {
     let ctl = StopControl {
@@ -161,7 +174,18 @@ async fn supervise(
     let wait = ff.wait(ctl.clone(), progress_tx);
     tokio::pin!(wait);
     let mut stalled = None;
-    let report = |p: Option<Progress>, live: bool| run.streams.update_progress(id, p, live);
+    let announced = std::sync::atomic::AtomicBool::new(false);
+    let report = |p: Option<Progress>, live: bool| {
+        run.streams.update_progress(id, p, live);
+        if live && !announced.swap(true, Relaxed) {
+            tracing::info!("media ready");
+            let ready = Event {
+                run: Some(number),
+                ..Event::new(EventKind::Ready, id)
+            };
+            run.streams.tell(id, ready);
+        }
+    };
     let dog = watchdog(progress_rx, sources, run.plan.stale_timeout, report);
     tokio::pin!(dog);
     loop {

@@ -256,6 +256,29 @@ pub fn kill(pid: i32, sig: i32) {
     );
 }
 
+/// Waits for process `pid` (any process, not only a child) to end, at most
+/// `within`; true once it has (or was already gone).
+pub fn wait_gone(pid: i32, within: Duration) -> bool {
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        return !alive(pid);
+    }
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(within.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd, and `fd` is ours to close.
+    let ready = unsafe {
+        let n = libc::poll(&mut p, 1, ms);
+        libc::close(fd);
+        n
+    };
+    ready == 1
+}
+
 /// True while a process with `pid` exists (and is not a zombie we reaped).
 pub fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
