@@ -5,6 +5,7 @@
 //! refuses with 403; no answer within the timeout, or none at all, is 503.
 //! An answer is reused for the `max-age` of the service's `Cache-Control`.
 
+use crate::outbound::{CallError, Outbound};
 use crate::profile::access::ServiceConfig;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -66,17 +67,14 @@ type Cached = (Instant, Result<(), Refusal>);
 /// One service and what it answered.
 pub struct Admission {
     config: ServiceConfig,
-    client: reqwest::Client,
+    client: Outbound,
     cache: Mutex<HashMap<Key, Cached>>,
     counters: Counters,
 }
 
 impl Admission {
     pub fn new(config: ServiceConfig) -> Self {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .build()
-            .unwrap_or_default();
+        let client = Outbound::for_urls([config.url.as_str()]);
         Self {
             config,
             client,
@@ -131,40 +129,29 @@ impl Admission {
         let body = serde_json::to_string(ask).unwrap_or_default();
         let sent = self
             .client
-            .post(&self.config.url)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
+            .post_json(&self.config.url, body, self.config.timeout)
             .await;
-        let resp = match sent {
-            Ok(r) => r,
+        let answer = match sent {
+            Ok(a) => a,
             Err(e) => {
-                let why = if e.is_timeout() {
-                    format!("no answer within {:?}", self.config.timeout)
-                } else {
-                    "it cannot be reached".to_owned()
+                let why = match &e {
+                    CallError::Timeout(t) => format!("no answer within {t:?}"),
+                    CallError::Failed(_) => "it cannot be reached".to_owned(),
                 };
                 tracing::warn!(stream = %ask.stream, url = %self.config.url, error = %e, "authorization service: {why}");
                 return (Err(Refusal::Unavailable(why)), None);
             }
         };
-        let status = resp.status().as_u16();
-        let max_age = resp
-            .headers()
+        let status = answer.status;
+        let max_age = answer
+            .headers
             .get("cache-control")
             .and_then(|v| v.to_str().ok())
             .and_then(max_age);
-        let text = match resp.text().await {
-            Ok(t) => t,
-            Err(e) => {
-                let why = format!("its answer was cut off ({e})");
-                return (Err(Refusal::Unavailable(why)), None);
-            }
-        };
         let decision = match status {
             200..=299 => Ok(()),
-            401 | 403 => Err(Refusal::Denied(status, reason(&text, status))),
-            _ => Err(Refusal::Denied(403, reason(&text, status))),
+            401 | 403 => Err(Refusal::Denied(status, reason(&answer.body, status))),
+            _ => Err(Refusal::Denied(403, reason(&answer.body, status))),
         };
         tracing::debug!(stream = %ask.stream, status, "authorization service answered");
         (decision, max_age)

@@ -25,6 +25,7 @@ mod hooks;
 mod http;
 mod latency;
 mod logging;
+mod outbound;
 pub mod profile;
 pub mod rtp;
 pub mod sdp;

@@ -223,37 +223,7 @@ async fn cors_origins_ice_servers_and_nat_addresses_are_configurable() {
 
 #[test]
 fn https_with_a_certificate_serves_a_viewer_nobody_here_wrote() {
-    let dir = common::temp_file("unused", "").parent().unwrap().to_owned();
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl not found");
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (cert, key) = common::self_signed();
     let ff = Ffwhep::start(&[
         "--tls-cert",
         cert.to_str().unwrap(),

@@ -3,6 +3,7 @@
 //! line) or a POST of the event as JSON.
 
 use super::event::Event;
+use crate::outbound::{CallError, Outbound};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 use std::time::Duration;
@@ -72,28 +73,16 @@ pub async fn command(argv: &[String], event: &Event, timeout: Duration, at: Orig
 }
 
 /// POSTs the event to `url`, for at most `timeout`; a 2xx answer is success.
-pub async fn post(
-    client: &reqwest::Client,
-    url: &str,
-    event: &Event,
-    timeout: Duration,
-) -> Outcome {
-    let sent = client
-        .post(url)
-        .timeout(timeout)
-        .header("content-type", "application/json")
-        .body(event.json())
-        .send()
-        .await;
-    match sent {
-        Err(e) if e.is_timeout() => Outcome::TimedOut,
-        Err(e) => Outcome::Failed(format!("{url}: {}", chain(&e))),
-        Ok(r) if r.status().is_success() => Outcome::Ok,
-        Ok(r) => {
-            let status = r.status();
-            let body = r.text().await.unwrap_or_default();
-            Outcome::Failed(format!("{url} answered {status}: {}", clip(body.trim())))
-        }
+pub async fn post(client: &Outbound, url: &str, event: &Event, timeout: Duration) -> Outcome {
+    match client.post_json(url, event.json(), timeout).await {
+        Err(CallError::Timeout(_)) => Outcome::TimedOut,
+        Err(CallError::Failed(why)) => Outcome::Failed(why),
+        Ok(a) if (200..300).contains(&a.status) => Outcome::Ok,
+        Ok(a) => Outcome::Failed(format!(
+            "{url} answered {}: {}",
+            a.status,
+            clip(a.body.trim())
+        )),
     }
 }
 
@@ -155,18 +144,6 @@ async fn log_lines(pipe: Option<impl AsyncRead + Unpin>, stderr: bool, at: Origi
             "hook output: more lines not logged"
         );
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest's own text leaves out
-/// the cause, e.g. "connection refused").
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text = format!("{text}: {c}");
-        cause = c.source();
-    }
-    text
 }
 
 fn clip(s: &str) -> &str {

@@ -7,6 +7,7 @@
 mod action;
 pub(crate) mod event;
 
+use crate::outbound::Outbound;
 use crate::profile::hooks::{EventKind, HookConfig};
 use action::{Origin, Outcome};
 use event::Event;
@@ -76,10 +77,8 @@ impl Hooks {
         let counters = Arc::new(Counters::default());
         let tasks = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let client = configs
-            .iter()
-            .any(|c| c.url.is_some())
-            .then(reqwest::Client::new);
+        let urls: Vec<&str> = configs.iter().filter_map(|c| c.url.as_deref()).collect();
+        let client = (!urls.is_empty()).then(|| Outbound::for_urls(urls));
         let inlets = configs
             .iter()
             .enumerate()
@@ -179,7 +178,7 @@ struct Worker {
     cancel: CancellationToken,
     tasks: TaskTracker,
     /// Makes the POSTs (made when a hook has a URL).
-    client: Option<reqwest::Client>,
+    client: Option<Outbound>,
 }
 
 impl Worker {

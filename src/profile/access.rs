@@ -59,21 +59,18 @@ impl TryFrom<RawAccess> for Access {
     }
 }
 
-/// An `http://` URL with a host. (HTTPS would take a TLS stack in every
-/// HTTP client of the process; a service on a private network, or behind a
-/// local TLS-terminating proxy, is reached over plain HTTP.)
+/// An `http://` or `https://` URL with a host. (HTTPS is verified against
+/// the system's trusted roots.)
 pub fn service_url(field: &str, url: &str) -> Result<String, String> {
-    if url.starts_with("https://") {
-        return Err(format!(
-            "{field} {url:?}: https is not supported yet; reach the service over http \
-             on a private network or through a local TLS proxy"
-        ));
-    }
     let rest = url
         .strip_prefix("http://")
-        .ok_or_else(|| format!("{field} {url:?}: expected an http:// URL"))?;
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{field} {url:?}: expected an http:// or https:// URL"))?;
     if rest.is_empty() || rest.starts_with('/') {
         return Err(format!("{field} {url:?}: no host"));
+    }
+    if url.parse::<http::Uri>().is_err() {
+        return Err(format!("{field} {url:?}: not a valid URL"));
     }
     Ok(url.to_owned())
 }

@@ -248,8 +248,8 @@ fn auth_may_name_a_service_to_ask() {
     .unwrap();
     assert!(matches!(plan.auth, Some(Access::Service(s)) if s.timeout == DEFAULT_SERVICE_TIMEOUT));
     for (bad, says) in [
-        ("{url: \"ftp://x\"}", "expected an http:// URL"),
-        ("{url: \"https://a/x\"}", "https is not supported yet"),
+        ("{url: \"ftp://x\"}", "expected an http:// or https:// URL"),
+        ("{url: \"https://a b/x\"}", "not a valid URL"),
         ("{url: \"http://\"}", "no host"),
         ("{url: \"http://a\", token: b}", "exactly one of"),
         ("{url: \"http://a\", timeout: 0}", "above 0"),
@@ -324,7 +324,7 @@ fn bad_hooks_are_located() {
         ("{events: [], command: [a]}", "empty list"),
         (
             "{url: \"ftp://x\"}",
-            "hook url \"ftp://x\": expected an http:// URL",
+            "hook url \"ftp://x\": expected an http:// or https:// URL",
         ),
         ("{command: [a], timeout: 0}", "above 0"),
         ("{command: [a], concurrency: 0}", "expected 1 to 64"),

@@ -540,3 +540,34 @@ pub fn stun_success(
     resp.build(&setters).unwrap();
     sock.send_to(&resp.raw, from).unwrap();
 }
+
+/// A fresh self-signed certificate for 127.0.0.1 and its key (PEM files,
+/// made by openssl): the certificate is its own root (trusted by naming it
+/// in `SSL_CERT_FILE`).
+pub fn self_signed() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_file("unused", "").parent().unwrap().to_owned();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        // A leaf, not a CA: webpki refuses a CA certificate as the server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl not found");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    (cert, key)
+}

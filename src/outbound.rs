@@ -1,0 +1,147 @@
+//! The HTTP requests ffwhep makes to services of the operator's (the
+//! authorization service, event hooks): a JSON POST, its answer read whole
+//! (bounded), all within a timeout. `http://`, or `https://` verified
+//! against the system's trusted roots (`SSL_CERT_FILE` or `SSL_CERT_DIR`
+//! name others), loaded once per process, when a first HTTPS service is set.
+
+use bytes::Bytes;
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+/// The most of an answer's body that is read.
+const MAX_ANSWER: usize = 64 * 1024;
+
+/// Why a request had no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A service's answer.
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// The body as text (lossy), at most [`MAX_ANSWER`] bytes of it.
+    pub body: String,
+}
+
+/// A client for the operator's services.
+#[derive(Clone)]
+pub struct Outbound {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Outbound {
+    /// A client for `urls`: with the system's roots when one is `https://`.
+    pub fn for_urls<'a>(urls: impl IntoIterator<Item = &'a str>) -> Self {
+        let tls = if urls.into_iter().any(|u| u.starts_with("https://")) {
+            system_roots()
+        } else {
+            no_roots()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_or_http()
+            .enable_http1()
+            .build();
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        }
+    }
+
+    /// POSTs `json` to `url`; the answer, whatever its status.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        json: String,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
+        let request = Request::post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("ffwhep/", env!("CARGO_PKG_VERSION")),
+            )
+            .body(Full::new(Bytes::from(json)))
+            .map_err(|e| CallError::Failed(format!("{url}: {e}")))?;
+        let call = async {
+            let resp = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| CallError::Failed(format!("{url}: {}", chain(&e))))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| CallError::Failed(format!("{url}: its answer was cut off: {e}")))?
+                .to_bytes();
+            Ok(Answer {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            })
+        };
+        tokio::time::timeout(timeout, call)
+            .await
+            .unwrap_or(Err(CallError::Timeout(timeout)))
+    }
+}
+
+/// The TLS setup for HTTPS services: the system's trusted roots, loaded once.
+fn system_roots() -> Arc<ClientConfig> {
+    static ROOTS: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "reading the system's trusted certificates");
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                tracing::warn!("no trusted certificates found: HTTPS services will be refused (set SSL_CERT_FILE)");
+            }
+            tracing::debug!(added, ignored, "trusted certificates loaded");
+            config(roots)
+        })
+        .clone()
+}
+
+/// The TLS setup when no service is HTTPS: nothing trusted, nothing loaded.
+fn no_roots() -> Arc<ClientConfig> {
+    config(rustls::RootCertStore::empty())
+}
+
+fn config(roots: rustls::RootCertStore) -> Arc<ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        // ring supports every safe default version: this cannot fail.
+        .expect("ring supports TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// An error and its causes, `: `-separated (a client error's own text
+/// leaves out the cause, e.g. "connection refused").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text
+}
