@@ -165,7 +165,7 @@ fn global_service(r: &RunArgs) -> Result<Option<Arc<Admission>>, Failure> {
         Failure::Profile(ProfileError {
             file: "command line".into(),
             position: None,
-            message: message.replace("auth.url", "--auth-url"),
+            message,
         })
     };
     let url = service_url("--auth-url", url).map_err(bad)?;

@@ -11,8 +11,7 @@ use std::time::Duration;
 pub const DEFAULT_SERVICE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Who may watch a stream.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawAccess")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Access {
     Token(TokenSource),
     Service(ServiceConfig),
@@ -36,25 +35,31 @@ struct RawAccess {
     timeout: Option<Secs>,
 }
 
+impl<'de> Deserialize<'de> for Access {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::checked_section::<D, RawAccess, Self>(d)
+    }
+}
+
 impl TryFrom<RawAccess> for Access {
     type Error = String;
 
     fn try_from(a: RawAccess) -> Result<Self, String> {
         if a.timeout.is_some() && a.url.is_none() {
-            return Err("auth.timeout: only with auth.url".into());
+            return Err("timeout: only with url".into());
         }
         match (a.token, a.token_env, a.token_file, a.url) {
             (Some(t), None, None, None) if !t.trim().is_empty() => {
                 Ok(Access::Token(TokenSource::Literal(Secret::new(t))))
             }
-            (Some(_), None, None, None) => Err("auth.token is empty: expected a token".into()),
+            (Some(_), None, None, None) => Err("token is empty: expected a token".into()),
             (None, Some(e), None, None) => Ok(Access::Token(TokenSource::Env(e))),
             (None, None, Some(f), None) => Ok(Access::Token(TokenSource::File(f))),
             (None, None, None, Some(url)) => Ok(Access::Service(ServiceConfig {
-                url: service_url("auth.url", &url)?,
+                url: service_url("url", &url)?,
                 timeout: service_timeout(a.timeout)?,
             })),
-            _ => Err("auth: expected exactly one of token, token_env, token_file or url".into()),
+            _ => Err("expected exactly one of token, token_env, token_file or url".into()),
         }
     }
 }
@@ -79,7 +84,7 @@ fn service_timeout(t: Option<Secs>) -> Result<Duration, String> {
     match t {
         None => Ok(DEFAULT_SERVICE_TIMEOUT),
         Some(Secs(d)) if d.is_zero() || d > Duration::from_secs(30) => Err(format!(
-            "auth.timeout {d:?}: expected above 0 and at most 30 s (a viewer's setup has 30 s)"
+            "timeout {d:?}: expected above 0 and at most 30 s (a viewer's setup has 30 s)"
         )),
         Some(Secs(d)) => Ok(d),
     }

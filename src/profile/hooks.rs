@@ -47,8 +47,7 @@ impl EventKind {
 }
 
 /// One entry of `hooks:`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawHook")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookConfig {
     /// The events it runs for.
     pub events: Vec<EventKind>,
@@ -76,46 +75,50 @@ struct RawHook {
     queue: Option<usize>,
 }
 
+impl<'de> Deserialize<'de> for HookConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::checked_section::<D, RawHook, Self>(d)
+    }
+}
+
 impl TryFrom<RawHook> for HookConfig {
     type Error = String;
 
     fn try_from(h: RawHook) -> Result<Self, String> {
         if h.command.is_none() && h.url.is_none() {
-            return Err("hook: expected a command, a url, or both".into());
+            return Err("expected a command, a url, or both".into());
         }
         if let Some(argv) = &h.command
             && argv.first().is_none_or(|p| p.trim().is_empty())
         {
-            return Err("hook command: expected a program and its arguments, e.g. \
+            return Err("command: expected a program and its arguments, e.g. \
                         [/usr/local/bin/notify, --quiet]"
                 .into());
         }
         let url = h
             .url
             .as_deref()
-            .map(|u| service_url("hook url", u))
+            .map(|u| service_url("url", u))
             .transpose()?;
         let mut events = h.events.unwrap_or_else(|| EventKind::ALL.to_vec());
         if events.is_empty() {
-            return Err("hook events: empty list; leave it out for every event".into());
+            return Err("events: empty list; leave it out for every event".into());
         }
         events.dedup();
         let timeout = match h.timeout {
             None => DEFAULT_HOOK_TIMEOUT,
             Some(Secs(d)) if d.is_zero() || d > Duration::from_secs(600) => {
-                return Err(format!(
-                    "hook timeout {d:?}: expected above 0 and at most 600 s"
-                ));
+                return Err(format!("timeout {d:?}: expected above 0 and at most 600 s"));
             }
             Some(Secs(d)) => d,
         };
         let concurrency = h.concurrency.unwrap_or(1);
         if !(1..=64).contains(&concurrency) {
-            return Err(format!("hook concurrency {concurrency}: expected 1 to 64"));
+            return Err(format!("concurrency {concurrency}: expected 1 to 64"));
         }
         let queue = h.queue.unwrap_or(DEFAULT_HOOK_QUEUE);
         if !(1..=65_536).contains(&queue) {
-            return Err(format!("hook queue {queue}: expected 1 to 65536"));
+            return Err(format!("queue {queue}: expected 1 to 65536"));
         }
         Ok(Self {
             events,

@@ -129,6 +129,32 @@ impl<'de> Deserialize<'de> for StreamId {
     }
 }
 
+/// Reads a section as its raw fields, then checks them as a whole (`T`
+/// from `R`) while still inside the section's mapping: so serde_yaml marks
+/// an error of the check with the section's line and column, not those of
+/// the mapping around it (`#[serde(try_from)]` checks only after leaving it).
+pub(crate) fn checked_section<'de, D, R, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    R: Deserialize<'de>,
+    T: TryFrom<R, Error = String>,
+{
+    struct Section<R, T>(std::marker::PhantomData<(R, T)>);
+    impl<'de, R: Deserialize<'de>, T: TryFrom<R, Error = String>> de::Visitor<'de> for Section<R, T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mapping")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            let raw = R::deserialize(de::value::MapAccessDeserializer::new(map))?;
+            T::try_from(raw).map_err(de::Error::custom)
+        }
+    }
+    d.deserialize_map(Section(std::marker::PhantomData))
+}
+
 /// Validates a string scalar inside the visitor, so serde_yaml marks the
 /// error with the scalar's own line and column.
 struct StrVisitor<F>(&'static str, F);
@@ -261,8 +287,6 @@ impl<'de> de::Visitor<'de> for InputsVisitor {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawWebRtcFields")]
 struct RawWebRtc {
     enabled: bool,
     video_pt: PayloadType,
@@ -339,6 +363,12 @@ impl<'de> Deserialize<'de> for Bytes {
     }
 }
 
+impl<'de> Deserialize<'de> for RawWebRtc {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_section::<D, RawWebRtcFields, Self>(d)
+    }
+}
+
 impl TryFrom<RawWebRtcFields> for RawWebRtc {
     type Error = String;
 
@@ -377,8 +407,6 @@ impl TryFrom<RawWebRtcFields> for RawWebRtc {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, try_from = "RawLegFields")]
 struct RawLeg {
     enabled: bool,
     map: Option<NonEmpty>,
@@ -418,6 +446,12 @@ struct RawLegFields {
     encoder: Option<Vec<String>>,
     ssrc: Option<u32>,
     keyframe_interval: Option<Secs>,
+}
+
+impl<'de> Deserialize<'de> for RawLeg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        checked_section::<D, RawLegFields, Self>(d)
+    }
 }
 
 impl TryFrom<RawLegFields> for RawLeg {

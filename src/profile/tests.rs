@@ -102,7 +102,7 @@ fn equal_payload_types_are_rejected() {
         "{MINIMAL}webrtc:\n  video_pt: 100\n  audio_pt: 100\n"
     ));
     assert!(e.message.contains("both 100"), "{e}");
-    assert!(e.position.is_some(), "{e}");
+    assert_eq!(e.position, Some((5, 3)), "the webrtc section: {e}");
 }
 
 #[test]
@@ -254,11 +254,12 @@ fn auth_may_name_a_service_to_ask() {
         ("{url: \"http://a\", token: b}", "exactly one of"),
         ("{url: \"http://a\", timeout: 0}", "above 0"),
         ("{url: \"http://a\", timeout: 60s}", "at most 30 s"),
-        ("{token: a, timeout: 2s}", "only with auth.url"),
+        ("{token: a, timeout: 2s}", "auth: timeout: only with url"),
     ] {
         let e = err(&format!("{MINIMAL}auth: {bad}\n"));
         assert!(e.message.contains(says), "{bad}: {e}");
-        assert!(e.position.is_some(), "{bad}: {e}");
+        // The section's own position, not the document's start.
+        assert_eq!(e.position.map(|p| p.0), Some(4), "{bad}: {e}");
     }
 }
 
@@ -324,7 +325,7 @@ fn bad_hooks_are_located() {
         ("{events: [], command: [a]}", "empty list"),
         (
             "{url: \"ftp://x\"}",
-            "hook url \"ftp://x\": expected an http:// or https:// URL",
+            "hooks[0]: url \"ftp://x\": expected an http:// or https:// URL",
         ),
         ("{command: [a], timeout: 0}", "above 0"),
         ("{command: [a], concurrency: 0}", "expected 1 to 64"),
