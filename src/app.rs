@@ -15,6 +15,7 @@ use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::smoke;
 use crate::source::ports::allocate_pair;
 use crate::stream::judge;
+use crate::stream::push::Push;
 use crate::stream::registry::State;
 use crate::stream::registry::{Guard, Limits, Streams};
 use crate::stream::{self, StreamRun};
@@ -44,15 +45,31 @@ pub(crate) fn main(cli: crate::cli::Cli, term: Option<Term>) -> Result<u8, Failu
         }
         Command::Smoke(s) => {
             let plan = load(&s.profile)?;
+            let name = s
+                .profile
+                .profile
+                .as_ref()
+                .map_or_else(|| BUILTIN_NAME.to_owned(), |p| p.display().to_string());
+            let pushes = pushes(&plan, &name)?;
             let expect = smoke::Expect {
                 timeout: s.timeout,
                 frames: s.frames,
                 audio_packets: s.audio_packets,
                 size: s.expect_size,
             };
-            runtime()?.block_on(smoke::run(plan, s.ffmpeg.ffmpeg, expect))
+            let ice_addrs = match (s.ice_addrs.is_empty(), pushes.is_empty()) {
+                (false, _) => s.ice_addrs,
+                (true, true) => vec![loopback()],
+                (true, false) => vec![SocketAddr::from(([0, 0, 0, 0], 0)), loopback()],
+            };
+            let run = smoke::run(plan, pushes, ice_addrs, s.ffmpeg.ffmpeg, expect);
+            runtime()?.block_on(run)
         }
     }
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -145,15 +162,36 @@ fn global_token(r: &RunArgs) -> Result<Option<Secret>, Failure> {
         (None, None) => return Ok(None),
     };
     source.resolve().map(Some).map_err(|message| {
-        let message = message
-            .replace("auth.token_file", "--token-file")
-            .replace("auth:", "--token:");
+        let message = match message.strip_prefix("token_file") {
+            Some(rest) => format!("--token-file{rest}"),
+            None => format!("--token: {message}"),
+        };
         Failure::Profile(ProfileError {
             file: "command line".into(),
             position: None,
             message,
         })
     })
+}
+
+/// The profile's WHIP pushes, their tokens read now: one that cannot be
+/// read stops the start, as a profile error.
+fn pushes(plan: &Plan, name: &str) -> Result<Vec<Arc<Push>>, Failure> {
+    let mut pushes = Vec::new();
+    for (i, config) in plan.whip.iter().enumerate() {
+        let token = match &config.token {
+            Some(source) => Some(source.resolve().map_err(|message| {
+                Failure::Profile(ProfileError {
+                    file: name.to_owned(),
+                    position: None,
+                    message: format!("whip[{i}]: {message}"),
+                })
+            })?),
+            None => None,
+        };
+        pushes.push(Arc::new(Push::new(i, config.clone(), token)));
+    }
+    Ok(pushes)
 }
 
 /// The service of `--auth-url`, shared by every stream without `auth:`.
@@ -228,9 +266,9 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
         let guard = match &plan.auth {
             Some(Access::Token(source)) => Guard::Token(source.resolve().map_err(|message| {
                 Failure::Profile(ProfileError {
-                    file: name,
+                    file: name.clone(),
                     position: None,
-                    message,
+                    message: format!("auth: {message}"),
                 })
             })?),
             Some(Access::Service(config)) => {
@@ -238,7 +276,8 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
             }
             None => global_service.clone().map_or(Guard::Open, Guard::Service),
         };
-        guards.push(guard);
+        let pushes = pushes(plan, &name)?;
+        guards.push((guard, pushes));
     }
     // Every task of the process besides the streams' own, ended by `stop`.
     let tasks = TaskTracker::new();
@@ -293,7 +332,7 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
     }
 
     let mut set = JoinSet::new();
-    for (plan, guard) in plans.into_iter().zip(guards) {
+    for (plan, (guard, pushes)) in plans.into_iter().zip(guards) {
         let id = plan.id.to_string();
         let scheme = if tls.is_some() { "https" } else { "http" };
         let base = format!("{scheme}://{}", display_addr(http_addr));
@@ -306,6 +345,7 @@ async fn run(r: RunArgs, term: Option<Term>) -> Result<u8, Failure> {
             streams: streams.clone(),
             ctl: ctl.clone(),
             guard,
+            pushes,
         };
         let announce_once = Once::new();
         let term = term.clone();

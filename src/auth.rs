@@ -14,6 +14,12 @@ impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
         Self(s.into())
     }
+
+    /// The secret itself, for the one place it is sent (an outgoing
+    /// request's `Authorization`); never for a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
 }
 
 impl fmt::Debug for Secret {
@@ -31,18 +37,19 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
-    /// Reads the token; the error says what is missing, never the token.
+    /// Reads the token; the error says what is missing (naming the field,
+    /// for the caller to put its section in front), never the token.
     pub fn resolve(&self) -> Result<Secret, String> {
         let token = match self {
             TokenSource::Literal(s) => return Ok(s.clone()),
             TokenSource::Env(name) => std::env::var(name)
-                .map_err(|_| format!("auth.token_env: environment variable {name} is not set"))?,
+                .map_err(|_| format!("token_env: environment variable {name} is not set"))?,
             TokenSource::File(path) => std::fs::read_to_string(path)
-                .map_err(|e| format!("auth.token_file: cannot read {}: {e}", path.display()))?,
+                .map_err(|e| format!("token_file: cannot read {}: {e}", path.display()))?,
         };
         let token = token.trim();
         if token.is_empty() {
-            return Err("auth: the token is empty".into());
+            return Err("the token is empty".into());
         }
         Ok(Secret(token.to_owned()))
     }

@@ -181,6 +181,11 @@ pub struct SmokeArgs {
     /// The picture size the stream must have, e.g. `640x360`.
     #[arg(long, value_parser = parse_size)]
     pub expect_size: Option<(u32, u32)>,
+    /// Local UDP address for WebRTC (repeatable; as for `run`). Default:
+    /// loopback, for the built-in viewer; with `whip:` in the profile, also
+    /// every non-loopback interface, for the pushes.
+    #[arg(long = "ice-addr")]
+    pub ice_addrs: Vec<SocketAddr>,
 }
 
 fn parse_mux_addr(s: &str) -> Result<SocketAddr, String> {

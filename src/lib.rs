@@ -34,6 +34,7 @@ mod snapshot;
 mod source;
 mod stream;
 mod term;
+mod whip;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,11 +1,11 @@
 //! The HTTP requests ffwhep makes to services of the operator's (the
-//! authorization service, event hooks): a JSON POST, its answer read whole
-//! (bounded), all within a timeout. `http://`, or `https://` verified
+//! authorization service, event hooks, WHIP endpoints): a request, its
+//! answer read whole (bounded), all within a timeout. `http://`, or `https://` verified
 //! against the system's trusted roots (`SSL_CERT_FILE` or `SSL_CERT_DIR`
 //! name others), loaded once per process, when a first HTTPS service is set.
 
 use bytes::Bytes;
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderName, Method, Request};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -66,25 +66,47 @@ impl Outbound {
         json: String,
         timeout: Duration,
     ) -> Result<Answer, CallError> {
-        let request = Request::post(url)
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .header(
-                http::header::USER_AGENT,
-                concat!("ffwhep/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Full::new(Bytes::from(json)))
-            .map_err(|e| CallError::Failed(format!("{url}: {e}")))?;
+        let body = Some(("application/json", json));
+        self.request(Method::POST, url, &[], body, timeout).await
+    }
+
+    /// One request: `headers`, and a body with its content type; the
+    /// answer, whatever its status (redirects are not followed).
+    pub async fn request(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(HeaderName, String)],
+        body: Option<(&str, String)>,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
+        let bad = |e: &dyn std::fmt::Display| CallError::Failed(format!("{url}: {e}"));
+        let mut request = Request::builder().method(method).uri(url).header(
+            http::header::USER_AGENT,
+            concat!("ffwhep/", env!("CARGO_PKG_VERSION")),
+        );
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let content = match body {
+            Some((content_type, text)) => {
+                request = request.header(http::header::CONTENT_TYPE, content_type);
+                Bytes::from(text)
+            }
+            None => Bytes::new(),
+        };
+        let request = request.body(Full::new(content)).map_err(|e| bad(&e))?;
         let call = async {
             let resp = self
                 .client
                 .request(request)
                 .await
-                .map_err(|e| CallError::Failed(format!("{url}: {}", chain(&e))))?;
+                .map_err(|e| bad(&chain(&e)))?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_ANSWER)
                 .collect()
                 .await
-                .map_err(|e| CallError::Failed(format!("{url}: its answer was cut off: {e}")))?
+                .map_err(|e| bad(&format!("its answer was cut off: {e}")))?
                 .to_bytes();
             Ok(Answer {
                 status: parts.status.as_u16(),

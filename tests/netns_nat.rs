@@ -8,74 +8,16 @@ mod common;
 use common::Ffwhep;
 use std::process::Command;
 
-/// Runs a command as root (directly, or through `sudo -n`), panicking with
-/// its output when it fails.
-fn root(args: &[&str]) {
-    // SAFETY: geteuid(2) has no preconditions.
-    let is_root = unsafe { libc::geteuid() } == 0;
-    let mut cmd = if is_root {
-        Command::new(args[0])
-    } else {
-        Command::new("sudo")
-    };
-    if !is_root {
-        cmd.arg("-n").arg(args[0]);
-    }
-    let out = cmd
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-struct Net {
-    ns: String,
-    veth: String,
-    table: String,
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.veth])
-            .status();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &self.table])
-            .status();
-    }
-}
+use common::netns::{Netns, root};
 
 #[test]
 fn a_viewer_behind_the_advertised_nat_address_plays() {
-    let id = std::process::id() % 100_000;
-    let net = Net {
-        ns: format!("ffw{id}"),
-        veth: format!("ffw{id}a"),
-        table: format!("ffw{id}"),
-    };
-    let peer = format!("ffw{id}b");
+    let net = Netns::new("nat");
     // HTTP on server_ip; media on ice_ip, which the client has no route to:
     // only the NAT's public address leads there.
     let (server_ip, ice_ip, client_ip, public_ip) =
         ("10.201.0.1", "10.202.0.1", "10.201.0.2", "198.18.201.1");
-    root(&["ip", "netns", "add", &net.ns]);
-    root(&[
-        "ip", "link", "add", &net.veth, "type", "veth", "peer", "name", &peer,
-    ]);
-    root(&["ip", "link", "set", &peer, "netns", &net.ns]);
-    root(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{server_ip}/24"),
-        "dev",
-        &net.veth,
-    ]);
+    net.link(server_ip, client_ip);
     root(&[
         "ip",
         "addr",
@@ -84,38 +26,8 @@ fn a_viewer_behind_the_advertised_nat_address_plays() {
         "dev",
         &net.veth,
     ]);
-    root(&["ip", "link", "set", &net.veth, "up"]);
-    root(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{client_ip}/24"),
-        "dev",
-        &peer,
-    ]);
-    root(&[
-        "ip", "netns", "exec", &net.ns, "ip", "link", "set", &peer, "up",
-    ]);
-    root(&[
-        "ip", "netns", "exec", &net.ns, "ip", "link", "set", "lo", "up",
-    ]);
     // The public address is reachable only through the NAT, via the server side.
-    root(&[
-        "ip",
-        "netns",
-        "exec",
-        &net.ns,
-        "ip",
-        "route",
-        "add",
-        "198.18.201.0/24",
-        "via",
-        server_ip,
-    ]);
+    net.run(&["ip", "route", "add", "198.18.201.0/24", "via", server_ip]);
     root(&["nft", "add", "table", "ip", &net.table]);
     root(&[
         "nft",

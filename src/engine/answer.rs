@@ -51,8 +51,66 @@ pub(crate) struct Answered {
     pub tracks: Vec<(RtpCodecKind, RTCRtpSenderId, u8, u32)>,
 }
 
-fn internal(context: &'static str) -> impl FnOnce(rtc::shared::error::Error) -> PeerError {
+pub(crate) fn internal(
+    context: &'static str,
+) -> impl FnOnce(rtc::shared::error::Error) -> PeerError {
     move |e| PeerError::Internal(anyhow::Error::new(e).context(context))
+}
+
+/// A core with ffwhep's codecs and interceptors and our ICE credentials;
+/// `answering_role`: the DTLS role it takes when it answers.
+pub(crate) fn new_core(
+    ufrag: &str,
+    pwd: &str,
+    answering_role: RTCDtlsRole,
+    now: Instant,
+) -> Result<RTCPeerConnection, PeerError> {
+    let mut engine = MediaEngine::default();
+    register_codecs(&mut engine).map_err(internal("registering codecs"))?;
+    // Sender reports from the stack (ffwhep's cores send media only: no
+    // receiver reports); NACK, PLI and FIR are answered by ffwhep (from the
+    // shared history and GOP cache), so the stack's NACK responder is left
+    // out. Each interceptor is a stage every packet walks through.
+    let registry = Registry::new()
+        .with(Slot::SenderReport, SenderReportBuilder::new().build())
+        .with(Slot::from(14_000), RtcpToApp::feedback());
+    let settings = SettingEngineBuilder::new()
+        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_answering_dtls_role(answering_role)
+        .with_ice_timeouts(
+            Some(CONSENT_DISCONNECTED),
+            Some(CONSENT_FAILED),
+            Some(CONSENT_INTERVAL),
+        )
+        .build();
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(engine)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(internal("creating the peer connection"))
+}
+
+/// Adds our candidates, then the empty one that ends gathering.
+pub(crate) fn add_candidates(
+    core: &mut RTCPeerConnection,
+    locals: &[Local],
+) -> Result<(), PeerError> {
+    for local in locals {
+        let init = candidate(local).map_err(internal("making a candidate"))?;
+        core.add_local_candidate(init)
+            .map_err(internal("adding a candidate"))?;
+    }
+    core.add_local_candidate(RTCIceCandidateInit::default())
+        .map_err(internal("ending gathering"))
+}
+
+/// The local description's SDP, once set.
+pub(crate) fn local_sdp(core: &RTCPeerConnection) -> Result<String, PeerError> {
+    core.local_description().map(|d| d.sdp).ok_or_else(|| {
+        PeerError::Internal(anyhow::anyhow!("no local description after applying it"))
+    })
 }
 
 /// Answers `offer` with a core that sends the given kinds, with ICE
@@ -65,36 +123,12 @@ pub(crate) fn answer(
     locals: &[Local],
     now: Instant,
 ) -> Result<Answered, PeerError> {
-    let mut engine = MediaEngine::default();
-    register_codecs(&mut engine).map_err(internal("registering codecs"))?;
-    // Sender reports from the stack (a viewer sends no media: no receiver
-    // reports); NACK, PLI and FIR are answered by ffwhep (from the shared
-    // history and GOP cache), so the stack's NACK responder is left out.
-    // Each interceptor is a stage every packet walks through.
-    let registry = Registry::new()
-        .with(Slot::SenderReport, SenderReportBuilder::new().build())
-        .with(Slot::from(14_000), RtcpToApp::feedback());
     // ffwhep is the DTLS server (`a=setup:passive`): the viewer's
     // ClientHello goes out the moment its own ICE is up, and is answered at
     // once. As the client, ffwhep's ClientHello could reach a viewer not yet
     // listening (aiortc, Chromium) and wait on a retransmit: ~200 ms more.
     // ICE-lite was measured too and is slower (docs/BENCHMARKS.md).
-    let settings = SettingEngineBuilder::new()
-        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
-        .with_answering_dtls_role(RTCDtlsRole::Server)
-        .with_ice_timeouts(
-            Some(CONSENT_DISCONNECTED),
-            Some(CONSENT_FAILED),
-            Some(CONSENT_INTERVAL),
-        )
-        .build();
-    let mut core = RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(engine)
-        .with_setting_engine(settings)
-        .with_interceptor_registry(registry)
-        .build(now)
-        .map_err(internal("creating the peer connection"))?;
+    let mut core = new_core(ufrag, pwd, RTCDtlsRole::Server, now)?;
     let base_ssrc = rand::random::<u32>();
     let mut senders = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
@@ -108,27 +142,26 @@ pub(crate) fn answer(
         .map_err(|e| OfferError::Unparsable(e.to_string()))?;
     core.set_remote_description(now, desc)
         .map_err(|e| OfferError::Unparsable(format!("the offer was refused: {e}")))?;
-    for local in locals {
-        let init = candidate(local).map_err(internal("making a candidate"))?;
-        core.add_local_candidate(init)
-            .map_err(internal("adding a candidate"))?;
-    }
-    // An empty candidate ends gathering.
-    core.add_local_candidate(RTCIceCandidateInit::default())
-        .map_err(internal("ending gathering"))?;
+    add_candidates(&mut core, locals)?;
     let answer = core
         .create_answer(None)
         .map_err(internal("creating the answer"))?;
     core.set_local_description(now, answer)
         .map_err(internal("applying the answer"))?;
-    let answer = core
-        .local_description()
-        .ok_or_else(|| {
-            PeerError::Internal(anyhow::anyhow!(
-                "no local description after applying the answer"
-            ))
-        })?
-        .sdp;
+    let answer = local_sdp(&core)?;
+    let tracks = negotiated(&mut core, senders)?;
+    Ok(Answered {
+        core,
+        answer,
+        tracks,
+    })
+}
+
+/// Each sender with the payload type the remote description agreed on.
+pub(crate) fn negotiated(
+    core: &mut RTCPeerConnection,
+    senders: Vec<(RtpCodecKind, RTCRtpSenderId, u32)>,
+) -> Result<Vec<(RtpCodecKind, RTCRtpSenderId, u8, u32)>, PeerError> {
     let mut tracks = Vec::new();
     for (kind, id, ssrc) in senders {
         let pt = core
@@ -137,11 +170,7 @@ pub(crate) fn answer(
             .ok_or_else(|| no_codec_for(kind))?;
         tracks.push((kind, id, pt, ssrc));
     }
-    Ok(Answered {
-        core,
-        answer,
-        tracks,
-    })
+    Ok(tracks)
 }
 
 fn candidate(local: &Local) -> rtc::shared::error::Result<RTCIceCandidateInit> {
@@ -174,7 +203,7 @@ fn candidate(local: &Local) -> rtc::shared::error::Result<RTCIceCandidateInit> {
     RTCIceCandidate::from(&c).to_json()
 }
 
-fn no_codec_for(kind: RtpCodecKind) -> PeerError {
+pub(crate) fn no_codec_for(kind: RtpCodecKind) -> PeerError {
     let codec = if kind == RtpCodecKind::Video {
         "H.264 (packetization-mode=1)"
     } else {

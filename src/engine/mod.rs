@@ -15,6 +15,7 @@ mod conn;
 mod counters;
 pub(crate) mod feedback;
 pub(crate) mod mux;
+mod offer;
 mod probe;
 mod renumber;
 mod report;
@@ -132,6 +133,18 @@ impl Viewer {
         self.shared.counters.totals()
     }
 
+    /// Resolves with true once the connection is up, false if it failed or
+    /// closed first.
+    pub fn connected(&self) -> impl Future<Output = bool> + Send + use<> {
+        let mut state = self.state.clone();
+        async move {
+            state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected || is_over(*s))
+                .await
+                .is_ok_and(|s| *s == RTCPeerConnectionState::Connected)
+        }
+    }
+
     /// Resolves when the connection has failed or closed, or did not come
     /// up within `setup_timeout` (a half-open session), with why.
     pub fn ended(
@@ -200,12 +213,8 @@ pub async fn accept_offer(
         return Err(OfferError::NoCommonCodec(why).into());
     }
     let shard = engine.pick();
-    let locals = engine.gather(shard).await;
-    let sources: Vec<(RtpCodecKind, SourceHandle)> =
-        [(RtpCodecKind::Video, video), (RtpCodecKind::Audio, audio)]
-            .into_iter()
-            .filter_map(|(k, s)| s.map(|s| (k, s)))
-            .collect();
+    let locals = engine.gather(&engine.shards[shard]).await;
+    let sources = by_kind(video, audio);
     let kinds: Vec<RtpCodecKind> = sources.iter().map(|(k, _)| *k).collect();
     let ufrag = random_token(16);
     let now = Instant::now();
@@ -213,97 +222,211 @@ pub async fn accept_offer(
     // The stack keeps NAT 1:1 addresses out of its candidates: done here.
     let answer =
         crate::sdp::candidates::rewrite_host_candidates(&answered.answer, &engine.config.nat_ips);
-    // A feed of each source the shard has none of yet (should two joins
-    // race, the shard keeps the first).
-    for (_, source) in &sources {
-        let key = feed_key(source);
-        if shard
-            .fed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&key)
-        {
-            continue;
-        }
-        let (tx, rx) = mpsc::channel(FEED_QUEUE);
-        if source.subscribe(tx).await {
-            let _ = shard.inbox.send(Input::Feed(key, rx)).await;
-        }
-    }
-    let counters = Arc::new(ViewerCounters::default());
-    let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
-    let shared = Arc::new(Shared {
-        state: state_tx,
-        counters: counters.clone(),
-        connected_at: Mutex::new(None),
-        start: Mutex::new(Default::default()),
-        cancel: CancellationToken::new(),
-    });
-    let tracks = answered
-        .tracks
-        .iter()
-        .zip(&sources)
-        .map(|((kind, sender, pt, ssrc), (_, source))| ConnTrack {
-            sender: *sender,
-            feed_key: feed_key(source),
-            out: TrackOut::new(
-                source.clone(),
-                *kind == RtpCodecKind::Video,
-                *pt,
-                *ssrc,
-                counters.clone(),
-                ForwardPolicy::default(),
-            ),
-        })
-        .collect();
-    let id = engine.next_id();
-    let conn = Conn {
-        id,
-        ufrag: ufrag.clone(),
+    let launch = Launch {
+        shard,
         core: answered.core,
-        tracks,
-        shared: shared.clone(),
-        latency: media.latency.clone(),
-        span: tracing::Span::current(),
-        scheduled: None,
-        addrs: Vec::new(),
-        tcp_writers: Default::default(),
-        remote: None,
-        learned: Vec::new(),
-        held_nomination: None,
-        connected: false,
-        answered_at: now,
-        start_at: None,
-        credentials: offered.ice_ufrag.clone().zip(offered.ice_pwd.clone()).map(
-            |(remote_ufrag, remote_pwd)| probe::Credentials {
-                local_ufrag: ufrag.clone(),
-                remote_ufrag,
-                remote_pwd,
-            },
-        ),
-        probe: None,
-        sampled: None,
+        tracks: answered.tracks,
+        sources,
+        ufrag,
+        remote: (offered.ice_ufrag, offered.ice_pwd),
+        controlling: false,
+        made_at: now,
+        sdp: answer,
     };
-    engine.routes.register(&ufrag, shard.inbox.clone());
-    // From here the connection lives in the shard: the viewer (or, if this
-    // future is dropped first, its drop) hangs it up.
-    let viewer = Viewer {
-        id,
-        shard: shard.inbox.clone(),
-        shared,
-        state,
-        closed: tokio::sync::OnceCell::new(),
-        answer,
-    };
-    let (joined_tx, joined) = oneshot::channel();
-    let stopped = || PeerError::Internal(anyhow::anyhow!("the media engine has stopped"));
-    shard
-        .inbox
-        .send(Input::Join(Box::new(conn), joined_tx))
-        .await
-        .map_err(|_| stopped())?;
-    joined.await.map_err(|_| stopped())?;
-    Ok(viewer)
+    launch.run(engine, media).await
+}
+
+/// A connection ffwhep offers to an SFU (a WHIP push), waiting for the
+/// answer.
+pub struct PushOffer {
+    shard: usize,
+    offering: offer::Offering,
+    sources: Vec<(RtpCodecKind, SourceHandle)>,
+    ufrag: String,
+    made_at: Instant,
+    /// The SDP offer, with our candidates (NAT 1:1 addresses in place).
+    pub offer: String,
+}
+
+/// Offers `media` (H.264 and Opus, send-only) on the least busy shard.
+pub async fn offer_push(engine: &Engine, media: &StreamMedia) -> Result<PushOffer, PeerError> {
+    let sources = by_kind(media.video.clone(), media.audio.clone());
+    let kinds: Vec<RtpCodecKind> = sources.iter().map(|(k, _)| *k).collect();
+    let shard = engine.pick();
+    let locals = engine.gather(&engine.shards[shard]).await;
+    let ufrag = random_token(16);
+    let now = Instant::now();
+    let offering = offer::offer(&kinds, &ufrag, &random_token(24), &locals, now)?;
+    let offer =
+        crate::sdp::candidates::rewrite_host_candidates(&offering.offer, &engine.config.nat_ips);
+    Ok(PushOffer {
+        shard,
+        offering,
+        sources,
+        ufrag,
+        made_at: now,
+        offer,
+    })
+}
+
+impl PushOffer {
+    /// Applies the SFU's `answer`; the connection then comes up in its
+    /// shard and sends `media` (the GOP first) once it is up.
+    pub async fn connect(
+        self,
+        engine: &Engine,
+        media: &StreamMedia,
+        answer: &str,
+    ) -> Result<Viewer, PeerError> {
+        let answered = Offered::parse(answer).ok();
+        let (core, tracks) = self
+            .offering
+            .accept(answer, Instant::now())
+            .map_err(|e| OfferError::Unparsable(e))?;
+        let remote = answered.map_or((None, None), |a| (a.ice_ufrag, a.ice_pwd));
+        let launch = Launch {
+            shard: self.shard,
+            core,
+            tracks,
+            sources: self.sources,
+            ufrag: self.ufrag,
+            remote,
+            controlling: true,
+            made_at: self.made_at,
+            sdp: String::new(),
+        };
+        launch.run(engine, media).await
+    }
+}
+
+/// The sources there are, by kind.
+fn by_kind(
+    video: Option<SourceHandle>,
+    audio: Option<SourceHandle>,
+) -> Vec<(RtpCodecKind, SourceHandle)> {
+    [(RtpCodecKind::Video, video), (RtpCodecKind::Audio, audio)]
+        .into_iter()
+        .filter_map(|(k, s)| s.map(|s| (k, s)))
+        .collect()
+}
+
+/// A core with its description done, ready to live in its shard.
+struct Launch {
+    shard: usize,
+    core: rtc::peer_connection::RTCPeerConnection,
+    tracks: Vec<(RtpCodecKind, rtc::rtp_transceiver::RTCRtpSenderId, u8, u32)>,
+    sources: Vec<(RtpCodecKind, SourceHandle)>,
+    ufrag: String,
+    /// The peer's ICE ufrag and pwd, for our check.
+    remote: (Option<String>, Option<String>),
+    /// Whether we are the controlling ICE agent (we offered).
+    controlling: bool,
+    made_at: Instant,
+    /// Our SDP (the answer), handed back on the viewer.
+    sdp: String,
+}
+
+impl Launch {
+    /// Gives the connection to its shard (with a feed of each source the
+    /// shard lacks); the handle to it.
+    async fn run(self, engine: &Engine, media: &StreamMedia) -> Result<Viewer, PeerError> {
+        let shard = &engine.shards[self.shard];
+        // A feed of each source the shard has none of yet (should two joins
+        // race, the shard keeps the first).
+        for (_, source) in &self.sources {
+            let key = feed_key(source);
+            if shard
+                .fed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&key)
+            {
+                continue;
+            }
+            let (tx, rx) = mpsc::channel(FEED_QUEUE);
+            if source.subscribe(tx).await {
+                let _ = shard.inbox.send(Input::Feed(key, rx)).await;
+            }
+        }
+        let counters = Arc::new(ViewerCounters::default());
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let shared = Arc::new(Shared {
+            state: state_tx,
+            counters: counters.clone(),
+            connected_at: Mutex::new(None),
+            start: Mutex::new(Default::default()),
+            cancel: CancellationToken::new(),
+        });
+        let tracks = self
+            .tracks
+            .iter()
+            .zip(&self.sources)
+            .map(|((kind, sender, pt, ssrc), (_, source))| ConnTrack {
+                sender: *sender,
+                feed_key: feed_key(source),
+                out: TrackOut::new(
+                    source.clone(),
+                    *kind == RtpCodecKind::Video,
+                    *pt,
+                    *ssrc,
+                    counters.clone(),
+                    ForwardPolicy::default(),
+                ),
+            })
+            .collect();
+        let id = engine.next_id();
+        let ufrag = self.ufrag;
+        let conn = Conn {
+            id,
+            ufrag: ufrag.clone(),
+            core: self.core,
+            tracks,
+            shared: shared.clone(),
+            latency: media.latency.clone(),
+            span: tracing::Span::current(),
+            scheduled: None,
+            addrs: Vec::new(),
+            tcp_writers: Default::default(),
+            remote: None,
+            learned: Vec::new(),
+            held_nomination: None,
+            connected: false,
+            answered_at: self.made_at,
+            start_at: None,
+            credentials: self
+                .remote
+                .0
+                .zip(self.remote.1)
+                .map(|(remote_ufrag, remote_pwd)| probe::Credentials {
+                    local_ufrag: ufrag.clone(),
+                    remote_ufrag,
+                    remote_pwd,
+                    controlling: self.controlling,
+                }),
+            probe: None,
+            sampled: None,
+        };
+        engine.routes.register(&ufrag, shard.inbox.clone());
+        // From here the connection lives in the shard: the viewer (or, if
+        // this future is dropped first, its drop) hangs it up.
+        let viewer = Viewer {
+            id,
+            shard: shard.inbox.clone(),
+            shared,
+            state,
+            closed: tokio::sync::OnceCell::new(),
+            answer: self.sdp,
+        };
+        let (joined_tx, joined) = oneshot::channel();
+        let stopped = || PeerError::Internal(anyhow::anyhow!("the media engine has stopped"));
+        shard
+            .inbox
+            .send(Input::Join(Box::new(conn), joined_tx))
+            .await
+            .map_err(|_| stopped())?;
+        joined.await.map_err(|_| stopped())?;
+        Ok(viewer)
+    }
 }
 
 /// A viewer dropped without a hang-up (as when its setup is abandoned)

@@ -8,7 +8,7 @@
 //! that does not answer gets its media after `ANSWER_WAIT` all the same.
 
 use bytes::BytesMut;
-use rtc::ice::attributes::control::AttrControlled;
+use rtc::ice::attributes::control::{AttrControlled, AttrControlling};
 use rtc::ice::attributes::priority::PriorityAttr;
 use rtc::stun::attributes::ATTR_USERNAME;
 use rtc::stun::fingerprint::FINGERPRINT;
@@ -26,10 +26,14 @@ pub(crate) struct Credentials {
     pub local_ufrag: String,
     pub remote_ufrag: String,
     pub remote_pwd: String,
+    /// Our ICE role: controlling when we offered (a push), controlled when
+    /// we answered (a viewer). A check claiming the peer's own role would
+    /// be a role conflict.
+    pub controlling: bool,
 }
 
-/// A Binding request to the viewer (as the controlled agent), signed with
-/// its password; its transaction id and bytes.
+/// A Binding request to the peer (in our ICE role), signed with its
+/// password; its transaction id and bytes.
 pub(crate) fn check(c: &Credentials) -> Option<([u8; 12], BytesMut)> {
     let provider = rtc::crypto::default_provider().ok()?;
     let id = TransactionId::new();
@@ -41,7 +45,11 @@ pub(crate) fn check(c: &Credentials) -> Option<([u8; 12], BytesMut)> {
             ATTR_USERNAME,
             format!("{}:{}", c.remote_ufrag, c.local_ufrag),
         )),
-        Box::new(AttrControlled(rand::random())),
+        if c.controlling {
+            Box::new(AttrControlling(rand::random()))
+        } else {
+            Box::new(AttrControlled(rand::random()))
+        },
         Box::new(PriorityAttr(2_130_706_431)),
         Box::new(MessageIntegrity::new_short_term_integrity_with_provider(
             c.remote_pwd.clone(),
@@ -67,10 +75,12 @@ mod tests {
 
     #[test]
     fn a_check_is_a_signed_binding_request_and_its_answer_is_known_by_id() {
+        use rtc::stun::message::Getter;
         let c = Credentials {
             local_ufrag: "ours".into(),
             remote_ufrag: "theirs".into(),
             remote_pwd: "a-password-of-22-chars".into(),
+            controlling: false,
         };
         let (id, raw) = check(&c).unwrap();
         let mut m = Message::new();
@@ -87,5 +97,18 @@ mod tests {
         ok[1] = 0x01;
         assert_eq!(answered(&ok), Some(id));
         assert_eq!(answered(&raw), None, "a request answers nothing");
+        let mut role = AttrControlled::default();
+        role.get_from(&m).unwrap();
+        // Offering (a push), we are the controlling agent: the check says so.
+        let (_, raw) = check(&Credentials {
+            controlling: true,
+            ..c
+        })
+        .unwrap();
+        let mut m = Message::new();
+        m.raw = raw.to_vec();
+        m.decode().unwrap();
+        assert!(AttrControlled::default().get_from(&m).is_err());
+        AttrControlling::default().get_from(&m).unwrap();
     }
 }

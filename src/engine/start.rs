@@ -146,11 +146,12 @@ impl Engine {
     }
 
     /// The shard with the fewest viewers.
-    pub(crate) fn pick(&self) -> &ShardHandle {
-        let mut best = &self.shards[0];
-        for s in &self.shards[1..] {
-            if s.load.load(Relaxed) < best.load.load(Relaxed) {
-                best = s;
+    /// The least busy shard's index.
+    pub(crate) fn pick(&self) -> usize {
+        let mut best = 0;
+        for (i, s) in self.shards.iter().enumerate().skip(1) {
+            if s.load.load(Relaxed) < self.shards[best].load.load(Relaxed) {
+                best = i;
             }
         }
         best

@@ -37,6 +37,14 @@ pub struct Event {
     pub attempt: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
+    /// The push's index in the profile's `whip:` list, its endpoint (without
+    /// the query) and its new state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_state: Option<&'static str>,
 }
 
 fn kind_name<S: serde::Serializer>(k: &EventKind, s: S) -> Result<S::Ok, S::Error> {
@@ -62,6 +70,9 @@ impl Event {
             signal: None,
             attempt: None,
             delay_ms: None,
+            push: None,
+            push_url: None,
+            push_state: None,
         }
     }
 
@@ -86,6 +97,9 @@ impl Event {
         add("FFWHEP_SIGNAL", self.signal.map(|v| v.to_string()));
         add("FFWHEP_ATTEMPT", self.attempt.map(|v| v.to_string()));
         add("FFWHEP_DELAY_MS", self.delay_ms.map(|v| v.to_string()));
+        add("FFWHEP_PUSH", self.push.map(|v| v.to_string()));
+        add("FFWHEP_PUSH_URL", self.push_url.clone());
+        add("FFWHEP_PUSH_STATE", self.push_state.map(str::to_owned));
         env
     }
 

@@ -48,6 +48,10 @@ struct Families {
     snapshot_decode_ms: GaugeVec,
     auth_decisions: IntCounterVec,
     hook_runs: IntCounterVec,
+    push_connected: IntGaugeVec,
+    push_attempts: IntCounterVec,
+    push_packets: IntCounterVec,
+    push_bytes: IntCounterVec,
     hook_events_dropped: IntCounterVec,
 }
 
@@ -196,6 +200,26 @@ impl Families {
                 "Viewers the authorization service admitted, refused, or could not decide on (unavailable).",
                 &["stream", "decision"],
             )?,
+            push_connected: gauge(
+                "push_connected",
+                "1 while the WHIP push (by its index in the profile's whip: list) is connected.",
+                &["stream", "push"],
+            )?,
+            push_attempts: counter(
+                "push_attempts_total",
+                "Attempts to publish to the WHIP endpoint.",
+                &["stream", "push"],
+            )?,
+            push_packets: counter(
+                "push_packets_sent_total",
+                "RTP packets sent to the WHIP endpoint's SFU.",
+                &["stream", "push"],
+            )?,
+            push_bytes: counter(
+                "push_bytes_sent_total",
+                "Bytes of RTP sent to the WHIP endpoint's SFU.",
+                &["stream", "push"],
+            )?,
             hook_runs: counter(
                 "hook_runs_total",
                 "Hook runs (commands and POSTs) by result: ok, failed, timed_out.",
@@ -285,6 +309,18 @@ impl Families {
                         .with_label_values(&[id.as_str(), decision])
                         .inc_by(n);
                 }
+            }
+            for push in &info.pushes {
+                let p = push.counts();
+                let index = push.index.to_string();
+                let l = &[id.as_str(), index.as_str()][..];
+                let up = p.state == crate::stream::push::PushState::Connected;
+                self.push_connected.with_label_values(l).set(i64::from(up));
+                self.push_attempts.with_label_values(l).inc_by(p.attempts);
+                self.push_packets
+                    .with_label_values(l)
+                    .inc_by(p.sent.packets);
+                self.push_bytes.with_label_values(l).inc_by(p.sent.bytes);
             }
             if let Some(h) = info.hooks {
                 for (result, n) in [

@@ -45,6 +45,9 @@ pub struct StreamStatus {
     /// The decisions of the service that admits viewers, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth: Option<crate::admission::AdmissionCounts>,
+    /// Its WHIP pushes (when the profile has `whip:`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pushes: Vec<crate::stream::push::PushStatus>,
     /// What the stream's hooks did, when it has any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hooks: Option<crate::hooks::HookCounts>,
@@ -99,12 +102,21 @@ async fn collect(snapshot: Vec<(String, StreamInfo)>) -> Vec<StreamStatus> {
                 report: s.viewer.report().await,
             });
         }
-        out.push(stream_status(id, info, viewers));
+        let mut pushes = Vec::new();
+        for p in &info.pushes {
+            pushes.push(p.status().await);
+        }
+        out.push(stream_status(id, info, viewers, pushes));
     }
     out
 }
 
-fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> StreamStatus {
+fn stream_status(
+    id: String,
+    info: StreamInfo,
+    viewers: Vec<ViewerStatus>,
+    pushes: Vec<crate::stream::push::PushStatus>,
+) -> StreamStatus {
     let sources = info
         .sources
         .iter()
@@ -143,6 +155,7 @@ fn stream_status(id: String, info: StreamInfo, viewers: Vec<ViewerStatus>) -> St
         snapshots: info.snapshots,
         auth: info.admissions,
         hooks: info.hooks,
+        pushes,
         viewers,
     }
 }

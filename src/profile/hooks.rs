@@ -24,15 +24,18 @@ pub enum EventKind {
     Exit,
     /// FFmpeg will be started again after a delay.
     Restart,
+    /// A WHIP push changed state (connecting, connected, retrying, ...).
+    PushState,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::Ready,
         EventKind::ViewerJoin,
         EventKind::ViewerLeave,
         EventKind::Exit,
         EventKind::Restart,
+        EventKind::PushState,
     ];
 
     pub fn name(self) -> &'static str {
@@ -42,6 +45,7 @@ impl EventKind {
             EventKind::ViewerLeave => "viewer_leave",
             EventKind::Exit => "exit",
             EventKind::Restart => "restart",
+            EventKind::PushState => "push_state",
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod access;
 pub mod hooks;
 pub mod restart;
+pub mod whip;
 
 use access::Access;
 use hooks::HookConfig;
@@ -16,6 +17,7 @@ use serde::de::{self, Deserializer};
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
+use whip::WhipConfig;
 
 /// The profile compiled into the binary: `profiles/testsrc.yaml`.
 pub const BUILTIN_TESTSRC: &str = include_str!("../../profiles/testsrc.yaml");
@@ -237,6 +239,8 @@ struct RawProfile {
     auth: Option<Access>,
     #[serde(default)]
     hooks: Vec<HookConfig>,
+    #[serde(default)]
+    whip: Vec<WhipConfig>,
 }
 
 /// How long FFmpeg may go without progress (or a source without RTP) before
@@ -555,6 +559,8 @@ pub struct Plan {
     pub max_viewers: Option<usize>,
     /// What runs, or is told, when something happens to the stream.
     pub hooks: Vec<HookConfig>,
+    /// SFUs the stream is pushed into over WHIP.
+    pub whip: Vec<WhipConfig>,
 }
 
 impl Plan {
@@ -620,6 +626,7 @@ impl Plan {
             max_viewers: w.max_viewers,
             auth: raw.auth,
             hooks: raw.hooks,
+            whip: raw.whip,
             gop_cache: w.gop_cache,
             restart: raw.restart,
             stale_timeout: Some(raw.stale_timeout.0).filter(|d| !d.is_zero()),

@@ -13,10 +13,13 @@ use crate::ffmpeg::supervisor::StopControl;
 use crate::http;
 use crate::profile::Plan;
 use crate::profile::restart::Policy;
+use crate::stream::push::{Push, PushState, PushStatus};
 use crate::stream::registry::{Limits, Streams};
 use crate::stream::{self, StreamRun};
 use serde_json::json;
 use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -38,7 +41,13 @@ pub(crate) struct Expect {
 
 /// Runs the smoke check of `plan`. The summary goes to stdout; the `Ok`
 /// value is the exit code.
-pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Result<u8, Failure> {
+pub(crate) async fn run(
+    mut plan: Plan,
+    pushes: Vec<Arc<Push>>,
+    ice_addrs: Vec<SocketAddr>,
+    ffmpeg: OsString,
+    expect: Expect,
+) -> Result<u8, Failure> {
     // A smoke run judges the profile's first run; it never restarts.
     plan.restart.policy = Policy::Never;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -47,7 +56,7 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
         .local_addr()
         .map_err(Failure::setup("reading the HTTP address"))?;
     let peer = PeerConfig {
-        ice_addrs: vec!["127.0.0.1:0".parse().expect("a literal address")],
+        ice_addrs,
         gather_timeout: Duration::from_secs(5),
         setup_timeout: Duration::from_secs(10),
         ice_servers: Vec::new(),
@@ -87,6 +96,7 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
         ctl: ctl.clone(),
         // The built-in viewer is the only client.
         guard: Default::default(),
+        pushes: pushes.clone(),
     };
     let span = tracing::info_span!("stream", stream = %id);
     let ready = move |_, _| {
@@ -101,7 +111,11 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
         ready_rx
             .await
             .map_err(|_| ("the stream ended before FFmpeg started".to_owned(), None))?;
-        check(&url, has_video, has_audio, &expect, started).await
+        let received = check(&url, has_video, has_audio, &expect, started).await?;
+        pushes_connected(&pushes, &expect, started)
+            .await
+            .map_err(|why| (why, Some(received.clone())))?;
+        Ok(received)
     };
     let (checked, ended) = tokio::select! {
         r = check => (Some(r), None),
@@ -134,15 +148,43 @@ pub(crate) async fn run(mut plan: Plan, ffmpeg: OsString, expect: Expect) -> Res
     let (reason, received) = match outcome {
         Ok(r) => r,
         Err(f) => {
-            print_summary(&id, Some(&f.to_string()), None, started);
+            print_summary(&id, Some(&f.to_string()), None, &[], started);
             return Err(f);
         }
     };
-    print_summary(&id, reason.as_deref(), received.as_ref(), started);
+    let mut pushed = Vec::new();
+    for p in &pushes {
+        pushed.push(p.status().await);
+    }
+    print_summary(&id, reason.as_deref(), received.as_ref(), &pushed, started);
     match reason {
         None => Ok(exit::code::OK),
         Some(r) => Err(Failure::Smoke(r)),
     }
+}
+
+/// Waits until every push is connected (within the check's time).
+async fn pushes_connected(
+    pushes: &[Arc<Push>],
+    expect: &Expect,
+    started: Instant,
+) -> Result<(), String> {
+    for p in pushes {
+        let left = expect.timeout.saturating_sub(started.elapsed());
+        if !tokio::time::timeout(left, p.reached(PushState::Connected))
+            .await
+            .unwrap_or(false)
+        {
+            let s = p.status().await;
+            return Err(format!(
+                "the push to {} did not connect ({} attempts; last error: {})",
+                s.url,
+                s.attempts,
+                s.last_error.as_deref().unwrap_or("none")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Subscribes and waits for what `expect` asks; on failure, the reason and
@@ -209,7 +251,13 @@ fn missing(r: &Received, has_video: bool, has_audio: bool, e: &Expect) -> String
     )
 }
 
-fn print_summary(id: &str, reason: Option<&str>, r: Option<&Received>, started: Instant) {
+fn print_summary(
+    id: &str,
+    reason: Option<&str>,
+    r: Option<&Received>,
+    pushes: &[PushStatus],
+    started: Instant,
+) {
     let line = json!({
         "ok": reason.is_none(),
         "stream": id,
@@ -221,6 +269,13 @@ fn print_summary(id: &str, reason: Option<&str>, r: Option<&Received>, started: 
         "frames": r.map(|r| r.frames_since_idr),
         "video": r.map(|r| &r.video),
         "audio": r.map(|r| &r.audio),
+        "pushes": pushes.iter().map(|p| json!({
+            "url": p.url,
+            "state": p.state,
+            "attempts": p.attempts,
+            "last_error": p.last_error,
+            "packets_sent": p.sent.packets,
+        })).collect::<Vec<_>>(),
     });
     println!("{line}");
 }

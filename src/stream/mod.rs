@@ -7,6 +7,7 @@
 //! sources closed, then the ports are free.
 
 mod ended;
+pub(crate) mod push;
 pub(crate) mod registry;
 pub(crate) mod restart;
 mod run;
@@ -38,6 +39,8 @@ pub(crate) struct StreamRun {
     pub ctl: StopControl,
     /// Who may watch (the profile's token resolved, or its service).
     pub guard: Guard,
+    /// Where the stream is pushed over WHIP.
+    pub pushes: Vec<Arc<push::Push>>,
 }
 
 /// Runs the stream until it ends for good. `ready` is called after each
@@ -47,6 +50,7 @@ pub(crate) async fn run(run: StreamRun, ready: impl Fn(u32, LegPorts)) -> Result
     let hooks = Arc::new(Hooks::start(&id, &run.plan.hooks));
     run.streams
         .declare(&id, run.guard.clone(), run.plan.max_viewers, hooks.clone());
+    run.streams.set_pushes(&id, run.pushes.clone());
     let ended = runs(&run, &id, &ready).await;
     hooks.finish().await;
     ended

@@ -3,6 +3,7 @@
 //! writes it; HTTP (WHEP, status, metrics) reads it. The lock is never held
 //! across an await.
 
+use super::push::Push;
 use crate::admission::{Admission, AdmissionCounts};
 use crate::auth::{self, Denied, Secret};
 use crate::engine::{Engine, SentTotals, StreamMedia, Viewer};
@@ -127,6 +128,8 @@ pub struct StreamInfo {
     pub admissions: Option<AdmissionCounts>,
     /// What its hooks did, if it has any.
     pub hooks: Option<HookCounts>,
+    /// Its WHIP pushes.
+    pub pushes: Vec<Arc<Push>>,
 }
 
 /// The media of one run, as viewers are given it.
@@ -195,6 +198,7 @@ impl Slot {
                 snapshots: SnapshotCounts::default(),
                 admissions: None,
                 hooks: None,
+                pushes: Vec::new(),
             },
             pictures: Arc::default(),
             hooks: Arc::default(),
@@ -271,6 +275,11 @@ impl Streams {
         slot.guard = guard;
         slot.max_viewers = max_viewers;
         slot.hooks = hooks;
+    }
+
+    /// The stream's WHIP pushes, for status.
+    pub fn set_pushes(&self, id: &str, pushes: Vec<Arc<Push>>) {
+        self.with(id, |s| s.info.pushes = pushes);
     }
 
     /// Tells the hooks of `id` about `event` (never waits).

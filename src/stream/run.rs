@@ -4,6 +4,7 @@
 //! while the other streams of the process go on.
 
 use super::StreamRun;
+use super::push::PushRun;
 use super::registry::{Published, Streams};
 use super::watchdog::watchdog;
 use crate::engine::StreamMedia;
@@ -85,9 +86,24 @@ pub(super) async fn one_run(
     .into_iter()
     .filter_map(|(h, name)| h.as_ref().map(|h| (name, h.stats.clone())))
     .collect();
+    let (live_tx, live) = watch::channel(false);
+    let pushes = TaskTracker::new();
+    for push in &run.pushes {
+        let at = PushRun {
+            streams: run.streams.clone(),
+            id: id.to_owned(),
+            run: number,
+            media: published.media.clone(),
+            live: live.clone(),
+            ended: published.ended.clone(),
+            tasks: tasks.clone(),
+        };
+        pushes.spawn(push.clone().run(at));
+    }
     run.streams.publish(id, published, watched.clone());
 
-    let ffmpeg = AssertUnwindSafe(spawn_and_supervise(run, id, number, ports, ready, watched));
+    let supervised = spawn_and_supervise(run, id, number, ports, ready, watched, &live_tx);
+    let ffmpeg = AssertUnwindSafe(supervised);
     let result = match ffmpeg.catch_unwind().await {
         Ok(r) => r,
         Err(panic) => {
@@ -112,7 +128,7 @@ pub(super) async fn one_run(
             },
         );
     }
-    teardown(id, &run.streams, video, audio, tasks).await;
+    teardown(id, &run.streams, video, audio, tasks, pushes).await;
     result
 }
 
@@ -123,13 +139,14 @@ async fn spawn_and_supervise(
     ports: LegPorts,
     ready: &impl Fn(u32, LegPorts),
     watched: Vec<(&'static str, Arc<SourceStats>)>,
+    live: &watch::Sender<bool>,
 ) -> RunResult {
     let argv = args::build(&run.plan, ports);
     tracing::debug!(command = %args::shell_line(&run.ffmpeg.to_string_lossy(), &argv), "spawning FFmpeg");
     let ff = Ffmpeg::spawn(&run.ffmpeg, &argv)?;
     tracing::info!(pid = ff.pid(), "FFmpeg started");
     ready(number, ports);
-    supervise(ff, run, id, number, watched).await
+    supervise(ff, run, id, number, watched, live).await
 }
 
 /// The text of a caught panic.
@@ -164,6 +181,7 @@ async fn supervise(
     id: &str,
     number: u32,
     sources: Vec<(&'static str, Arc<SourceStats>)>,
+    live_tx: &watch::Sender<bool>,
 ) -> RunResult {
     let ctl = StopControl {
         stop: run.ctl.stop.child_token(),
@@ -179,6 +197,7 @@ async fn supervise(
         run.streams.update_progress(id, p, live);
         if live && !announced.swap(true, Relaxed) {
             tracing::info!("media ready");
+            live_tx.send_replace(true);
             let ready = Event {
                 run: Some(number),
                 ..Event::new(EventKind::Ready, id)
@@ -203,13 +222,24 @@ async fn supervise(
     }
 }
 
-/// Hangs up every viewer, then closes both sources, then waits for every
-/// task of the run: the ports are free and nothing of the run is left when
-/// this returns.
-async fn teardown(id: &str, streams: &Streams, video: Source, audio: Source, tasks: TaskTracker) {
+/// Hangs up every viewer and push, then closes both sources, then waits
+/// for every task of the run (the pushes' DELETEs among them): the ports
+/// are free and nothing of the run is left when this returns.
+async fn teardown(
+    id: &str,
+    streams: &Streams,
+    video: Source,
+    audio: Source,
+    tasks: TaskTracker,
+    pushes: TaskTracker,
+) {
     let viewers = streams.unpublish(id);
     let hung_up = viewers.len();
     futures::future::join_all(viewers.iter().map(|v| v.hang_up())).await;
+    // The run's end (unpublish) stops each push: it hangs up and leaves
+    // its DELETE among the run's tasks.
+    pushes.close();
+    pushes.wait().await;
     for source in [&video, &audio] {
         let h = source.handle();
         let s = &h.stats;

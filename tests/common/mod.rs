@@ -3,6 +3,8 @@
 
 pub mod checks;
 pub mod lossy;
+pub mod netns;
+pub mod proc;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -23,50 +25,7 @@ pub struct Ffwhep {
 
 /// ffwhep's stderr as it arrives, and whether it has ended (ffwhep exited):
 /// waiters are woken by each line.
-#[derive(Default)]
-struct Log {
-    state: Mutex<(String, bool)>,
-    changed: std::sync::Condvar,
-}
-
-impl Log {
-    fn push(&self, line: &str) {
-        let mut st = self.state.lock().unwrap();
-        st.0.push_str(line);
-        st.0.push('\n');
-        self.changed.notify_all();
-    }
-
-    fn close(&self) {
-        self.state.lock().unwrap().1 = true;
-        self.changed.notify_all();
-    }
-
-    fn text(&self) -> String {
-        self.state.lock().unwrap().0.clone()
-    }
-
-    /// Waits until `f` holds for the text or the log has ended, at most
-    /// `within`; returns whether `f` held.
-    fn wait(&self, within: Duration, f: impl Fn(&str) -> bool) -> bool {
-        let st = self.state.lock().unwrap();
-        let (st, _) = self
-            .changed
-            .wait_timeout_while(st, within, |(text, ended)| !f(text) && !*ended)
-            .unwrap();
-        f(&st.0)
-    }
-
-    /// Waits until ffwhep's stderr has ended, at most `within`.
-    fn wait_end(&self, within: Duration) -> bool {
-        let st = self.state.lock().unwrap();
-        let (st, _) = self
-            .changed
-            .wait_timeout_while(st, within, |(_, ended)| !*ended)
-            .unwrap();
-        st.1
-    }
-}
+use proc::Lines as Log;
 
 pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ffwhep"))
