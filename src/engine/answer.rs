@@ -43,12 +43,15 @@ pub(crate) enum Local {
     Tcp(SocketAddr),
 }
 
+/// A track as negotiated: its kind, sender, payload type and SSRC.
+pub(crate) type Negotiated = (RtpCodecKind, RTCRtpSenderId, u8, u32);
+
 /// A core made for an offer, with what the shard needs to drive it.
 pub(crate) struct Answered {
     pub core: RTCPeerConnection,
     pub answer: String,
     /// Per kind offered and sourced: its sender, payload type and SSRC.
-    pub tracks: Vec<(RtpCodecKind, RTCRtpSenderId, u8, u32)>,
+    pub tracks: Vec<Negotiated>,
 }
 
 pub(crate) fn internal(
@@ -161,7 +164,7 @@ pub(crate) fn answer(
 pub(crate) fn negotiated(
     core: &mut RTCPeerConnection,
     senders: Vec<(RtpCodecKind, RTCRtpSenderId, u32)>,
-) -> Result<Vec<(RtpCodecKind, RTCRtpSenderId, u8, u32)>, PeerError> {
+) -> Result<Vec<Negotiated>, PeerError> {
     let mut tracks = Vec::new();
     for (kind, id, ssrc) in senders {
         let pt = core
@@ -173,7 +176,7 @@ pub(crate) fn negotiated(
     Ok(tracks)
 }
 
-fn candidate(local: &Local) -> rtc::shared::error::Result<RTCIceCandidateInit> {
+pub(crate) fn candidate(local: &Local) -> rtc::shared::error::Result<RTCIceCandidateInit> {
     let base = |network: &str, addr: SocketAddr| CandidateConfig {
         network: network.to_owned(),
         address: addr.ip().to_string(),

@@ -270,6 +270,11 @@ pub async fn offer_push(engine: &Engine, media: &StreamMedia) -> Result<PushOffe
 }
 
 impl PushOffer {
+    /// The shard its connection lives in.
+    pub fn shard(&self) -> usize {
+        self.shard
+    }
+
     /// Applies the SFU's `answer`; the connection then comes up in its
     /// shard and sends `media` (the GOP first) once it is up.
     pub async fn connect(
@@ -282,7 +287,7 @@ impl PushOffer {
         let (core, tracks) = self
             .offering
             .accept(answer, Instant::now())
-            .map_err(|e| OfferError::Unparsable(e))?;
+            .map_err(OfferError::Unparsable)?;
         let remote = answered.map_or((None, None), |a| (a.ice_ufrag, a.ice_pwd));
         let launch = Launch {
             shard: self.shard,
@@ -296,6 +301,31 @@ impl PushOffer {
             sdp: String::new(),
         };
         launch.run(engine, media).await
+    }
+}
+
+impl Engine {
+    /// A trickle fragment (`application/trickle-ice-sdpfrag`) for the push
+    /// on `shard` that offered `offer`: the server-reflexive candidates the
+    /// STUN servers among `ice_servers` see of the shard's sockets; `None`
+    /// when they see none.
+    pub async fn reflexive_fragment(
+        &self,
+        shard: usize,
+        offer: &str,
+        ice_servers: &[String],
+    ) -> Option<String> {
+        let urls: Vec<&str> = ice_servers.iter().map(String::as_str).collect();
+        let found = self.reflexive_of(&self.shards[shard], &urls).await;
+        let candidates: Vec<String> = found
+            .iter()
+            .filter_map(|l| answer::candidate(l).ok())
+            .map(|c| c.candidate)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        crate::sdp::trickle::fragment_for(offer, &candidates)
     }
 }
 
@@ -314,7 +344,7 @@ fn by_kind(
 struct Launch {
     shard: usize,
     core: rtc::peer_connection::RTCPeerConnection,
-    tracks: Vec<(RtpCodecKind, rtc::rtp_transceiver::RTCRtpSenderId, u8, u32)>,
+    tracks: Vec<answer::Negotiated>,
     sources: Vec<(RtpCodecKind, SourceHandle)>,
     ufrag: String,
     /// The peer's ICE ufrag and pwd, for our check.

@@ -3,7 +3,7 @@
 //! SFU's answer. Synchronous: no I/O, the caller's `now`.
 
 use super::PeerError;
-use super::answer::{Local, add_candidates, internal, local_sdp, negotiated, new_core};
+use super::answer::{Local, Negotiated, add_candidates, internal, local_sdp, negotiated, new_core};
 use super::codecs::local_track;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -66,13 +66,7 @@ impl Offering {
         mut self,
         answer: &str,
         now: Instant,
-    ) -> Result<
-        (
-            RTCPeerConnection,
-            Vec<(RtpCodecKind, RTCRtpSenderId, u8, u32)>,
-        ),
-        String,
-    > {
+    ) -> Result<(RTCPeerConnection, Vec<Negotiated>), String> {
         let desc = RTCSessionDescription::answer(answer.to_owned())
             .map_err(|e| format!("the answer is not SDP: {e}"))?;
         self.core

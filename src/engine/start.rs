@@ -161,51 +161,40 @@ impl Engine {
     /// them (within the gather timeout), the ICE-TCP listeners.
     pub(crate) async fn gather(&self, shard: &ShardHandle) -> Vec<Local> {
         let mut locals: Vec<Local> = shard.sockets.iter().map(|(a, _)| Local::Udp(*a)).collect();
-        let servers = self.stun_servers().await;
-        if !servers.is_empty() {
-            let mut asks = Vec::new();
-            for (base, socket) in &shard.sockets {
-                for server in &servers {
-                    if server.is_ipv4() == base.is_ipv4() {
-                        asks.push(self.reflexive(*base, socket.clone(), *server));
-                    }
-                }
-            }
-            for found in futures::future::join_all(asks).await.into_iter().flatten() {
-                if !locals.contains(&found) {
-                    locals.push(found);
-                }
+        let urls: Vec<&str> = self
+            .config
+            .ice_servers
+            .iter()
+            .map(|s| s.url.as_str())
+            .collect();
+        for found in self.reflexive_of(shard, &urls).await {
+            if !locals.contains(&found) {
+                locals.push(found);
             }
         }
         locals.extend(self.tcp.iter().map(|a| Local::Tcp(*a)));
         locals
     }
 
-    /// The addresses of the `stun:` servers configured.
-    async fn stun_servers(&self) -> Vec<SocketAddr> {
-        let mut out = Vec::new();
-        for s in &self.config.ice_servers {
-            let Some(host) = s.url.strip_prefix("stun:") else {
-                continue;
-            };
-            let host = host.split('?').next().unwrap_or(host);
-            let host = if host
-                .rsplit_once(':')
-                .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-                && !host.ends_with(']')
-            {
-                host.to_owned()
-            } else {
-                format!("{host}:3478")
-            };
-            match tokio::net::lookup_host(&host).await {
-                Ok(addrs) => out.extend(addrs),
-                Err(e) => {
-                    tracing::warn!(server = %s.url, error = %e, "cannot resolve a STUN server")
+    /// What the `stun:` servers among `urls` see of `shard`'s sockets
+    /// (within the gather timeout); other URLs are left out.
+    pub(crate) async fn reflexive_of(&self, shard: &ShardHandle, urls: &[&str]) -> Vec<Local> {
+        let servers = stun_servers(urls).await;
+        let mut asks = Vec::new();
+        for (base, socket) in &shard.sockets {
+            for server in &servers {
+                if server.is_ipv4() == base.is_ipv4() {
+                    asks.push(self.reflexive(*base, socket.clone(), *server));
                 }
             }
         }
-        out
+        let mut found: Vec<Local> = Vec::new();
+        for f in futures::future::join_all(asks).await.into_iter().flatten() {
+            if !found.contains(&f) {
+                found.push(f);
+            }
+        }
+        found
     }
 
     /// What `server` sees of `socket`: asked again every 500 ms until it
@@ -240,6 +229,31 @@ impl Engine {
             }
         }
     }
+}
+
+/// The addresses of the `stun:` servers among `urls`.
+async fn stun_servers(urls: &[&str]) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for url in urls {
+        let Some(host) = url.strip_prefix("stun:") else {
+            continue;
+        };
+        let host = host.split('?').next().unwrap_or(host);
+        let host = if host
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !host.ends_with(']')
+        {
+            host.to_owned()
+        } else {
+            format!("{host}:3478")
+        };
+        match tokio::net::lookup_host(&host).await {
+            Ok(addrs) => out.extend(addrs),
+            Err(e) => tracing::warn!(server = %url, error = %e, "cannot resolve a STUN server"),
+        }
+    }
+    out
 }
 
 /// Runs `f` until `stop`.

@@ -107,14 +107,19 @@ pub(crate) async fn run(
     let mut stream = tokio::spawn(stream::run(run, ready).instrument(span));
 
     let started = Instant::now();
+    let seen = std::sync::Mutex::new(Vec::new());
     let check = async {
         ready_rx
             .await
             .map_err(|_| ("the stream ended before FFmpeg started".to_owned(), None))?;
         let received = check(&url, has_video, has_audio, &expect, started).await?;
-        pushes_connected(&pushes, &expect, started)
-            .await
-            .map_err(|why| (why, Some(received.clone())))?;
+        let connected = pushes_connected(&pushes, &expect, started).await;
+        // As they were when judged (the stop that follows stops them).
+        for p in &pushes {
+            let status = p.status().await;
+            seen.lock().unwrap_or_else(|e| e.into_inner()).push(status);
+        }
+        connected.map_err(|why| (why, Some(received.clone())))?;
         Ok(received)
     };
     let (checked, ended) = tokio::select! {
@@ -152,9 +157,11 @@ pub(crate) async fn run(
             return Err(f);
         }
     };
-    let mut pushed = Vec::new();
-    for p in &pushes {
-        pushed.push(p.status().await);
+    let mut pushed = seen.into_inner().unwrap_or_else(|e| e.into_inner());
+    if pushed.is_empty() {
+        for p in &pushes {
+            pushed.push(p.status().await);
+        }
     }
     print_summary(&id, reason.as_deref(), received.as_ref(), &pushed, started);
     match reason {

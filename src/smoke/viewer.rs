@@ -293,34 +293,7 @@ impl Offer {
     }
 
     async fn build(tcp: bool) -> anyhow::Result<Offer> {
-        let mut m = engine()?;
-        let registry = register_default_interceptors(Registry::new(), &mut m)?.with(
-            Slot::from(14_000),
-            RtcpToApp::new(|p| p.as_any().is::<SenderReport>()),
-        );
-        let received = Shared::default();
-        let t0 = Instant::now();
-        let on_track = {
-            let received = received.clone();
-            move |track| {
-                tokio::spawn(record(track, received.clone(), t0));
-            }
-        };
-        let (events, state, gathered) = PeerEvents::new(on_track);
-        let pc: Arc<dyn PeerConnection> = Arc::new(
-            PeerConnectionBuilder::new()
-                .with_media_engine(m)
-                .with_interceptor_registry(registry)
-                .with_handler(Arc::new(events))
-                .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-                .with_tcp_addrs(if tcp {
-                    vec!["127.0.0.1:0".to_owned()]
-                } else {
-                    Vec::new()
-                })
-                .build()
-                .await?,
-        );
+        let (pc, state, gathered, received) = peer(tcp).await?;
         for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
             let init = RTCRtpTransceiverInit {
                 direction: RTCRtpTransceiverDirection::Recvonly,
@@ -343,6 +316,101 @@ impl Offer {
             received,
         })
     }
+
+    /// The same receiving peer on the other side of the exchange, as a WHIP
+    /// endpoint is: it answers a sender's `offer` (`sdp` is its answer,
+    /// candidates gathered) and records what arrives.
+    pub async fn answering(offer: &str) -> anyhow::Result<Offer> {
+        let (pc, state, gathered, received) = peer(false).await?;
+        let desc =
+            RTCSessionDescription::offer(offer.to_owned()).context("the offer is not SDP")?;
+        pc.set_remote_description(desc).await?;
+        let answer = pc.create_answer(None).await?;
+        pc.set_local_description(answer).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.notified()).await;
+        let sdp = pc
+            .local_description()
+            .await
+            .context("no local description")?
+            .sdp;
+        Ok(Offer {
+            pc,
+            sdp,
+            state,
+            received,
+        })
+    }
+
+    /// What has arrived so far.
+    pub fn received(&self) -> Received {
+        lock(&self.received).clone()
+    }
+
+    /// Polls until `f` holds for what was received; false after `within`.
+    pub async fn wait_until(&self, within: Duration, f: impl Fn(&Received) -> bool) -> bool {
+        wait_received(&self.received, within, f).await
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> RTCPeerConnectionState {
+        *self.state.borrow()
+    }
+}
+
+/// Polls until `f` holds for `received`; false after `within`.
+async fn wait_received(received: &Shared, within: Duration, f: impl Fn(&Received) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        // Checked under the lock: no copy of the kept H.264 per poll.
+        if f(&lock(received)) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A receiving peer on loopback (UDP, and ICE-TCP when `tcp`) that records
+/// what arrives: the connection, its state, its gathering, its record.
+async fn peer(
+    tcp: bool,
+) -> anyhow::Result<(
+    Arc<dyn PeerConnection>,
+    watch::Receiver<RTCPeerConnectionState>,
+    Arc<Notify>,
+    Shared,
+)> {
+    let mut m = engine()?;
+    let registry = register_default_interceptors(Registry::new(), &mut m)?.with(
+        Slot::from(14_000),
+        RtcpToApp::new(|p| p.as_any().is::<SenderReport>()),
+    );
+    let received = Shared::default();
+    let t0 = Instant::now();
+    let on_track = {
+        let received = received.clone();
+        move |track| {
+            tokio::spawn(record(track, received.clone(), t0));
+        }
+    };
+    let (events, state, gathered) = PeerEvents::new(on_track);
+    let pc: Arc<dyn PeerConnection> = Arc::new(
+        PeerConnectionBuilder::new()
+            .with_media_engine(m)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(events))
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .with_tcp_addrs(if tcp {
+                vec!["127.0.0.1:0".to_owned()]
+            } else {
+                Vec::new()
+            })
+            .build()
+            .await?,
+    );
+    Ok((pc, state, gathered, received))
 }
 
 /// A viewer subscribed over WHEP.
@@ -478,17 +546,7 @@ impl Viewer {
 
     /// Polls until `f` holds for what was received; false after `within`.
     pub async fn wait_until(&self, within: Duration, f: impl Fn(&Received) -> bool) -> bool {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
-            // Checked under the lock: no copy of the kept H.264 per poll.
-            if f(&lock(&self.received)) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_received(&self.received, within, f).await
     }
 
     pub async fn close(&self) {

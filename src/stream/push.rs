@@ -270,8 +270,21 @@ impl Push {
             Err(e) => return Some(e),
         };
         tracing::info!(resource = %without_query(&resource.url), "push: the endpoint answered");
-        if !resource.ice_servers.is_empty() {
-            tracing::debug!(servers = ?resource.ice_servers, "the endpoint suggests ICE servers");
+        // Candidates the endpoint's STUN servers see of us, trickled while
+        // the connection comes up with those it has.
+        let fragment = engine
+            .reflexive_fragment(offer.shard(), &offer.offer, &resource.ice_servers)
+            .await;
+        if resource.ice_servers.iter().any(|s| s.starts_with("turn")) {
+            tracing::info!(
+                "the endpoint suggests TURN servers: not used (the media engine gathers no relay candidates)"
+            );
+        }
+        if let Some(fragment) = fragment {
+            match whip::trickle(&self.client, &resource, token, fragment, REQUEST_TIMEOUT).await {
+                Ok(()) => tracing::info!("push: server-reflexive candidates trickled"),
+                Err(e) => tracing::warn!(error = %e, "push: trickling candidates failed"),
+            }
         }
         let viewer = match offer.connect(engine, &at.media, &resource.answer).await {
             Ok(v) => Arc::new(v),
