@@ -146,37 +146,21 @@ impl Sfu {
     }
 }
 
+const TEMPLATES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/whip");
+
+/// Janus's configuration (tests/whip/janus/), pointed at `dir`.
 fn write_janus_config(dir: &Path) {
-    let lib = "/usr/lib/x86_64-linux-gnu/janus";
-    let janus = format!(
-        "general: {{\n configs_folder = \"{}\"\n plugins_folder = \"{lib}/plugins\"\n \
-         transports_folder = \"{lib}/transports\"\n events_folder = \"{lib}/events\"\n \
-         loggers_folder = \"{lib}/loggers\"\n debug_level = 4\n session_timeout = 0\n}}\n\
-         certificates: {{\n}}\nmedia: {{\n}}\nnat: {{\n}}\n\
-         plugins: {{\n disable = \"libjanus_audiobridge.so,libjanus_duktape.so,libjanus_echotest.so,\
-         libjanus_lua.so,libjanus_nosip.so,libjanus_recordplay.so,libjanus_sip.so,libjanus_textroom.so,\
-         libjanus_videocall.so,libjanus_streaming.so,libjanus_voicemail.so\"\n}}\n\
-         transports: {{\n disable = \"libjanus_mqtt.so,libjanus_nanomsg.so,libjanus_pfunix.so,\
-         libjanus_rabbitmq.so,libjanus_http.so\"\n}}\n\
-         loggers: {{\n disable = \"libjanus_jsonlog.so\"\n}}\nevents: {{\n broadcast = false\n}}\n",
-        dir.display()
-    );
-    std::fs::write(dir.join("janus.jcfg"), janus).unwrap();
-    std::fs::write(
-        dir.join("janus.transport.websockets.jcfg"),
-        "general: {\n json = \"indented\"\n ws = true\n ws_port = 8188\n ws_ip = \"127.0.0.1\"\n \
-         wss = false\n}\nadmin: {\n admin_ws = false\n}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("janus.plugin.videoroom.jcfg"),
-        "general: {\n}\nroom-1234: {\n description = \"ffwhep push test\"\n secret = \"adminpwd\"\n \
-         publishers = 4\n bitrate = 0\n videocodec = \"h264\"\n audiocodec = \"opus\"\n}\n",
-    )
-    .unwrap();
+    for f in [
+        "janus.jcfg",
+        "janus.transport.websockets.jcfg",
+        "janus.plugin.videoroom.jcfg",
+    ] {
+        let text = std::fs::read_to_string(Path::new(TEMPLATES).join("janus").join(f)).unwrap();
+        std::fs::write(dir.join(f), text.replace("@DIR@", dir.to_str().unwrap())).unwrap();
+    }
 }
 
-/// The front end's code, with a config of this test's own beside it.
+/// The front end's code, with its test configuration beside it.
 fn write_front_end(dir: &Path) {
     let front = dir.join("front");
     std::fs::create_dir_all(&front).unwrap();
@@ -185,10 +169,9 @@ fn write_front_end(dir: &Path) {
             panic!("{FRONT_END}/{f}: {e} (scripts/setup unpacks simple-whip-server)")
         });
     }
-    std::fs::write(
+    std::fs::copy(
+        Path::new(TEMPLATES).join("config.js"),
         front.join("config.js"),
-        "module.exports = { janus: { address: 'ws://127.0.0.1:8188' }, port: 7080, \
-         rest: '/whip', allowTrickle: true, strictETags: false, iceServers: [] };\n",
     )
     .unwrap();
 }
