@@ -337,3 +337,57 @@ fn bad_hooks_are_located() {
         assert_eq!(e.position.map(|p| p.0), Some(5), "{bad}: {e}");
     }
 }
+
+#[test]
+fn whip_pushes_are_read_with_their_retry() {
+    use crate::auth::TokenSource;
+    let plan = parse(&format!(
+        "{MINIMAL}whip:\n  - url: \"https://sfu.example/whip/cam1\"\n    token_env: SFU_TOKEN\n  \
+         - url: \"http://10.0.0.2:7080/whip/endpoint/cam\"\n    \
+         retry: {{initial_delay: 0.5, max_delay: 10s, jitter: 0}}\n"
+    ))
+    .unwrap();
+    let [a, b] = &plan.whip[..] else {
+        panic!("{:?}", plan.whip)
+    };
+    assert_eq!(a.url, "https://sfu.example/whip/cam1");
+    assert_eq!(a.token, Some(TokenSource::Env("SFU_TOKEN".into())));
+    assert_eq!(a.retry.initial_delay.0, Duration::from_secs(1));
+    assert_eq!(b.token, None);
+    assert_eq!(b.retry.initial_delay.0, Duration::from_millis(500));
+    assert_eq!(b.retry.max_delay.0, Duration::from_secs(10));
+    assert_eq!(b.retry.jitter.0, 0.0);
+    // Retried for as long as the stream runs.
+    assert_eq!(b.retry.policy, restart::Policy::Always);
+    assert_eq!(b.retry.max_attempts, u32::MAX);
+    assert!(parse(MINIMAL).unwrap().whip.is_empty());
+}
+
+#[test]
+fn bad_whip_pushes_are_located() {
+    for (bad, says) in [
+        (
+            "{url: \"rtmp://x/live\"}",
+            "whip[0]: url \"rtmp://x/live\": expected an http:// or https:// URL",
+        ),
+        (
+            "{url: \"http://x\", token: a, token_env: B}",
+            "at most one of token",
+        ),
+        ("{url: \"http://x\", token: \" \"}", "token is empty"),
+        (
+            "{url: \"http://x\", retry: {initial_delay: 0}}",
+            "retry.initial_delay: expected above 0",
+        ),
+        (
+            "{url: \"http://x\", retry: {max_attempts: 3}}",
+            "unknown field `max_attempts`",
+        ),
+        ("{url: \"http://x\", bearer: a}", "unknown field `bearer`"),
+        ("{token: a}", "missing field `url`"),
+    ] {
+        let e = err(&format!("{MINIMAL}whip:\n  - {bad}\n"));
+        assert!(e.message.contains(says), "{bad}: {e}");
+        assert_eq!(e.position.map(|p| p.0), Some(5), "{bad}: {e}");
+    }
+}
