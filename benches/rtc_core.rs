@@ -117,11 +117,52 @@ fn short_path(c: &mut Criterion) {
     group.finish();
 }
 
+/// What answering an offer costs a new core (ffwhep's per-join work on the
+/// shard's side, before any datagram): building it, taking the offer,
+/// answering; with a DTLS certificate made for it (what a core does when
+/// given none) or one shared by every core.
+fn answer(c: &mut Criterion) {
+    use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+    let mut offerer = pairs::Side::new(30_000, true);
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        offerer
+            .pc
+            .add_transceiver_from_kind(kind, None)
+            .expect("a transceiver");
+    }
+    offerer.add_host_candidate();
+    let offer = offerer.pc.create_offer(None).expect("an offer");
+    offerer
+        .pc
+        .set_local_description(Instant::now(), offer.clone())
+        .expect("apply the offer");
+    let shared = pairs::certificate();
+    let mut group = c.benchmark_group("answer");
+    for (label, certificate) in [
+        ("own_certificate", None),
+        ("shared_certificate", Some(shared)),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let now = Instant::now();
+                let mut s = pairs::Side::with_certificate(30_001, true, certificate.clone());
+                s.pc.set_remote_description(now, offer.clone())
+                    .expect("take the offer");
+                s.add_host_candidate();
+                let answer = s.pc.create_answer(None).expect("an answer");
+                s.pc.set_local_description(now, answer).expect("apply it");
+                black_box(s)
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = per_packet, short_path
+    targets = per_packet, short_path, answer
 }
 criterion_main!(benches);

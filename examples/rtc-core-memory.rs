@@ -3,8 +3,9 @@
 //! each sender sends 2,000 packets, the receivers are dropped, and the live
 //! heap (counted by this program's allocator) is divided by N.
 //!
-//! usage: cargo run --release --example rtc-core-memory [N] [plain]
-//! (`plain`: no report interceptors)
+//! usage: cargo run --release --example rtc-core-memory [N] [plain|reports] [shared]
+//! (`plain`: no report interceptors; `shared`: the senders share one DTLS
+//! certificate, as ffwhep's connections do, instead of one each)
 
 #[path = "../benches/support/pairs.rs"]
 mod pairs;
@@ -42,8 +43,11 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let n: u16 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let reports = args.next().as_deref() != Some("plain");
+    let shared = (args.next().as_deref() == Some("shared")).then(pairs::certificate);
     let before = LIVE.load(Relaxed);
-    let mut pairs: Vec<Pair> = (0..n).map(|i| Pair::connect(i, reports)).collect();
+    let mut pairs: Vec<Pair> = (0..n)
+        .map(|i| Pair::connect_with(i, reports, shared.clone()))
+        .collect();
     let payload = Bytes::from(vec![0x41u8; PAYLOAD_BYTES]);
     for _ in 0..2000 {
         for p in &mut pairs {
@@ -53,12 +57,17 @@ fn main() {
     let senders: Vec<_> = pairs.into_iter().map(|p| p.sender).collect();
     let per_core = (LIVE.load(Relaxed) - before) / i64::from(n);
     println!(
-        "{} sender cores ({}): {} KB of live heap each",
+        "{} sender cores ({}, {}): {} KB of live heap each",
         senders.len(),
         if reports {
             "report interceptors"
         } else {
             "no interceptors"
+        },
+        if shared.is_some() {
+            "one shared certificate"
+        } else {
+            "a certificate each"
         },
         per_core / 1024
     );

@@ -8,6 +8,8 @@
 use bytes::{Bytes, BytesMut};
 use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_H264, MIME_TYPE_OPUS, MediaEngine,
@@ -62,8 +64,25 @@ pub struct Side {
     pub addr: SocketAddr,
 }
 
+/// One ECDSA P-256 certificate, for cores that share one.
+pub fn certificate() -> RTCCertificate {
+    let provider = rtc::crypto::default_provider().expect("a crypto provider");
+    RTCCertificate::generate(
+        provider.crypto(),
+        rtc::crypto::SignatureScheme::EcdsaP256Sha256,
+        CertificateParams::new(vec!["ffwhep".to_owned()]).expect("certificate parameters"),
+    )
+    .expect("a certificate")
+}
+
 impl Side {
     pub fn new(port: u16, reports: bool) -> Self {
+        Self::with_certificate(port, reports, None)
+    }
+
+    /// A side with `certificate`, or (none) one of its own made now, as a
+    /// core makes when given none.
+    pub fn with_certificate(port: u16, reports: bool, certificate: Option<RTCCertificate>) -> Self {
         let mut engine = MediaEngine::default();
         engine
             .register_codec(h264(), RtpCodecKind::Video)
@@ -77,6 +96,11 @@ impl Side {
             Registry::new()
         };
         let pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(
+                RTCConfigurationBuilder::new()
+                    .with_certificates(certificate.into_iter().collect())
+                    .build(),
+            )
             .with_media_engine(engine)
             .with_interceptor_registry(registry)
             .build(Instant::now())
@@ -152,8 +176,13 @@ pub struct Pair {
 
 impl Pair {
     pub fn connect(n: u16, reports: bool) -> Self {
+        Self::connect_with(n, reports, None)
+    }
+
+    /// A pair whose sender has `certificate` (shared with others).
+    pub fn connect_with(n: u16, reports: bool, certificate: Option<RTCCertificate>) -> Self {
         let mut receiver = Side::new(20_000 + 2 * n, true);
-        let mut sender = Side::new(20_001 + 2 * n, reports);
+        let mut sender = Side::with_certificate(20_001 + 2 * n, reports, certificate);
         let _ = receiver
             .pc
             .add_transceiver_from_kind(RtpCodecKind::Video, None)

@@ -10,6 +10,7 @@ use crate::sdp::offer::OfferError;
 use rtc::interceptor::{Registry, SenderReportBuilder, Slot};
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -60,11 +61,17 @@ pub(crate) fn internal(
     move |e| PeerError::Internal(anyhow::Error::new(e).context(context))
 }
 
+/// Who a core says it is: its ICE credentials and DTLS certificate.
+pub(crate) struct Credentials<'a> {
+    pub ufrag: &'a str,
+    pub pwd: &'a str,
+    pub certificate: &'a RTCCertificate,
+}
+
 /// A core with ffwhep's codecs and interceptors and our ICE credentials;
 /// `answering_role`: the DTLS role it takes when it answers.
 pub(crate) fn new_core(
-    ufrag: &str,
-    pwd: &str,
+    id: &Credentials<'_>,
     answering_role: RTCDtlsRole,
     now: Instant,
 ) -> Result<RTCPeerConnection, PeerError> {
@@ -78,7 +85,7 @@ pub(crate) fn new_core(
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
         .with(Slot::from(14_000), RtcpToApp::feedback());
     let settings = SettingEngineBuilder::new()
-        .with_ice_credentials(ufrag.to_owned(), pwd.to_owned())
+        .with_ice_credentials(id.ufrag.to_owned(), id.pwd.to_owned())
         .with_answering_dtls_role(answering_role)
         .with_ice_timeouts(
             Some(CONSENT_DISCONNECTED),
@@ -87,7 +94,11 @@ pub(crate) fn new_core(
         )
         .build();
     RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_certificates(vec![id.certificate.clone()])
+                .build(),
+        )
         .with_media_engine(engine)
         .with_setting_engine(settings)
         .with_interceptor_registry(registry)
@@ -116,13 +127,12 @@ pub(crate) fn local_sdp(core: &RTCPeerConnection) -> Result<String, PeerError> {
     })
 }
 
-/// Answers `offer` with a core that sends the given kinds, with ICE
-/// credentials `ufrag`/`pwd` and the candidates `locals`.
+/// Answers `offer` with a core that sends the given kinds, as `id`, with
+/// the candidates `locals`.
 pub(crate) fn answer(
     offer: &str,
     kinds: &[RtpCodecKind],
-    ufrag: &str,
-    pwd: &str,
+    id: &Credentials<'_>,
     locals: &[Local],
     now: Instant,
 ) -> Result<Answered, PeerError> {
@@ -131,7 +141,7 @@ pub(crate) fn answer(
     // once. As the client, ffwhep's ClientHello could reach a viewer not yet
     // listening (aiortc, Chromium) and wait on a retransmit: ~200 ms more.
     // ICE-lite was measured too and is slower (docs/BENCHMARKS.md).
-    let mut core = new_core(ufrag, pwd, RTCDtlsRole::Server, now)?;
+    let mut core = new_core(id, RTCDtlsRole::Server, now)?;
     let base_ssrc = rand::random::<u32>();
     let mut senders = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {

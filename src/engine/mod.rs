@@ -14,6 +14,7 @@ mod config;
 mod conn;
 mod counters;
 pub(crate) mod feedback;
+mod identity;
 pub(crate) mod mux;
 mod offer;
 mod probe;
@@ -218,7 +219,13 @@ pub async fn accept_offer(
     let kinds: Vec<RtpCodecKind> = sources.iter().map(|(k, _)| *k).collect();
     let ufrag = random_token(16);
     let now = Instant::now();
-    let answered = answer::answer(offer, &kinds, &ufrag, &random_token(24), &locals, now)?;
+    let (pwd, certificate) = (random_token(24), engine.certificate());
+    let id = answer::Credentials {
+        ufrag: &ufrag,
+        pwd: &pwd,
+        certificate: &certificate,
+    };
+    let answered = answer::answer(offer, &kinds, &id, &locals, now)?;
     // The stack keeps NAT 1:1 addresses out of its candidates: done here.
     let answer =
         crate::sdp::candidates::rewrite_host_candidates(&answered.answer, &engine.config.nat_ips);
@@ -256,7 +263,13 @@ pub async fn offer_push(engine: &Engine, media: &StreamMedia) -> Result<PushOffe
     let locals = engine.gather(&engine.shards[shard]).await;
     let ufrag = random_token(16);
     let now = Instant::now();
-    let offering = offer::offer(&kinds, &ufrag, &random_token(24), &locals, now)?;
+    let (pwd, certificate) = (random_token(24), engine.certificate());
+    let id = answer::Credentials {
+        ufrag: &ufrag,
+        pwd: &pwd,
+        certificate: &certificate,
+    };
+    let offering = offer::offer(&kinds, &id, &locals, now)?;
     let offer =
         crate::sdp::candidates::rewrite_host_candidates(&offering.offer, &engine.config.nat_ips);
     Ok(PushOffer {

@@ -3,7 +3,9 @@
 //! SFU's answer. Synchronous: no I/O, the caller's `now`.
 
 use super::PeerError;
-use super::answer::{Local, Negotiated, add_candidates, internal, local_sdp, negotiated, new_core};
+use super::answer::{
+    Credentials, Local, Negotiated, add_candidates, internal, local_sdp, negotiated, new_core,
+};
 use super::codecs::local_track;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -20,18 +22,16 @@ pub(crate) struct Offering {
     senders: Vec<(RtpCodecKind, RTCRtpSenderId, u32)>,
 }
 
-/// Offers to send the given kinds, with ICE credentials `ufrag`/`pwd` and
-/// the candidates `locals`.
+/// Offers to send the given kinds, as `id`, with the candidates `locals`.
 pub(crate) fn offer(
     kinds: &[RtpCodecKind],
-    ufrag: &str,
-    pwd: &str,
+    id: &Credentials<'_>,
     locals: &[Local],
     now: Instant,
 ) -> Result<Offering, PeerError> {
     // The offer says `a=setup:actpass`: the SFU picks the DTLS role (the
     // answering role below is never used).
-    let mut core = new_core(ufrag, pwd, RTCDtlsRole::Server, now)?;
+    let mut core = new_core(id, RTCDtlsRole::Server, now)?;
     let base_ssrc = rand::random::<u32>();
     let mut senders = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {

@@ -5,6 +5,7 @@
 
 use super::answer::Local;
 use super::config::PeerConfig;
+use super::identity::Identity;
 use super::routes::{Routes, StunWaiters};
 use super::shard::{Input, Shard, ShardSocket};
 use super::{mux, tcp};
@@ -41,6 +42,8 @@ pub struct Engine {
     pub(crate) stun: Arc<StunWaiters>,
     /// ICE-TCP listeners' addresses.
     pub(crate) tcp: Vec<SocketAddr>,
+    /// The DTLS certificate every connection presents.
+    identity: Identity,
     next_id: AtomicU64,
 }
 
@@ -137,6 +140,7 @@ impl Engine {
             routes,
             stun,
             tcp: tcp_addrs,
+            identity: Identity::new().context("making the DTLS certificate")?,
             next_id: AtomicU64::new(1),
         })
     }
@@ -145,8 +149,12 @@ impl Engine {
         self.next_id.fetch_add(1, Relaxed)
     }
 
-    /// The shard with the fewest viewers.
-    /// The least busy shard's index.
+    /// The DTLS certificate for a new connection (one for all of them).
+    pub(crate) fn certificate(&self) -> rtc::peer_connection::certificate::RTCCertificate {
+        self.identity.certificate(std::time::SystemTime::now())
+    }
+
+    /// The index of the shard with the fewest viewers.
     pub(crate) fn pick(&self) -> usize {
         let mut best = 0;
         for (i, s) in self.shards.iter().enumerate().skip(1) {
