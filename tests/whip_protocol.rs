@@ -21,6 +21,8 @@ use std::time::Duration;
 #[derive(Default)]
 struct Seen {
     redirected: u32,
+    /// POSTs without the token.
+    unauthorized: u32,
     posts: u32,
     /// (If-Match, body) of each PATCH.
     patches: Vec<(String, String)>,
@@ -39,7 +41,15 @@ async fn start(State(e): State<Endpoint>) -> impl IntoResponse {
     (StatusCode::TEMPORARY_REDIRECT, [("location", "/whip/b")])
 }
 
-async fn publish(State(e): State<Endpoint>, offer: String) -> axum::response::Response {
+async fn publish(
+    State(e): State<Endpoint>,
+    headers: HeaderMap,
+    offer: String,
+) -> axum::response::Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer sekrit") {
+        e.seen.lock().unwrap().unauthorized += 1;
+        return (StatusCode::UNAUTHORIZED, "a token, please\n").into_response();
+    }
     let first = {
         let mut seen = e.seen.lock().unwrap();
         seen.posts += 1;
@@ -151,9 +161,13 @@ async fn a_push_follows_redirects_honours_retry_after_trickles_and_deletes() {
     let (endpoint, url) = serve().await;
     let profile = common::testsrc_profile(
         "protocol",
-        &format!("whip:\n  - url: \"{url}\"\n    retry: {{initial_delay: 0.2, jitter: 0}}\n"),
+        &format!(
+            "whip:\n  - url: \"{url}\"\n    token_env: WHIP_TOKEN\n    \
+             retry: {{initial_delay: 0.2, jitter: 0}}\n  \
+             - url: \"{url}\"\n    retry: {{initial_delay: 0.2, jitter: 0}}\n"
+        ),
     );
-    let mut ff = Ffwhep::start(&[profile.to_str().unwrap()]);
+    let mut ff = Ffwhep::start_env(&[profile.to_str().unwrap()], &[("WHIP_TOKEN", "sekrit")]);
     let status = common::StatusReader::new(&ff);
     status
         .wait("the push connected", |s| {
@@ -161,11 +175,23 @@ async fn a_push_follows_redirects_honours_retry_after_trickles_and_deletes() {
         })
         .await;
 
+    // Without the token: 401, with the endpoint's reason, tried again.
+    status
+        .wait("the push without the token refused twice", |s| {
+            s["streams"][0]["pushes"][1]["attempts"].as_u64() >= Some(2)
+        })
+        .await;
+    let s = status.get().await;
+    assert_eq!(
+        s["streams"][0]["pushes"][1]["last_error"],
+        "the endpoint answered 401: a token, please"
+    );
+    assert_ne!(s["streams"][0]["pushes"][1]["state"], "connected");
     // The 503's Retry-After (2 s) outweighed the backoff's 0.2 s.
     let log = ff.log();
     let retry = log
         .lines()
-        .find(|l| l.contains("push failed; retrying after the delay"))
+        .find(|l| l.contains("push failed; retrying after the delay") && l.contains("503"))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(retry.contains("delay_ms=2000"), "{retry}");
     assert!(
@@ -175,11 +201,11 @@ async fn a_push_follows_redirects_honours_retry_after_trickles_and_deletes() {
     assert!(log.contains("TURN servers: not used"), "{log}");
     {
         let seen = endpoint.seen.lock().unwrap();
-        assert_eq!(
-            (seen.redirected, seen.posts),
-            (2, 2),
-            "each POST redirected"
-        );
+        assert_eq!(seen.posts, 2, "the push with the token");
+        assert!(seen.unauthorized >= 2, "the push without");
+        // /whip/b is reached only through /whip/start's redirect (another
+        // may be on its way).
+        assert!(seen.redirected >= seen.posts + seen.unauthorized);
         // Our server-reflexive candidate, from the endpoint's STUN server.
         let [(if_match, frag)] = &seen.patches[..] else {
             panic!("{:?}", seen.patches)
@@ -211,7 +237,10 @@ async fn a_push_follows_redirects_honours_retry_after_trickles_and_deletes() {
 async fn smoke_checks_that_every_push_connects() {
     let (_endpoint, url) = serve().await;
     let smoke = |id: &str, url: &str, timeout: &str| {
-        let profile = common::testsrc_profile(id, &format!("whip:\n  - url: \"{url}\"\n"));
+        let profile = common::testsrc_profile(
+            id,
+            &format!("whip:\n  - url: \"{url}\"\n    token: sekrit\n"),
+        );
         let out = common::bin()
             .args([
                 "smoke",
