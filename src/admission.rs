@@ -197,19 +197,9 @@ fn max_age(value: &str) -> Option<Duration> {
 /// The service's reason, made safe to pass on: its first line, printable,
 /// bounded; or a plain one from the status.
 fn reason(text: &str, status: u16) -> String {
-    let line: String = text
-        .lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_REASON)
-        .collect();
-    let line = line.trim();
-    if line.is_empty() {
-        format!("the authorization service refused (HTTP {status})")
-    } else {
-        format!("refused: {line}")
+    match crate::outbound::first_line(text, MAX_REASON) {
+        Some(line) => format!("refused: {line}"),
+        None => format!("the authorization service refused (HTTP {status})"),
     }
 }
 

@@ -156,6 +156,21 @@ fn config(roots: rustls::RootCertStore) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
+/// A service's reason from its answer's body: its first line, without
+/// control characters, at most `max` characters; `None` when empty.
+pub fn first_line(body: &str, max: usize) -> Option<String> {
+    let line: String = body
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(max)
+        .collect();
+    let line = line.trim();
+    (!line.is_empty()).then(|| line.to_owned())
+}
+
 /// An error and its causes, `: `-separated (a client error's own text
 /// leaves out the cause, e.g. "connection refused").
 pub fn chain(e: &dyn std::error::Error) -> String {

@@ -232,19 +232,7 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 /// An endpoint's reason: its body's first line, printable and bounded.
 fn reason(body: &str) -> String {
-    let line: String = body
-        .lines()
-        .next()
-        .unwrap_or("")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_REASON)
-        .collect();
-    if line.trim().is_empty() {
-        "no reason given".into()
-    } else {
-        line.trim().to_owned()
-    }
+    crate::outbound::first_line(body, MAX_REASON).unwrap_or_else(|| "no reason given".into())
 }
 
 #[cfg(test)]

@@ -201,15 +201,7 @@ async fn a_service_that_is_down_refuses_with_503_and_auth_url_guards_every_strea
     offer.pc.close().await.ok();
     let s = status.get().await;
     assert_eq!(s["streams"][0]["auth"]["unavailable"], 1, "{s}");
-    let m = reqwest::Client::new()
-        .get(format!("{}/metrics", ff.base()))
-        .header("authorization", "Bearer admin")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = common::metrics(&ff, Some("admin")).await;
     assert!(
         m.contains("ffwhep_auth_decisions_total{decision=\"unavailable\",stream=\"testsrc\"} 1"),
         "{m}"

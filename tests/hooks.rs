@@ -220,12 +220,7 @@ async fn a_hanging_or_failing_hook_is_killed_and_counted_while_viewers_play() {
         r.complete_frames() > before + 30
     })
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", ff.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&ff, None).await;
     for want in [
         "ffwhep_hook_runs_total{result=\"timed_out\",stream=\"hanging\"} 1",
         "ffwhep_hook_runs_total{result=\"failed\",stream=\"hanging\"} 1",

@@ -251,12 +251,7 @@ async fn a_pushed_stream_is_decoded_on_the_far_side_of_janus() {
     assert_eq!(push["attempts"], 1, "{push}");
     assert!(push["sent"]["packets"].as_u64().unwrap() > 100, "{push}");
     assert!(push["connection"]["rtt_ms"].is_number(), "{push}");
-    let metrics = reqwest::get(format!("{}/metrics", ff.base()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics(&ff, None).await;
     assert!(
         metrics.contains("ffwhep_push_connected{push=\"0\",stream=\"pushed\"} 1"),
         "{metrics}"

@@ -62,16 +62,16 @@ pub(crate) fn internal(
 }
 
 /// Who a core says it is: its ICE credentials and DTLS certificate.
-pub(crate) struct Credentials<'a> {
-    pub ufrag: &'a str,
-    pub pwd: &'a str,
-    pub certificate: &'a RTCCertificate,
+pub(crate) struct Credentials {
+    pub ufrag: String,
+    pub pwd: String,
+    pub certificate: RTCCertificate,
 }
 
 /// A core with ffwhep's codecs and interceptors and our ICE credentials;
 /// `answering_role`: the DTLS role it takes when it answers.
 pub(crate) fn new_core(
-    id: &Credentials<'_>,
+    id: &Credentials,
     answering_role: RTCDtlsRole,
     now: Instant,
 ) -> Result<RTCPeerConnection, PeerError> {
@@ -85,7 +85,7 @@ pub(crate) fn new_core(
         .with(Slot::SenderReport, SenderReportBuilder::new().build())
         .with(Slot::from(14_000), RtcpToApp::feedback());
     let settings = SettingEngineBuilder::new()
-        .with_ice_credentials(id.ufrag.to_owned(), id.pwd.to_owned())
+        .with_ice_credentials(id.ufrag.clone(), id.pwd.clone())
         .with_answering_dtls_role(answering_role)
         .with_ice_timeouts(
             Some(CONSENT_DISCONNECTED),
@@ -132,7 +132,7 @@ pub(crate) fn local_sdp(core: &RTCPeerConnection) -> Result<String, PeerError> {
 pub(crate) fn answer(
     offer: &str,
     kinds: &[RtpCodecKind],
-    id: &Credentials<'_>,
+    id: &Credentials,
     locals: &[Local],
     now: Instant,
 ) -> Result<Answered, PeerError> {

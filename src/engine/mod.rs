@@ -217,14 +217,8 @@ pub async fn accept_offer(
     let locals = engine.gather(&engine.shards[shard]).await;
     let sources = by_kind(video, audio);
     let kinds: Vec<RtpCodecKind> = sources.iter().map(|(k, _)| *k).collect();
-    let ufrag = random_token(16);
+    let id = engine.credentials();
     let now = Instant::now();
-    let (pwd, certificate) = (random_token(24), engine.certificate());
-    let id = answer::Credentials {
-        ufrag: &ufrag,
-        pwd: &pwd,
-        certificate: &certificate,
-    };
     let answered = answer::answer(offer, &kinds, &id, &locals, now)?;
     // The stack keeps NAT 1:1 addresses out of its candidates: done here.
     let answer =
@@ -234,7 +228,7 @@ pub async fn accept_offer(
         core: answered.core,
         tracks: answered.tracks,
         sources,
-        ufrag,
+        ufrag: id.ufrag,
         remote: (offered.ice_ufrag, offered.ice_pwd),
         controlling: false,
         made_at: now,
@@ -261,14 +255,8 @@ pub async fn offer_push(engine: &Engine, media: &StreamMedia) -> Result<PushOffe
     let kinds: Vec<RtpCodecKind> = sources.iter().map(|(k, _)| *k).collect();
     let shard = engine.pick();
     let locals = engine.gather(&engine.shards[shard]).await;
-    let ufrag = random_token(16);
+    let id = engine.credentials();
     let now = Instant::now();
-    let (pwd, certificate) = (random_token(24), engine.certificate());
-    let id = answer::Credentials {
-        ufrag: &ufrag,
-        pwd: &pwd,
-        certificate: &certificate,
-    };
     let offering = offer::offer(&kinds, &id, &locals, now)?;
     let offer =
         crate::sdp::candidates::rewrite_host_candidates(&offering.offer, &engine.config.nat_ips);
@@ -276,7 +264,7 @@ pub async fn offer_push(engine: &Engine, media: &StreamMedia) -> Result<PushOffe
         shard,
         offering,
         sources,
-        ufrag,
+        ufrag: id.ufrag,
         made_at: now,
         offer,
     })
@@ -318,6 +306,16 @@ impl PushOffer {
 }
 
 impl Engine {
+    /// Fresh ICE credentials, and the engine's certificate, for a new
+    /// connection.
+    fn credentials(&self) -> answer::Credentials {
+        answer::Credentials {
+            ufrag: random_token(16),
+            pwd: random_token(24),
+            certificate: self.certificate(),
+        }
+    }
+
     /// A trickle fragment (`application/trickle-ice-sdpfrag`) for the push
     /// on `shard` that offered `offer`: the server-reflexive candidates the
     /// STUN servers among `ice_servers` see of the shard's sockets; `None`

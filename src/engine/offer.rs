@@ -25,7 +25,7 @@ pub(crate) struct Offering {
 /// Offers to send the given kinds, as `id`, with the candidates `locals`.
 pub(crate) fn offer(
     kinds: &[RtpCodecKind],
-    id: &Credentials<'_>,
+    id: &Credentials,
     locals: &[Local],
     now: Instant,
 ) -> Result<Offering, PeerError> {

@@ -303,12 +303,7 @@ impl Offer {
         }
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.notified()).await;
-        let sdp = pc
-            .local_description()
-            .await
-            .context("no local description")?
-            .sdp;
+        let sdp = gathered_sdp(&*pc, &gathered).await?;
         Ok(Offer {
             pc,
             sdp,
@@ -327,12 +322,7 @@ impl Offer {
         pc.set_remote_description(desc).await?;
         let answer = pc.create_answer(None).await?;
         pc.set_local_description(answer).await?;
-        let _ = tokio::time::timeout(Duration::from_secs(5), gathered.notified()).await;
-        let sdp = pc
-            .local_description()
-            .await
-            .context("no local description")?
-            .sdp;
+        let sdp = gathered_sdp(&*pc, &gathered).await?;
         Ok(Offer {
             pc,
             sdp,
@@ -355,6 +345,17 @@ impl Offer {
     pub fn state(&self) -> RTCPeerConnectionState {
         *self.state.borrow()
     }
+}
+
+/// The local description once gathering is done (or after 5 s, with what
+/// was gathered).
+async fn gathered_sdp(pc: &dyn PeerConnection, gathered: &Notify) -> anyhow::Result<String> {
+    let _ = tokio::time::timeout(Duration::from_secs(5), gathered.notified()).await;
+    Ok(pc
+        .local_description()
+        .await
+        .context("no local description")?
+        .sdp)
 }
 
 /// Polls until `f` holds for `received`; false after `within`.

@@ -500,6 +500,15 @@ pub fn stun_success(
     sock.send_to(&resp.raw, from).unwrap();
 }
 
+/// ffwhep's /metrics text (with the global token when given).
+pub async fn metrics(ff: &Ffwhep, token: Option<&str>) -> String {
+    let mut req = reqwest::Client::new().get(format!("{}/metrics", ff.base()));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    req.send().await.unwrap().text().await.unwrap()
+}
+
 /// A fresh self-signed certificate for 127.0.0.1 and its key (PEM files,
 /// made by openssl): the certificate is its own root (trusted by naming it
 /// in `SSL_CERT_FILE`).
