@@ -44,11 +44,17 @@ pub struct Outbound {
 impl Outbound {
     /// A client for `urls`: with the system's roots when one is `https://`.
     pub fn for_urls<'a>(urls: impl IntoIterator<Item = &'a str>) -> Self {
-        let tls = if urls.into_iter().any(|u| u.starts_with("https://")) {
-            system_roots()
-        } else {
-            no_roots()
-        };
+        let https = urls.into_iter().any(|u| u.starts_with("https://"));
+        Self::with_roots(if https { system_roots() } else { no_roots() })
+    }
+
+    /// A client for any URL (one may redirect to another): with the
+    /// system's roots.
+    pub fn any() -> Self {
+        Self::with_roots(system_roots())
+    }
+
+    fn with_roots(tls: Arc<ClientConfig>) -> Self {
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config((*tls).clone())
             .https_or_http()
@@ -80,7 +86,8 @@ impl Outbound {
         body: Option<(&str, String)>,
         timeout: Duration,
     ) -> Result<Answer, CallError> {
-        let bad = |e: &dyn std::fmt::Display| CallError::Failed(format!("{url}: {e}"));
+        let shown = redact(url);
+        let bad = |e: &dyn std::fmt::Display| CallError::Failed(format!("{shown}: {e}"));
         let mut request = Request::builder().method(method).uri(url).header(
             http::header::USER_AGENT,
             concat!("ffwhep/", env!("CARGO_PKG_VERSION")),
@@ -156,6 +163,18 @@ fn config(roots: rustls::RootCertStore) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
+/// `url` as it may be shown (logs, /status, hooks): without user
+/// information, query or fragment, which may hold secrets.
+pub fn redact(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    format!("{scheme}://{host}{path}")
+}
+
 /// A service's reason from its answer's body: its first line, without
 /// control characters, at most `max` characters; `None` when empty.
 pub fn first_line(body: &str, max: usize) -> Option<String> {
@@ -181,4 +200,27 @@ pub fn chain(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shown_url_has_no_secrets() {
+        assert_eq!(
+            redact("https://user:pass@sfu.example:8443/whip/cam?token=x#f"),
+            "https://sfu.example:8443/whip/cam"
+        );
+        assert_eq!(redact("http://h/a/b"), "http://h/a/b");
+        assert_eq!(redact("http://h?k=v"), "http://h");
+        assert_eq!(redact("not a url?x"), "not a url");
+    }
+
+    #[test]
+    fn a_reason_is_one_bounded_printable_line() {
+        assert_eq!(first_line("no\nmore", 10).as_deref(), Some("no"));
+        assert_eq!(first_line(" \t\n", 10), None);
+        assert_eq!(first_line("a\u{7}bcdef", 3).as_deref(), Some("abc"));
+    }
 }

@@ -4,10 +4,13 @@
 //! DELETE the resource at the end.
 
 use crate::auth::Secret;
-use crate::outbound::{CallError, Outbound};
+use crate::outbound::{CallError, Outbound, redact};
 use http::{HeaderMap, HeaderName, Method, header};
 use std::time::Duration;
 
+/// The endpoint's ICE servers used at most (the endpoint picks where our
+/// STUN requests go: a bounded few).
+const MAX_ICE_SERVERS: usize = 4;
 /// Redirects followed at most.
 const MAX_REDIRECTS: usize = 5;
 /// The most of an endpoint's reason that is kept.
@@ -23,6 +26,9 @@ pub struct Resource {
     /// The ICE servers the endpoint suggests (`Link: <..>; rel="ice-server"`).
     pub ice_servers: Vec<String>,
     pub etag: Option<String>,
+    /// Whether the token is sent with PATCH and DELETE (it was sent with
+    /// the POST that made the resource).
+    pub token_ok: bool,
 }
 
 /// Why a publish did not succeed.
@@ -72,7 +78,9 @@ fn unreachable(e: CallError) -> PushError {
     PushError::Unreachable(e.to_string())
 }
 
-/// POSTs `offer` to `url`, following redirects; the resource made.
+/// POSTs `offer` to `url`, following redirects; the resource made. The
+/// token goes only to the origin it was configured for, and a redirect
+/// from https to http is refused.
 pub async fn publish(
     client: &Outbound,
     url: &str,
@@ -80,42 +88,32 @@ pub async fn publish(
     offer: &str,
     timeout: Duration,
 ) -> Result<Resource, PushError> {
-    let mut url = url.to_owned();
+    let mut at = url.to_owned();
     for _ in 0..=MAX_REDIRECTS {
+        let token = token.filter(|_| origin(&at) == origin(url));
         let body = Some(("application/sdp", offer.to_owned()));
         let a = client
-            .request(Method::POST, &url, &bearer(token), body, timeout)
+            .request(Method::POST, &at, &bearer(token), body, timeout)
             .await
             .map_err(unreachable)?;
         let location = a
             .headers
             .get(header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .map(|l| resolve(&url, l));
+            .map(|l| resolve(&at, l));
         match a.status {
-            201 => {
-                let location =
-                    location.ok_or_else(|| PushError::Protocol("201 without a Location".into()))?;
-                if !a.body.trim_start().starts_with("v=0") {
-                    return Err(PushError::Protocol(
-                        "the 201's body is not an SDP answer".into(),
-                    ));
-                }
-                return Ok(Resource {
-                    url: location,
-                    answer: a.body,
-                    ice_servers: ice_servers(&a.headers),
-                    etag: a
-                        .headers
-                        .get(header::ETAG)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                });
-            }
+            201 => return created(a, location, token),
             307 | 308 => {
-                url = location.ok_or_else(|| {
+                let next = location.ok_or_else(|| {
                     PushError::Protocol(format!("{} without a Location", a.status))
                 })?;
+                if at.starts_with("https://") && !next.starts_with("https://") {
+                    return Err(PushError::Protocol(format!(
+                        "refusing a redirect from https to {}",
+                        redact(&next)
+                    )));
+                }
+                at = next;
             }
             status @ (429 | 503) => {
                 return Err(PushError::Unavailable {
@@ -135,6 +133,40 @@ pub async fn publish(
     Err(PushError::Protocol(format!(
         "more than {MAX_REDIRECTS} redirects"
     )))
+}
+
+/// The resource of a 201: its Location is required, its body the answer.
+fn created(
+    a: crate::outbound::Answer,
+    location: Option<String>,
+    token: Option<&Secret>,
+) -> Result<Resource, PushError> {
+    let url = location.ok_or_else(|| PushError::Protocol("201 without a Location".into()))?;
+    if !a.body.trim_start().starts_with("v=0") {
+        return Err(PushError::Protocol(
+            "the 201's body is not an SDP answer".into(),
+        ));
+    }
+    Ok(Resource {
+        // The resource is the token's only if it is where the token went.
+        token_ok: token.is_some(),
+        url,
+        answer: a.body,
+        ice_servers: ice_servers(&a.headers),
+        etag: a
+            .headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    })
+}
+
+/// `scheme://authority` of a URL.
+fn origin(url: &str) -> &str {
+    let end = url.find("://").map_or(url.len(), |i| {
+        i + 3 + url[i + 3..].find('/').unwrap_or(url.len() - i - 3)
+    });
+    &url[..end]
 }
 
 /// Trickles `fragment` (an `application/trickle-ice-sdpfrag`) to the
@@ -170,7 +202,13 @@ pub async fn delete(
     timeout: Duration,
 ) -> Result<(), String> {
     let a = client
-        .request(Method::DELETE, &resource.url, &bearer(token), None, timeout)
+        .request(
+            Method::DELETE,
+            &resource.url,
+            &bearer(token.filter(|_| resource.token_ok)),
+            None,
+            timeout,
+        )
         .await
         .map_err(|e| e.to_string())?;
     match a.status {
@@ -217,6 +255,7 @@ fn ice_servers(headers: &HeaderMap) -> Vec<String> {
             });
             ice.then(|| uri.trim().to_owned())
         })
+        .take(MAX_ICE_SERVERS)
         .collect()
 }
 
@@ -253,6 +292,17 @@ mod tests {
         assert_eq!(resolve(base, "r1"), "http://10.0.0.2:7080/whip/endpoint/r1");
         assert_eq!(resolve(base, "//cdn.example/r"), "http://cdn.example/r");
         assert_eq!(resolve("http://h:1", "r"), "http://h:1/r");
+    }
+
+    #[test]
+    fn origins_are_scheme_and_authority() {
+        assert_eq!(
+            origin("https://a.example:8443/whip/x?y"),
+            "https://a.example:8443"
+        );
+        assert_eq!(origin("http://h"), "http://h");
+        assert_ne!(origin("https://a/x"), origin("https://b/x"));
+        assert_ne!(origin("http://a/x"), origin("https://a/x"));
     }
 
     #[test]

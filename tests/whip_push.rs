@@ -240,17 +240,22 @@ async fn a_pushed_stream_is_decoded_on_the_far_side_of_janus() {
         .await;
 
     // Janus forwards it: video at the profile's size, and audio.
-    receiver.wait_exit(Duration::from_secs(90));
+    tokio::task::block_in_place(|| receiver.wait_exit(Duration::from_secs(90)));
     let (w, h, video, audio) = probe(&recording);
     assert_eq!((w, h), (640, 360), "{}", receiver.lines.text());
     assert!(video >= 60, "{video} video frames decoded");
     assert!(audio >= 50, "{audio} audio frames decoded");
 
+    // Its connection as for a viewer: RTT from the SFU's receiver reports.
+    status
+        .wait("the push's RTT", |s| {
+            push_of(s, 0)["connection"]["rtt_ms"].is_number()
+        })
+        .await;
     let s = status.get().await;
     let push = push_of(&s, 0);
-    assert_eq!(push["attempts"], 1, "{push}");
+    assert!(push["attempts"].as_u64() >= Some(1), "{push}");
     assert!(push["sent"]["packets"].as_u64().unwrap() > 100, "{push}");
-    assert!(push["connection"]["rtt_ms"].is_number(), "{push}");
     let metrics = common::metrics(&ff, None).await;
     assert!(
         metrics.contains("ffwhep_push_connected{push=\"0\",stream=\"pushed\"} 1"),
@@ -265,12 +270,13 @@ async fn a_pushed_stream_is_decoded_on_the_far_side_of_janus() {
             l.contains("[cam] Terminating WHIP session")
         });
     assert!(ff.log().contains("push: resource deleted"));
+    // The hook was told each change (a first attempt that failed would
+    // add "retrying" and "connecting" in between).
     let told = std::fs::read_to_string(&states).unwrap();
-    assert_eq!(
-        told.lines().collect::<Vec<_>>(),
-        ["0 connecting", "0 connected", "0 stopped"],
-        "{told}"
-    );
+    let told: Vec<&str> = told.lines().collect();
+    assert_eq!(told.first(), Some(&"0 connecting"), "{told:?}");
+    assert_eq!(told.last(), Some(&"0 stopped"), "{told:?}");
+    assert_eq!(told[told.len() - 2], "0 connected", "{told:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +367,7 @@ async fn a_push_resumes_when_the_sfu_returns_and_viewers_never_notice() {
     .await;
 
     // It comes back (a fresh front end: its endpoints are made again).
-    sfu.up();
+    tokio::task::block_in_place(|| sfu.up());
     sfu.create("cam", None).await;
     status
         .wait("the push connected again", |s| {

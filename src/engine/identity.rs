@@ -7,6 +7,8 @@ use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
+/// How long a certificate is valid.
+const VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 /// A certificate is replaced this long before it expires.
 const RENEW_BEFORE: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -15,9 +17,12 @@ pub(crate) struct Identity {
     current: Mutex<RTCCertificate>,
 }
 
-fn make() -> anyhow::Result<RTCCertificate> {
+fn make(now: SystemTime) -> anyhow::Result<RTCCertificate> {
     let provider = rtc::crypto::default_provider()?;
-    let params = CertificateParams::new(vec!["ffwhep".to_owned()])?;
+    let mut params = CertificateParams::new(vec!["ffwhep".to_owned()])?;
+    // A day's slack for peers whose clocks are behind.
+    params.not_before = (now - Duration::from_secs(24 * 3600)).into();
+    params.not_after = (now + VALIDITY).into();
     Ok(RTCCertificate::generate(
         provider.crypto(),
         SignatureScheme::EcdsaP256Sha256,
@@ -28,7 +33,7 @@ fn make() -> anyhow::Result<RTCCertificate> {
 impl Identity {
     pub fn new() -> anyhow::Result<Self> {
         Ok(Self {
-            current: Mutex::new(make()?),
+            current: Mutex::new(make(SystemTime::now())?),
         })
     }
 
@@ -36,19 +41,31 @@ impl Identity {
     /// a new one when the current expires within [`RENEW_BEFORE`] (should
     /// making it fail, the current one while it lasts).
     pub fn certificate(&self, now: SystemTime) -> RTCCertificate {
-        // Replaced whole under the lock: a poisoned lock still holds one.
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let renew = current
+        let current = self.lock().clone();
+        let due = current
             .expires
             .duration_since(now)
             .map_or(true, |left| left < RENEW_BEFORE);
-        if renew {
-            match make() {
-                Ok(fresh) => *current = fresh,
-                Err(e) => tracing::warn!(error = %e, "cannot renew the DTLS certificate"),
+        if !due {
+            return current;
+        }
+        // Made outside the lock: joins meanwhile take the current one.
+        match make(now) {
+            Ok(fresh) => {
+                *self.lock() = fresh.clone();
+                tracing::info!("DTLS certificate renewed");
+                fresh
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot renew the DTLS certificate");
+                current
             }
         }
-        current.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RTCCertificate> {
+        // Replaced whole under the lock: a poisoned lock still holds one.
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -62,7 +79,12 @@ mod tests {
         let now = SystemTime::now();
         let a = id.certificate(now);
         assert_eq!(a, id.certificate(now), "shared, not made per connection");
-        // Within a week of expiry: a new one.
+        // Valid for 30 days; within a week of its end: a new one.
+        let left = a.expires.duration_since(now).unwrap();
+        assert!(
+            left > Duration::from_secs(29 * 24 * 3600) && left <= VALIDITY,
+            "{left:?}"
+        );
         let late = a.expires - Duration::from_secs(3600);
         let b = id.certificate(late);
         assert_ne!(a, b);

@@ -239,6 +239,9 @@ impl Engine {
     }
 }
 
+/// The longest a STUN server's name may take to resolve.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(2);
+
 /// The addresses of the `stun:` servers among `urls`.
 async fn stun_servers(urls: &[&str]) -> Vec<SocketAddr> {
     let mut out = Vec::new();
@@ -256,9 +259,10 @@ async fn stun_servers(urls: &[&str]) -> Vec<SocketAddr> {
         } else {
             format!("{host}:3478")
         };
-        match tokio::net::lookup_host(&host).await {
-            Ok(addrs) => out.extend(addrs),
-            Err(e) => tracing::warn!(server = %url, error = %e, "cannot resolve a STUN server"),
+        match tokio::time::timeout(LOOKUP_LIMIT, tokio::net::lookup_host(&host)).await {
+            Ok(Ok(addrs)) => out.extend(addrs),
+            Ok(Err(e)) => tracing::warn!(server = %url, error = %e, "cannot resolve a STUN server"),
+            Err(_) => tracing::warn!(server = %url, "a STUN server's name did not resolve in time"),
         }
     }
     out

@@ -7,10 +7,17 @@ use crate::outbound::{CallError, Outbound};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 
+/// The variables of ffwhep's environment a command gets (besides the
+/// event's own).
+const PASSED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR",
+];
 /// Output lines of one run logged at most, per stream (stdout, stderr).
 const MAX_LOGGED_LINES: usize = 50;
+/// The most of an output line that is kept (what is logged is shorter).
+const MAX_LINE_BYTES: usize = 4096;
 /// The most of a line, or of a response body, that is logged.
 const MAX_LOGGED_CHARS: usize = 500;
 
@@ -36,7 +43,14 @@ pub async fn command(argv: &[String], event: &Event, timeout: Duration, at: Orig
         return Outcome::Failed("no program".into());
     };
     let mut cmd = tokio::process::Command::new(program);
+    // Nothing of ffwhep's own environment (its tokens among it) but what
+    // a program needs to run, and the event.
+    let kept = PASSED_ENV
+        .iter()
+        .filter_map(|k| std::env::var_os(k).map(|v| (*k, v)));
     cmd.args(args)
+        .env_clear()
+        .envs(kept)
         .envs(event.env())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -79,7 +93,8 @@ pub async fn post(client: &Outbound, url: &str, event: &Event, timeout: Duration
         Err(CallError::Failed(why)) => Outcome::Failed(why),
         Ok(a) if (200..300).contains(&a.status) => Outcome::Ok,
         Ok(a) => Outcome::Failed(format!(
-            "{url} answered {}: {}",
+            "{} answered {}: {}",
+            crate::outbound::redact(url),
             a.status,
             clip(a.body.trim())
         )),
@@ -110,14 +125,16 @@ impl Drop for GroupKill {
 /// Logs what a run writes, line by line: stdout at info, stderr at warn.
 async fn log_lines(pipe: Option<impl AsyncRead + Unpin>, stderr: bool, at: Origin<'_>) {
     let Some(pipe) = pipe else { return };
-    let mut lines = BufReader::new(pipe).lines();
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
     let mut n = 0;
-    while let Ok(Some(line)) = lines.next_line().await {
+    while let Ok(true) = next_line(&mut reader, &mut line).await {
         n += 1;
         if n > MAX_LOGGED_LINES {
             continue;
         }
-        let line = clip(&line);
+        let text = String::from_utf8_lossy(&line);
+        let line = clip(text.trim_end());
         if stderr {
             tracing::warn!(
                 stream = at.stream,
@@ -146,9 +163,60 @@ async fn log_lines(pipe: Option<impl AsyncRead + Unpin>, stderr: bool, at: Origi
     }
 }
 
+/// Reads the next line into `line` (at most `MAX_LINE_BYTES` of it kept,
+/// the rest skipped: a line without end costs no memory); false at the end.
+async fn next_line(
+    reader: &mut (impl AsyncBufRead + Unpin),
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    line.clear();
+    let mut any = false;
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(any);
+        }
+        any = true;
+        let (take, done) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (chunk.len(), false),
+        };
+        let room = MAX_LINE_BYTES.saturating_sub(line.len());
+        line.extend_from_slice(&chunk[..take.min(room)]);
+        reader.consume(take);
+        if done {
+            return Ok(true);
+        }
+    }
+}
+
 fn clip(s: &str) -> &str {
     match s.char_indices().nth(MAX_LOGGED_CHARS) {
         Some((i, _)) => &s[..i],
         None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn lines_are_read_whole_or_capped_and_never_fail_on_bytes() {
+        let long = vec![b'x'; MAX_LINE_BYTES * 3];
+        let mut input = b"one\n\xff\xfe two\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"\nlast");
+        let mut reader = BufReader::with_capacity(64, &input[..]);
+        let mut line = Vec::new();
+        let mut seen = Vec::new();
+        while next_line(&mut reader, &mut line).await.unwrap() {
+            seen.push(line.clone());
+        }
+        assert_eq!(seen.len(), 4);
+        assert_eq!(seen[0], b"one\n");
+        assert_eq!(String::from_utf8_lossy(&seen[1]), "\u{fffd}\u{fffd} two\n");
+        assert_eq!(seen[2].len(), MAX_LINE_BYTES, "a long line is capped");
+        assert_eq!(seen[3], b"last");
     }
 }

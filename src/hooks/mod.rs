@@ -132,8 +132,13 @@ impl Hooks {
             match inlet.queue.try_send(event.clone()) {
                 Ok(()) => self.counters.queued.fetch_add(1, Relaxed),
                 Err(_) => {
-                    tracing::warn!(stream = %self.stream, event = event.kind.name(), "hook queue full: event dropped");
-                    self.counters.dropped.fetch_add(1, Relaxed)
+                    // The first drop, then every hundredth: a flood of
+                    // events is not a flood of log lines.
+                    let dropped = self.counters.dropped.fetch_add(1, Relaxed) + 1;
+                    if dropped == 1 || dropped.is_multiple_of(100) {
+                        tracing::warn!(stream = %self.stream, event = event.kind.name(), dropped, "hook queue full: event dropped");
+                    }
+                    dropped
                 }
             };
         }

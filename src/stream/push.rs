@@ -8,7 +8,7 @@
 use super::registry::Streams;
 use super::restart::{Backoff, Decision, RunEnd};
 use crate::auth::Secret;
-use crate::engine::{SentTotals, StreamMedia, Viewer, ViewerReport, offer_push};
+use crate::engine::{PushOffer, SentTotals, StreamMedia, Viewer, ViewerReport, offer_push};
 use crate::hooks::event::Event;
 use crate::outbound::Outbound;
 use crate::profile::hooks::EventKind;
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// The longest one WHIP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,7 +54,8 @@ impl PushState {
 /// A push, for /status and /metrics.
 #[derive(Debug, Clone, Serialize)]
 pub struct PushStatus {
-    /// The endpoint, without its query (which may hold a secret).
+    /// The endpoint, without user information or query (which may hold
+    /// secrets).
     pub url: String,
     pub state: PushState,
     /// Attempts to publish, over the stream's life.
@@ -99,17 +101,13 @@ pub(crate) struct PushRun {
     pub tasks: TaskTracker,
 }
 
-/// `url` without its query and fragment.
-fn without_query(url: &str) -> String {
-    url.split(['?', '#']).next().unwrap_or(url).to_owned()
-}
-
 impl Push {
     pub fn new(index: usize, config: WhipConfig, token: Option<Secret>) -> Self {
-        let url = without_query(&config.url);
+        let url = crate::outbound::redact(&config.url);
         Self {
             index,
-            client: Outbound::for_urls([config.url.as_str()]),
+            // Any: a redirect may lead from http to https.
+            client: Outbound::any(),
             status: Mutex::new(PushStatus {
                 url: url.clone(),
                 state: PushState::Waiting,
@@ -140,21 +138,22 @@ impl Push {
             .clone()
     }
 
+    /// Makes `v` the current connection; the one before is folded into
+    /// the totals under the same lock that `counts` reads them with.
     fn set_current(&self, v: Option<Arc<Viewer>>) {
-        let old = std::mem::replace(
-            &mut *self.current.lock().unwrap_or_else(|p| p.into_inner()),
-            v,
-        );
-        if let Some(old) = old {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = std::mem::replace(&mut *current, v) {
             self.lock().sent += old.totals();
         }
     }
 
     /// The push's status, without its connection's report.
     pub fn counts(&self) -> PushStatus {
-        let viewer = self.current();
+        // The current connection and the totals together: a connection is
+        // counted in one or the other, never both.
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = self.lock().clone();
-        if let Some(v) = viewer {
+        if let Some(v) = current.as_ref() {
             s.sent += v.totals();
         }
         s
@@ -255,37 +254,20 @@ impl Push {
     /// One attempt: publish, connect, stay up until the connection ends
     /// (the failure) or the run does (`None`).
     async fn attempt(&self, at: &PushRun) -> Option<PushError> {
-        let engine = &at.streams.peer;
-        let offer = match offer_push(engine, &at.media).await {
-            Ok(o) => o,
-            Err(e) => return Some(PushError::Protocol(format!("making the offer: {e}"))),
-        };
-        let token = self.token.as_ref();
-        let published = tokio::select! {
-            p = whip::publish(&self.client, &self.config.url, token, &offer.offer, REQUEST_TIMEOUT) => p,
-            _ = at.ended.cancelled() => return None,
-        };
-        let resource = match published {
-            Ok(r) => r,
+        let (offer, resource) = match self.publish(at).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return None,
             Err(e) => return Some(e),
         };
-        tracing::info!(resource = %without_query(&resource.url), "push: the endpoint answered");
-        // Candidates the endpoint's STUN servers see of us, trickled while
-        // the connection comes up with those it has.
-        let fragment = engine
-            .reflexive_fragment(offer.shard(), &offer.offer, &resource.ice_servers)
-            .await;
-        if resource.ice_servers.iter().any(|s| s.starts_with("turn")) {
-            tracing::info!(
-                "the endpoint suggests TURN servers: not used (the media engine gathers no relay candidates)"
-            );
-        }
-        if let Some(fragment) = fragment {
-            match whip::trickle(&self.client, &resource, token, fragment, REQUEST_TIMEOUT).await {
-                Ok(()) => tracing::info!("push: server-reflexive candidates trickled"),
-                Err(e) => tracing::warn!(error = %e, "push: trickling candidates failed"),
+        tracing::info!("push: the endpoint answered");
+        tokio::select! {
+            _ = self.trickle_reflexive(at, offer.shard(), &offer.offer, &resource) => {}
+            _ = at.ended.cancelled() => {
+                self.release(None, resource, at).await;
+                return None;
             }
         }
+        let engine = &at.streams.peer;
         let viewer = match offer.connect(engine, &at.media, &resource.answer).await {
             Ok(v) => Arc::new(v),
             Err(e) => {
@@ -294,16 +276,82 @@ impl Push {
             }
         };
         self.set_current(Some(viewer.clone()));
-        let setup = engine.config.setup_timeout;
+        let failure = self.stay_up(&viewer, at).await;
+        self.release(Some(viewer), resource, at).await;
+        failure
+    }
+
+    /// Makes the offer and POSTs it. A run that ends meanwhile gives
+    /// `None`: a POST already sent is left to finish among the run's tasks,
+    /// and the resource it makes is DELETEd.
+    async fn publish(&self, at: &PushRun) -> Result<Option<(PushOffer, Resource)>, PushError> {
+        let offer = tokio::select! {
+            o = offer_push(&at.streams.peer, &at.media) => o,
+            _ = at.ended.cancelled() => return Ok(None),
+        };
+        let offer = offer.map_err(|e| PushError::Protocol(format!("making the offer: {e}")))?;
+        let (client, url, token, sdp) = (
+            self.client.clone(),
+            self.config.url.clone(),
+            self.token.clone(),
+            offer.offer.clone(),
+        );
+        let mut post = tokio::spawn(async move {
+            whip::publish(&client, &url, token.as_ref(), &sdp, REQUEST_TIMEOUT).await
+        });
+        tokio::select! {
+            done = &mut post => match done {
+                Ok(published) => published.map(|r| Some((offer, r))),
+                Err(e) => Err(PushError::Protocol(format!("the request failed: {e}"))),
+            },
+            _ = at.ended.cancelled() => {
+                let (client, token) = (self.client.clone(), self.token.clone());
+                at.tasks.spawn(async move {
+                    if let Ok(Ok(resource)) = post.await {
+                        delete(&client, &resource, token.as_ref()).await;
+                    }
+                }.in_current_span());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Trickles the candidates the endpoint's STUN servers see of us.
+    async fn trickle_reflexive(
+        &self,
+        at: &PushRun,
+        shard: usize,
+        offer: &str,
+        resource: &Resource,
+    ) {
+        if resource.ice_servers.iter().any(|s| s.starts_with("turn")) {
+            tracing::info!(
+                "the endpoint suggests TURN servers: not used (the media engine gathers no relay candidates)"
+            );
+        }
+        let fragment = at
+            .streams
+            .peer
+            .reflexive_fragment(shard, offer, &resource.ice_servers)
+            .await;
+        if let Some(fragment) = fragment {
+            let token = self.token.as_ref();
+            match whip::trickle(&self.client, resource, token, fragment, REQUEST_TIMEOUT).await {
+                Ok(()) => tracing::info!("push: server-reflexive candidates trickled"),
+                Err(e) => tracing::warn!(error = %e, "push: trickling candidates failed"),
+            }
+        }
+    }
+
+    /// Waits for the connection to come up, then for it to end; `None`
+    /// when the run ends first.
+    async fn stay_up(&self, viewer: &Viewer, at: &PushRun) -> Option<PushError> {
+        let setup = at.streams.peer.config.setup_timeout;
         let up = tokio::select! {
             up = tokio::time::timeout(setup, viewer.connected()) => up.unwrap_or(false),
-            _ = at.ended.cancelled() => {
-                self.release(Some(viewer), resource, at).await;
-                return None;
-            }
+            _ = at.ended.cancelled() => return None,
         };
         if !up {
-            self.release(Some(viewer), resource, at).await;
             return Some(PushError::Connection(format!(
                 "ICE/DTLS with the SFU did not come up within {} s",
                 setup.as_secs_f64()
@@ -316,17 +364,12 @@ impl Push {
             "push connected"
         );
         self.enter(PushState::Connected, None, at);
-        let why = tokio::select! {
-            why = viewer.ended(setup) => why,
-            _ = at.ended.cancelled() => {
-                self.release(Some(viewer), resource, at).await;
-                return None;
-            }
-        };
-        self.release(Some(viewer), resource, at).await;
-        Some(PushError::Connection(format!(
-            "the connection to the SFU ended ({why})"
-        )))
+        tokio::select! {
+            why = viewer.ended(setup) => Some(PushError::Connection(format!(
+                "the connection to the SFU ended ({why})"
+            ))),
+            _ = at.ended.cancelled() => None,
+        }
     }
 
     /// Hangs up the attempt's connection, then DELETEs its resource among
@@ -336,17 +379,17 @@ impl Push {
             v.hang_up().await;
             self.set_current(None);
         }
-        let client = self.client.clone();
-        let token = self.token.clone();
-        let delete = async move {
-            match whip::delete(&client, &resource, token.as_ref(), REQUEST_TIMEOUT).await {
-                Ok(()) => tracing::info!("push: resource deleted"),
-                Err(e) => tracing::warn!(error = %e, "push: the resource could not be deleted"),
-            }
-        };
-        at.tasks.spawn(tracing::Instrument::instrument(
-            delete,
-            tracing::Span::current(),
-        ));
+        let (client, token) = (self.client.clone(), self.token.clone());
+        at.tasks.spawn(
+            async move { delete(&client, &resource, token.as_ref()).await }.in_current_span(),
+        );
+    }
+}
+
+/// DELETEs a resource, saying how it went.
+async fn delete(client: &Outbound, resource: &Resource, token: Option<&Secret>) {
+    match whip::delete(client, resource, token, REQUEST_TIMEOUT).await {
+        Ok(()) => tracing::info!("push: resource deleted"),
+        Err(e) => tracing::warn!(error = %e, "push: the resource could not be deleted"),
     }
 }
