@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+/// How long the hang-up of a push waits for its DELETE to be answered.
+const DELETE_FIRST: Duration = Duration::from_secs(2);
 /// The longest one WHIP request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -372,17 +374,32 @@ impl Push {
         }
     }
 
-    /// Hangs up the attempt's connection, then DELETEs its resource among
-    /// the run's tasks (the teardown waits for those last).
+    /// Ends the attempt: DELETEs its resource and hangs up its connection.
+    /// The DELETE goes first (so the endpoint ends the session at our
+    /// request, not by noticing the hang-up), given `DELETE_FIRST` before
+    /// the hang-up follows; it finishes among the run's tasks (the teardown
+    /// waits for those last).
     async fn release(&self, viewer: Option<Arc<Viewer>>, resource: Resource, at: &PushRun) {
-        if let Some(v) = viewer {
-            v.hang_up().await;
-            self.set_current(None);
-        }
         let (client, token) = (self.client.clone(), self.token.clone());
-        at.tasks.spawn(
+        let mut deleting = tokio::spawn(
             async move { delete(&client, &resource, token.as_ref()).await }.in_current_span(),
         );
+        let Some(v) = viewer else {
+            at.tasks.spawn(async move {
+                let _ = deleting.await;
+            });
+            return;
+        };
+        let deleted = tokio::time::timeout(DELETE_FIRST, &mut deleting)
+            .await
+            .is_ok();
+        if !deleted {
+            at.tasks.spawn(async move {
+                let _ = deleting.await;
+            });
+        }
+        v.hang_up().await;
+        self.set_current(None);
     }
 }
 
