@@ -50,38 +50,8 @@ pub(crate) async fn run(
 ) -> Result<u8, Failure> {
     // A smoke run judges the profile's first run; it never restarts.
     plan.restart.policy = Policy::Never;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(Failure::setup("binding the HTTP port"))?;
-    let addr = listener
-        .local_addr()
-        .map_err(Failure::setup("reading the HTTP address"))?;
-    let peer = PeerConfig {
-        ice_addrs,
-        gather_timeout: Duration::from_secs(5),
-        setup_timeout: Duration::from_secs(10),
-        ice_servers: Vec::new(),
-        nat_ips: Vec::new(),
-        port_range: None,
-        ice_tcp_addrs: Vec::new(),
-        udp_mux: None,
-        shards: 1,
-    };
-    let engine_tasks = tokio_util::task::TaskTracker::new();
     let http_stop = CancellationToken::new();
-    let peer = crate::engine::Engine::start(peer, &engine_tasks, http_stop.clone())
-        .map_err(Failure::Setup)?;
-    let streams = Streams::new(
-        peer,
-        None,
-        Limits {
-            max_viewers: None,
-            max_setups: 1,
-        },
-    );
-    let app = http::router(streams.clone(), vec!["*".into()], ffmpeg.clone());
-    let server = http::serve(listener, app, None, http_stop.clone())
-        .await
-        .map_err(Failure::Setup)?;
+    let (streams, addr, server) = serve(ice_addrs, &ffmpeg, &http_stop).await?;
 
     let id = plan.id.to_string();
     let url = format!("http://{addr}/whep/{id}");
@@ -128,28 +98,15 @@ pub(crate) async fn run(
     };
     ctl.stop.cancel();
     // The stream is stopped: it ends after its grace at the latest.
-    let ended = match ended {
-        Some(e) => e.ok(),
-        None => stream.await.ok(),
-    };
+    let ended = Some(match ended {
+        Some(e) => e,
+        None => stream.await,
+    });
     http_stop.cancel();
     if server.await.is_err() {
         tracing::warn!("the HTTP server task failed");
     }
-    let outcome = match (checked, ended) {
-        (Some(Ok(received)), _) => Ok((None, Some(received))),
-        (Some(Err((reason, received))), _) => Ok((Some(reason), received)),
-        // FFmpeg ended before the check could finish: its own failure says why.
-        (None, Some(Err(f))) => Err(f),
-        (None, Some(Ok(ended))) => match judge(&ended, None) {
-            Err(f) => Err(f),
-            Ok(_) => Ok((
-                Some("FFmpeg ended before the check was done".to_owned()),
-                None,
-            )),
-        },
-        (None, None) => Ok((Some("the stream task failed".to_owned()), None)),
-    };
+    let outcome = judged(checked, ended);
     let (reason, received) = match outcome {
         Ok(r) => r,
         Err(f) => {
@@ -167,6 +124,67 @@ pub(crate) async fn run(
     match reason {
         None => Ok(exit::code::OK),
         Some(r) => Err(Failure::Smoke(r)),
+    }
+}
+
+/// The engine (one shard on `ice_addrs`) and the HTTP server on a free
+/// loopback port, until `stop`: the registry, the address, the server's
+/// task.
+async fn serve(
+    ice_addrs: Vec<SocketAddr>,
+    ffmpeg: &OsString,
+    stop: &CancellationToken,
+) -> Result<(Arc<Streams>, SocketAddr, tokio::task::JoinHandle<()>), Failure> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .map_err(Failure::setup("binding the HTTP port"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(Failure::setup("reading the HTTP address"))?;
+    let peer = PeerConfig {
+        ice_addrs,
+        gather_timeout: Duration::from_secs(5),
+        setup_timeout: Duration::from_secs(10),
+        ice_servers: Vec::new(),
+        nat_ips: Vec::new(),
+        port_range: None,
+        ice_tcp_addrs: Vec::new(),
+        udp_mux: None,
+        shards: 1,
+    };
+    let engine_tasks = tokio_util::task::TaskTracker::new();
+    let peer =
+        crate::engine::Engine::start(peer, &engine_tasks, stop.clone()).map_err(Failure::Setup)?;
+    let limits = Limits {
+        max_viewers: None,
+        max_setups: 1,
+    };
+    let streams = Streams::new(peer, None, limits);
+    let app = http::router(streams.clone(), vec!["*".into()], ffmpeg.clone());
+    let server = http::serve(listener, app, None, stop.clone())
+        .await
+        .map_err(Failure::Setup)?;
+    Ok((streams, addr, server))
+}
+
+/// What the check found, or how the stream ended before it was done: the
+/// reason it failed (none: it passed) and what was received.
+fn judged(
+    checked: Option<Result<Received, (String, Option<Received>)>>,
+    ended: Option<Result<Result<stream::Ended, Failure>, tokio::task::JoinError>>,
+) -> Result<(Option<String>, Option<Received>), Failure> {
+    match (checked, ended.and_then(Result::ok)) {
+        (Some(Ok(received)), _) => Ok((None, Some(received))),
+        (Some(Err((reason, received))), _) => Ok((Some(reason), received)),
+        // FFmpeg ended before the check could finish: its own failure says why.
+        (None, Some(Err(f))) => Err(f),
+        (None, Some(Ok(ended))) => match judge(&ended, None) {
+            Err(f) => Err(f),
+            Ok(_) => Ok((
+                Some("FFmpeg ended before the check was done".to_owned()),
+                None,
+            )),
+        },
+        (None, None) => Ok((Some("the stream task failed".to_owned()), None)),
     }
 }
 
