@@ -8,6 +8,7 @@
 
 mod ended;
 pub(crate) mod push;
+mod record;
 pub(crate) mod registry;
 pub(crate) mod restart;
 mod run;
