@@ -4,4 +4,7 @@
 
 pub(crate) mod candidates;
 pub mod offer;
+// For the coming connection of ffwhep's own (docs/OWN_CONNECTION.md).
+#[allow(dead_code)]
+pub(crate) mod remote;
 pub(crate) mod trickle;
