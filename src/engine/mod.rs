@@ -19,6 +19,8 @@ mod counters;
 mod demux;
 pub(crate) mod feedback;
 mod identity;
+#[allow(dead_code)]
+mod keys;
 mod launch;
 pub(crate) mod mux;
 mod offer;
