@@ -24,6 +24,8 @@ mod keys;
 mod launch;
 pub(crate) mod mux;
 mod offer;
+#[allow(dead_code)]
+mod own_conn;
 mod probe;
 mod renumber;
 mod report;

@@ -1,0 +1,264 @@
+//! A viewer's (or a push's) connection run by ffwhep itself
+//! (docs/OWN_CONNECTION.md): ICE from `rtc-ice`, DTLS from `rtc-dtls`, SRTP
+//! from `rtc-srtp`, demultiplexed by first byte. Media takes the short
+//! path: a packet is marshalled and protected here, once, with no pipeline
+//! of stages. Sans-IO: datagrams in and out, time passed in.
+
+use super::demux::{Carried, classify};
+use super::keys::{dtls_config, srtp_contexts};
+use crate::sdp::remote::{Remote, Setup};
+use bytes::BytesMut;
+use rtc::crypto::RTCCryptoProvider;
+use rtc::dtls::endpoint::{Endpoint, EndpointEvent};
+use rtc::ice::agent::agent_config::AgentConfig;
+use rtc::ice::agent::{Agent, Event as IceEvent};
+use rtc::ice::candidate::{Candidate, unmarshal_candidate};
+use rtc::ice::network_type::supported_network_types;
+use rtc::ice::state::ConnectionState;
+use rtc::peer_connection::certificate::RTCCertificate;
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::{Marshal, MarshalSize};
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::srtp::context::Context;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The key the DTLS endpoint knows its one peer by (as `rtc` does): what is
+/// sent goes on the selected pair whatever the endpoint says.
+fn dtls_peer() -> SocketAddr {
+    TransportContext::default().peer_addr
+}
+
+/// Who we are on the connection.
+pub(crate) struct Local<'a> {
+    pub ufrag: &'a str,
+    pub pwd: &'a str,
+    pub certificate: &'a RTCCertificate,
+    pub candidates: Vec<Candidate>,
+    /// We offered (a push): the controlling ICE agent.
+    pub controlling: bool,
+}
+
+/// The connection's transport.
+pub(crate) struct Transport {
+    provider: Arc<dyn RTCCryptoProvider>,
+    agent: Agent,
+    dtls: Endpoint,
+    /// Set when we are the DTLS client: we connect once a pair is chosen.
+    client: Option<Arc<rtc::dtls::config::HandshakeConfig>>,
+    selected: Option<(SocketAddr, SocketAddr, TransportProtocol)>,
+    ice: ConnectionState,
+    /// Ours (RTP and RTCP out), the peer's (SRTCP in): once DTLS is done.
+    srtp: Option<(Context, Context)>,
+    /// RTCP from the peer, decrypted and parsed.
+    rtcp: VecDeque<Vec<Box<dyn rtc::rtcp::Packet>>>,
+    out: VecDeque<TaggedBytesMut>,
+    buf: BytesMut,
+    /// The caller's time at its last call.
+    now: Instant,
+}
+
+impl Transport {
+    pub fn new(now: Instant, local: Local<'_>, remote: &Remote) -> anyhow::Result<Self> {
+        let provider = rtc::crypto::default_provider()?;
+        let config = AgentConfig {
+            local_ufrag: local.ufrag.to_owned(),
+            local_pwd: local.pwd.to_owned(),
+            is_controlling: local.controlling,
+            network_types: supported_network_types(),
+            disconnected_timeout: Some(Duration::from_millis(1500)),
+            failed_timeout: Some(Duration::from_millis(1500)),
+            keepalive_interval: Some(Duration::from_millis(500)),
+            ..Default::default()
+        };
+        let mut agent = Agent::new(now, Arc::new(config), provider.clone())?;
+        for c in local.candidates {
+            agent.add_local_candidate(c)?;
+        }
+        for c in &remote.candidates {
+            // A candidate we cannot read is one path fewer, not a failure.
+            if let Ok(c) = unmarshal_candidate(c) {
+                let _ = agent.add_remote_candidate(c);
+            }
+        }
+        let controlling = local.controlling && !remote.ice_lite;
+        agent.start_connectivity_checks(
+            now,
+            controlling,
+            remote.ice_ufrag.clone(),
+            remote.ice_pwd.clone(),
+        )?;
+        // The peer's `setup` decides; `actpass` makes us the server.
+        let is_client = remote.setup == Some(Setup::Passive);
+        let cfg = dtls_config(
+            provider.clone(),
+            local.certificate,
+            &remote.fingerprint.1,
+            is_client,
+        )?;
+        let local_addr = dtls_peer();
+        let (dtls, client) = if is_client {
+            (
+                Endpoint::new(local_addr, TransportProtocol::UDP, None),
+                Some(cfg),
+            )
+        } else {
+            (
+                Endpoint::new(local_addr, TransportProtocol::UDP, Some(cfg)),
+                None,
+            )
+        };
+        Ok(Self {
+            provider,
+            agent,
+            dtls,
+            client,
+            selected: None,
+            ice: ConnectionState::New,
+            srtp: None,
+            rtcp: VecDeque::new(),
+            out: VecDeque::new(),
+            buf: BytesMut::with_capacity(1500),
+            now,
+        })
+    }
+
+    /// ICE is up and DTLS done: media may flow.
+    pub fn connected(&self) -> bool {
+        self.srtp.is_some()
+            && matches!(
+                self.ice,
+                ConnectionState::Connected | ConnectionState::Completed
+            )
+    }
+
+    /// A datagram from the peer.
+    pub fn handle_read(&mut self, msg: TaggedBytesMut) {
+        self.now = msg.now;
+        match classify(&msg.message) {
+            Carried::Stun => {
+                let _ = self.agent.handle_read(msg);
+                self.ice_events();
+            }
+            Carried::Dtls => {
+                let events = self
+                    .dtls
+                    .read(msg.now, dtls_peer(), None, msg.message)
+                    .unwrap_or_default();
+                for e in events {
+                    if let EndpointEvent::HandshakeComplete = e
+                        && let Some(state) = self.dtls.get_connection_state(dtls_peer())
+                    {
+                        self.srtp = srtp_contexts(state, &*self.provider).ok();
+                    }
+                }
+                self.dtls_out();
+            }
+            Carried::Rtcp => {
+                if let Some((_, theirs)) = &mut self.srtp
+                    && let Ok(plain) = theirs.decrypt_rtcp(&msg.message)
+                    && let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain.freeze())
+                {
+                    self.rtcp.push_back(packets);
+                }
+            }
+            Carried::Rtp | Carried::Other => {}
+        }
+    }
+
+    fn ice_events(&mut self) {
+        while let Some(e) = self.agent.poll_event() {
+            match e.event {
+                IceEvent::ConnectionStateChange(s) => self.ice = s,
+                IceEvent::SelectedCandidatePairChange(local, remote) => {
+                    self.selected = Some((
+                        local.base_addr(),
+                        remote.addr(),
+                        local.network_type().to_protocol(),
+                    ));
+                    if let Some(cfg) = self.client.take() {
+                        let _ = self.dtls.connect(e.now, dtls_peer(), cfg, None);
+                        self.dtls_out();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Moves what DTLS wants sent onto the selected pair.
+    fn dtls_out(&mut self) {
+        while let Some(t) = self.dtls.poll_transmit() {
+            self.send(t.message);
+        }
+    }
+
+    fn send(&mut self, message: BytesMut) {
+        if let Some((local, peer, protocol)) = self.selected {
+            self.out.push_back(TaggedBytesMut {
+                now: self.now,
+                transport: TransportContext {
+                    local_addr: local,
+                    peer_addr: peer,
+                    ecn: None,
+                    transport_protocol: protocol,
+                },
+                message,
+            });
+        }
+    }
+
+    /// One RTP packet on the short path: marshalled into the reused
+    /// buffer, protected, queued. False when there are no keys yet.
+    pub fn write_rtp(&mut self, packet: &rtc::rtp::Packet) -> bool {
+        let Some((ours, _)) = &mut self.srtp else {
+            return false;
+        };
+        self.buf.clear();
+        self.buf.resize(packet.marshal_size(), 0);
+        if packet.marshal_to(&mut self.buf).is_err() {
+            return false;
+        }
+        match ours.encrypt_rtp_with_header(&self.buf, &packet.header) {
+            Ok(sealed) => {
+                self.send(sealed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// What to send next: the agent's own datagrams first.
+    pub fn poll_write(&mut self) -> Option<TaggedBytesMut> {
+        self.agent.poll_write().or_else(|| self.out.pop_front())
+    }
+
+    /// RTCP the peer sent.
+    pub fn poll_rtcp(&mut self) -> Option<Vec<Box<dyn rtc::rtcp::Packet>>> {
+        self.rtcp.pop_front()
+    }
+
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let dtls = self.dtls.poll_timeout(&dtls_peer());
+        match (self.agent.poll_timeout(), dtls) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        let _ = self.agent.handle_timeout(now);
+        self.ice_events();
+        if self.dtls.get_connection_state(dtls_peer()).is_some() {
+            let _ = self.dtls.handle_timeout(dtls_peer(), now);
+            self.dtls_out();
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "own_conn_tests.rs"]
+mod tests;
