@@ -6,6 +6,7 @@
 
 use super::demux::{Carried, classify};
 use super::keys::{dtls_config, srtp_contexts};
+use super::sender_report::SenderClock;
 use crate::sdp::remote::{Remote, Setup};
 use bytes::BytesMut;
 use rtc::crypto::RTCCryptoProvider;
@@ -58,6 +59,8 @@ pub(crate) struct Transport {
     buf: BytesMut,
     /// The caller's time at its last call.
     now: Instant,
+    /// Sender reports, per SSRC sent.
+    clocks: Vec<(u32, SenderClock)>,
 }
 
 impl Transport {
@@ -122,6 +125,7 @@ impl Transport {
             out: VecDeque::new(),
             buf: BytesMut::with_capacity(1500),
             now,
+            clocks: Vec::new(),
         })
     }
 
@@ -221,13 +225,56 @@ impl Transport {
         if packet.marshal_to(&mut self.buf).is_err() {
             return false;
         }
-        match ours.encrypt_rtp_with_header(&self.buf, &packet.header) {
+        let Ok(sealed) = ours.encrypt_rtp_with_header(&self.buf, &packet.header) else {
+            return false;
+        };
+        self.send(sealed);
+        let h = &packet.header;
+        let clock = match self.clocks.iter().position(|(s, _)| *s == h.ssrc) {
+            Some(i) => &mut self.clocks[i].1,
+            None => {
+                // H.264 at 90 kHz, Opus at 48 kHz: the two clocks ffwhep sends.
+                let rate = if packet.payload.len() > 400 || h.payload_type != 111 {
+                    90_000
+                } else {
+                    48_000
+                };
+                self.clocks.push((h.ssrc, SenderClock::new(h.ssrc, rate)));
+                &mut self.clocks.last_mut().expect("just pushed").1
+            }
+        };
+        let wall = std::time::SystemTime::now();
+        clock.sent(
+            h.sequence_number,
+            h.timestamp,
+            packet.payload.len(),
+            self.now,
+            wall,
+        );
+        true
+    }
+
+    /// RTCP of ours (sender reports, BYE), protected and queued.
+    pub fn write_rtcp(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+        let Some((ours, _)) = &mut self.srtp else {
+            return false;
+        };
+        let sealed = rtc::rtcp::packet::marshal(packets).and_then(|p| ours.encrypt_rtcp(&p));
+        match sealed {
             Ok(sealed) => {
                 self.send(sealed);
                 true
             }
             Err(_) => false,
         }
+    }
+
+    /// DTLS close_notify (queued to send), then ICE stops.
+    pub fn close(&mut self, now: Instant) {
+        self.now = now;
+        let _ = self.dtls.close(now);
+        self.dtls_out();
+        let _ = self.agent.close();
     }
 
     /// What to send next: the agent's own datagrams first.
@@ -241,11 +288,15 @@ impl Transport {
     }
 
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let dtls = self.dtls.poll_timeout(&dtls_peer());
-        match (self.agent.poll_timeout(), dtls) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let reports = self.clocks.iter().filter_map(|(_, c)| c.due());
+        [
+            self.agent.poll_timeout(),
+            self.dtls.poll_timeout(&dtls_peer()),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(reports)
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -255,6 +306,16 @@ impl Transport {
         if self.dtls.get_connection_state(dtls_peer()).is_some() {
             let _ = self.dtls.handle_timeout(dtls_peer(), now);
             self.dtls_out();
+        }
+        let wall = std::time::SystemTime::now();
+        let reports: Vec<Box<dyn rtc::rtcp::Packet>> = self
+            .clocks
+            .iter_mut()
+            .filter_map(|(_, c)| c.report(now, wall))
+            .map(|r| Box::new(r) as Box<dyn rtc::rtcp::Packet>)
+            .collect();
+        if !reports.is_empty() {
+            self.write_rtcp(&reports);
         }
     }
 }

@@ -50,8 +50,16 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
     // The viewer: rtc's peer connection, offering to receive video.
     let mut engine = MediaEngine::default();
     crate::engine::codecs::register_codecs(&mut engine).unwrap();
+    // It hands sender reports to the test.
+    let registry = rtc::interceptor::Registry::new().with(
+        rtc::interceptor::Slot::from(14_000),
+        crate::engine::feedback::RtcpToApp::new(|p| {
+            p.as_any().is::<rtc::rtcp::sender_report::SenderReport>()
+        }),
+    );
     let mut viewer = RTCPeerConnectionBuilder::new()
         .with_media_engine(engine)
+        .with_interceptor_registry(registry)
         .build(now)
         .unwrap();
     viewer
@@ -94,6 +102,7 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
     let mut ours = Transport::new(now, local, &remote).unwrap();
 
     let mut received = 0;
+    let mut reports = 0;
     let mut seq = 0u16;
     // A clock of the test's own, 5 ms a round: both sides are sans-IO and
     // take the time from their caller.
@@ -128,18 +137,42 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
             assert!(ours.write_rtp(&packet));
         }
         while let Some(m) = viewer.poll_read() {
-            if let RTCMessage::RtpPacket(_, p) = m.message {
-                assert_eq!(p.header.ssrc, ssrc);
-                received += 1;
+            match m.message {
+                RTCMessage::RtpPacket(_, p) => {
+                    assert_eq!(p.header.ssrc, ssrc);
+                    received += 1;
+                }
+                RTCMessage::RtcpPacket(_, packets) => {
+                    for p in packets {
+                        if let Some(sr) = p
+                            .as_any()
+                            .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+                        {
+                            assert_eq!(sr.ssrc, ssrc);
+                            assert!(sr.packet_count > 0);
+                            reports += 1;
+                        }
+                    }
+                }
+                _ => {}
             }
         }
         while viewer.poll_event().is_some() {}
-        if received >= 10 {
+        // A second of media brings a sender report.
+        if received >= 10 && reports >= 1 {
+            // Hung up: a DTLS alert (close_notify) goes out.
+            ours.close(now);
+            let mut alert = false;
+            while let Some(d) = ours.poll_write() {
+                alert |= d.message.first() == Some(&21);
+                let _ = viewer.handle_read(arrived(d, now));
+            }
+            assert!(alert, "no close_notify");
             return;
         }
     }
     panic!(
-        "the viewer got {received} packets; ICE {:?}, keys {}",
+        "the viewer got {received} packets and {reports} reports; ICE {:?}, keys {}",
         ours.ice,
         ours.srtp.is_some()
     );
