@@ -187,6 +187,13 @@ pub(crate) fn negotiated(
 }
 
 pub(crate) fn candidate(local: &Local) -> rtc::shared::error::Result<RTCIceCandidateInit> {
+    RTCIceCandidate::from(&ice_candidate(local)?).to_json()
+}
+
+/// One of our candidates, as the ICE agent takes it.
+pub(crate) fn ice_candidate(
+    local: &Local,
+) -> rtc::shared::error::Result<rtc::ice::candidate::Candidate> {
     let base = |network: &str, addr: SocketAddr| CandidateConfig {
         network: network.to_owned(),
         address: addr.ip().to_string(),
@@ -213,7 +220,7 @@ pub(crate) fn candidate(local: &Local) -> rtc::shared::error::Result<RTCIceCandi
         }
         .new_candidate_server_reflexive()?,
     };
-    RTCIceCandidate::from(&c).to_json()
+    Ok(c)
 }
 
 pub(crate) fn no_codec_for(kind: RtpCodecKind) -> PeerError {

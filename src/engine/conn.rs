@@ -3,24 +3,19 @@
 //! counters). Everything here runs on the shard's task, with its `now`.
 
 use super::batch::Batch;
+use super::own_conn::Transport;
 use super::counters::ViewerCounters;
 use super::shard::ShardSocket;
 use super::track::{BACKLOG_BURST, PacketOut, TrackOut, Verdict};
 use crate::rtp::RtpPacket;
 use bytes::{BufMut, Bytes, BytesMut};
-use rtc::peer_connection::RTCPeerConnection;
-use rtc::peer_connection::event::RTCPeerConnectionEvent;
-use rtc::peer_connection::message::RTCMessage;
-use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
+use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpSenderId;
-use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportProtocol};
-use rtc::statistics::StatsSelector;
-use rtc::statistics::report::RTCStatsReportEntry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -73,7 +68,7 @@ pub(crate) struct ConnTrack {
 pub(crate) struct Conn {
     pub id: u64,
     pub ufrag: String,
-    pub core: RTCPeerConnection,
+    pub core: Transport,
     pub tracks: Vec<ConnTrack>,
     pub shared: Arc<Shared>,
     pub latency: Arc<crate::latency::Histogram>,
@@ -95,6 +90,8 @@ pub(crate) struct Conn {
     /// to the core again once our own check of its pair is answered.
     pub held_nomination: Option<TaggedBytesMut>,
     pub connected: bool,
+    /// Its ICE start has been noted.
+    pub ice_marked: bool,
     /// When the answer was made: its start is timed from here.
     pub answered_at: Instant,
     /// When its tracks start (the GOP first) at the latest: a moment after
@@ -112,34 +109,25 @@ pub(crate) struct Conn {
 /// A track's packets into the core; a sampled one's arrival is kept for
 /// the datagram it becomes (timed when sent, in the batch).
 struct CoreOut<'a> {
-    core: &'a mut RTCPeerConnection,
-    sender: RTCRtpSenderId,
-    now: Instant,
+    core: &'a mut Transport,
     sampled: &'a mut Option<Instant>,
 }
 
 impl<'a> CoreOut<'a> {
     fn new(
-        core: &'a mut RTCPeerConnection,
-        sender: RTCRtpSenderId,
-        now: Instant,
+        core: &'a mut Transport,
+        _sender: RTCRtpSenderId,
+        _now: Instant,
         sampled: &'a mut Option<Instant>,
     ) -> Self {
-        Self {
-            core,
-            sender,
-            now,
-            sampled,
-        }
+        Self { core, sampled }
     }
 }
 
 impl PacketOut for CoreOut<'_> {
     fn write(&mut self, packet: rtc::rtp::Packet, live_since: Option<Instant>) {
-        if let Some(mut s) = self.core.rtp_sender(self.sender)
-            && let Err(e) = s.write_rtp(self.now, packet)
-        {
-            tracing::trace!(error = %e, "write_rtp");
+        if !self.core.write_rtp(&packet) {
+            tracing::trace!("write_rtp: no keys yet");
         }
         if live_since.is_some() {
             *self.sampled = live_since;
@@ -196,27 +184,22 @@ impl Conn {
     /// Takes the core's events and the viewer's feedback, and queues what
     /// it has to send.
     pub fn settle(&mut self, now: Instant, sockets: &[ShardSocket], batch: &mut Batch) {
-        while let Some(e) = self.core.poll_event() {
-            if let RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
-                RTCIceConnectionState::Connected,
-            ) = e
-            {
-                self.mark_start(now, |t| &mut t.ice_ms);
-            }
-            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = e {
-                self.span.in_scope(|| {
-                    tracing::debug!(state = %s, "viewer connection state");
-                });
-                if s == RTCPeerConnectionState::Connected && !self.connected {
-                    self.on_connected(now, sockets, batch);
-                }
-                self.shared.state.send_replace(s);
-            }
+        if self.core.ice_up() && !self.ice_marked {
+            self.ice_marked = true;
+            self.mark_start(now, |t| &mut t.ice_ms);
         }
-        while let Some(m) = self.core.poll_read() {
-            if let RTCMessage::RtcpPacket(_, packets) = m.message {
-                self.feedback(&packets, now);
+        let s = self.core.state();
+        if s != *self.shared.state.borrow() {
+            self.span.in_scope(|| {
+                tracing::debug!(state = %s, "viewer connection state");
+            });
+            if s == RTCPeerConnectionState::Connected && !self.connected {
+                self.on_connected(now, sockets, batch);
             }
+            self.shared.state.send_replace(s);
+        }
+        while let Some(packets) = self.core.poll_rtcp() {
+            self.feedback(&packets, now);
         }
         self.start_when_due(now);
         self.drain_writes(sockets, batch);
@@ -379,53 +362,38 @@ impl Conn {
     /// then DTLS close_notify.
     pub fn say_goodbye(&mut self, now: Instant) {
         if self.connected {
-            for t in &self.tracks {
-                let bye = rtc::rtcp::goodbye::Goodbye {
-                    sources: vec![t.out.ssrc],
-                    reason: "stream ended".into(),
-                };
-                if let Some(mut s) = self.core.rtp_sender(t.sender) {
-                    let _ = s.write_rtcp(now, vec![Box::new(bye)]);
-                }
-            }
+            let byes: Vec<Box<dyn rtc::rtcp::Packet>> = self
+                .tracks
+                .iter()
+                .map(|t| {
+                    Box::new(rtc::rtcp::goodbye::Goodbye {
+                        sources: vec![t.out.ssrc],
+                        reason: "stream ended".into(),
+                    }) as Box<dyn rtc::rtcp::Packet>
+                })
+                .collect();
+            self.core.write_rtcp(&byes);
         }
-        if let Err(e) = self.core.close() {
-            tracing::debug!(error = %e, "closing peer connection");
-        }
+        self.core.close(now);
         self.shared
             .state
             .send_replace(RTCPeerConnectionState::Closed);
     }
 
     pub fn add_remote_candidate(&mut self, c: RTCIceCandidateInit) -> Result<(), String> {
-        self.core.add_remote_candidate(c).map_err(|e| e.to_string())
+        self.core.add_remote_candidate(&c.candidate)
     }
 
     /// RTT from the viewer's receiver reports (or the ICE pair), and where
     /// its media goes.
     pub fn link_report(&mut self, now: Instant) -> LinkReport {
-        let stats = self.core.get_stats(now, StatsSelector::None);
-        let mut r = LinkReport {
+        LinkReport {
             remote: self.remote.map(|(_, a, _)| a.to_string()),
             transport: self
                 .remote
                 .map(|(_, _, tcp)| if tcp { "tcp" } else { "udp" }),
-            ..Default::default()
-        };
-        let mut pair_rtt = None;
-        for e in stats.iter() {
-            match e {
-                RTCStatsReportEntry::RemoteInboundRtp(ri) if ri.round_trip_time > 0.0 => {
-                    r.rtt_ms = Some(ri.round_trip_time * 1000.0);
-                }
-                RTCStatsReportEntry::IceCandidatePair(p) if p.current_round_trip_time > 0.0 => {
-                    pair_rtt = Some(p.current_round_trip_time * 1000.0);
-                }
-                _ => {}
-            }
+            rtt_ms: self.core.rtt_ms(now),
         }
-        r.rtt_ms = r.rtt_ms.or(pair_rtt);
-        r
     }
 }
 

@@ -7,7 +7,9 @@ use super::conn::{Conn, ConnTrack, Shared};
 use super::counters::ViewerCounters;
 use super::shard::{FEED_QUEUE, Input};
 use super::track::{ForwardPolicy, TrackOut};
+use super::own_conn::{self, Transport};
 use super::{Engine, PeerError, StreamMedia, Viewer, answer, offer, probe};
+use crate::sdp::remote::Remote;
 use crate::sdp::offer::{OfferError, Offered};
 use crate::source::SourceHandle;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -57,9 +59,12 @@ pub async fn accept_offer(
     // The stack keeps NAT 1:1 addresses out of its candidates: done here.
     let answer =
         crate::sdp::candidates::rewrite_host_candidates(&answered.answer, &engine.config.nat_ips);
+    // The core wrote the answer; the connection is ffwhep's own from here.
+    drop(answered.core);
+    let core = transport(&id, &locals, offer, false, now)?;
     let launch = Launch {
         shard,
-        core: answered.core,
+        core,
         tracks: answered.tracks,
         sources,
         ufrag: id.ufrag,
@@ -77,7 +82,8 @@ pub struct PushOffer {
     shard: usize,
     offering: offer::Offering,
     sources: Vec<(RtpCodecKind, SourceHandle)>,
-    ufrag: String,
+    id: answer::Credentials,
+    locals: Vec<answer::Local>,
     made_at: Instant,
     /// The SDP offer, with our candidates (NAT 1:1 addresses in place).
     pub offer: String,
@@ -98,7 +104,8 @@ pub async fn offer_push(engine: &Engine, media: &StreamMedia) -> Result<PushOffe
         shard,
         offering,
         sources,
-        ufrag: id.ufrag,
+        id,
+        locals,
         made_at: now,
         offer,
     })
@@ -119,17 +126,20 @@ impl PushOffer {
         answer: &str,
     ) -> Result<Viewer, PeerError> {
         let answered = Offered::parse(answer).ok();
+        let now = Instant::now();
         let (core, tracks) = self
             .offering
-            .accept(answer, Instant::now())
+            .accept(answer, now)
             .map_err(OfferError::Unparsable)?;
+        drop(core);
+        let core = transport(&self.id, &self.locals, answer, true, now)?;
         let remote = answered.map_or((None, None), |a| (a.ice_ufrag, a.ice_pwd));
         let launch = Launch {
             shard: self.shard,
             core,
             tracks,
             sources: self.sources,
-            ufrag: self.ufrag,
+            ufrag: self.id.ufrag,
             remote,
             controlling: true,
             made_at: self.made_at,
@@ -174,6 +184,31 @@ impl Engine {
     }
 }
 
+/// The connection's transport, from our credentials and candidates and the
+/// peer's description.
+fn transport(
+    id: &answer::Credentials,
+    locals: &[answer::Local],
+    remote_sdp: &str,
+    controlling: bool,
+    now: Instant,
+) -> Result<Transport, PeerError> {
+    let remote = Remote::parse(remote_sdp)
+        .map_err(|e| OfferError::Unparsable(e.to_string()))?;
+    let candidates = locals
+        .iter()
+        .filter_map(|l| answer::ice_candidate(l).ok())
+        .collect();
+    let local = own_conn::Local {
+        ufrag: &id.ufrag,
+        pwd: &id.pwd,
+        certificate: &id.certificate,
+        candidates,
+        controlling,
+    };
+    Transport::new(now, local, &remote).map_err(PeerError::Internal)
+}
+
 /// The sources there are, by kind.
 fn by_kind(
     video: Option<SourceHandle>,
@@ -208,7 +243,7 @@ async fn feed(shard: &super::start::ShardHandle, sources: &[(RtpCodecKind, Sourc
 /// A core with its description done, ready to live in its shard.
 struct Launch {
     shard: usize,
-    core: rtc::peer_connection::RTCPeerConnection,
+    core: Transport,
     tracks: Vec<answer::Negotiated>,
     sources: Vec<(RtpCodecKind, SourceHandle)>,
     ufrag: String,
@@ -270,6 +305,7 @@ impl Launch {
             learned: Vec::new(),
             held_nomination: None,
             connected: false,
+            ice_marked: false,
             answered_at: self.made_at,
             start_at: None,
             credentials: self

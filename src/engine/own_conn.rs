@@ -282,6 +282,55 @@ impl Transport {
         self.agent.poll_write().or_else(|| self.out.pop_front())
     }
 
+    /// The connection's state, as `rtc` would report it: failed with ICE,
+    /// connected once ICE is up and DTLS done.
+    pub fn state(&self) -> rtc::peer_connection::state::RTCPeerConnectionState {
+        use rtc::peer_connection::state::RTCPeerConnectionState as S;
+        match self.ice {
+            ConnectionState::Failed => S::Failed,
+            ConnectionState::Closed => S::Closed,
+            ConnectionState::Disconnected => S::Disconnected,
+            ConnectionState::Connected | ConnectionState::Completed if self.srtp.is_some() => {
+                S::Connected
+            }
+            ConnectionState::New => S::New,
+            _ => S::Connecting,
+        }
+    }
+
+    /// ICE is up (DTLS may not be yet).
+    pub fn ice_up(&self) -> bool {
+        matches!(
+            self.ice,
+            ConnectionState::Connected | ConnectionState::Completed
+        )
+    }
+
+    /// A candidate the peer trickled (the attribute value, with or
+    /// without `candidate:`; empty: the end of its candidates).
+    pub fn add_remote_candidate(&mut self, candidate: &str) -> Result<(), String> {
+        let c = candidate.trim();
+        let c = c.strip_prefix("candidate:").unwrap_or(c);
+        if c.is_empty() {
+            return Ok(());
+        }
+        let c = unmarshal_candidate(c).map_err(|e| e.to_string())?;
+        self.agent
+            .add_remote_candidate(c)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The selected pair's round trip, in ms.
+    pub fn rtt_ms(&self, now: Instant) -> Option<f64> {
+        self.agent
+            .get_candidate_pairs_stats(now)
+            .iter()
+            .filter(|p| p.nominated && p.current_round_trip_time > 0.0)
+            .map(|p| p.current_round_trip_time * 1000.0)
+            .next()
+    }
+
     /// RTCP the peer sent.
     pub fn poll_rtcp(&mut self) -> Option<Vec<Box<dyn rtc::rtcp::Packet>>> {
         self.rtcp.pop_front()

@@ -21,7 +21,6 @@ mod reads;
 use crate::rtp::RtpPacket;
 use bytes::{Bytes, BytesMut};
 use rtc::peer_connection::transport::RTCIceCandidateInit;
-use rtc::sansio::Protocol;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -408,9 +407,7 @@ impl Shard {
                 continue; // superseded by an earlier deadline
             }
             conn.scheduled = None;
-            if let Err(e) = conn.core.handle_timeout(now) {
-                tracing::debug!(error = %e, "connection timeout handling failed");
-            }
+            conn.core.handle_timeout(now);
             self.after_core(slot, now);
         }
     }

@@ -5,7 +5,6 @@
 use super::{MTU, READS_PER_TURN, Shard};
 use crate::engine::stun_peek;
 use bytes::BytesMut;
-use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -101,14 +100,10 @@ impl Shard {
                 message: msg.message.clone(),
             });
         }
-        if let Err(e) = conn.core.handle_read(msg) {
-            tracing::trace!(error = %e, "a datagram the connection refused");
-        }
+        conn.core.handle_read(msg);
         if answers_held && let Some(mut check) = conn.held_nomination.take() {
             check.now = now;
-            if let Err(e) = conn.core.handle_read(check) {
-                tracing::trace!(error = %e, "a held nominating check refused");
-            }
+            conn.core.handle_read(check);
         }
         self.after_core(slot, now);
     }
