@@ -3,8 +3,8 @@
 //! counters). Everything here runs on the shard's task, with its `now`.
 
 use super::batch::Batch;
-use super::own_conn::Transport;
 use super::counters::ViewerCounters;
+use super::own_conn::Transport;
 use super::shard::ShardSocket;
 use super::track::{BACKLOG_BURST, PacketOut, TrackOut, Verdict};
 use crate::rtp::RtpPacket;

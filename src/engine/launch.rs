@@ -5,12 +5,12 @@
 
 use super::conn::{Conn, ConnTrack, Shared};
 use super::counters::ViewerCounters;
+use super::own_conn::{self, Transport};
 use super::shard::{FEED_QUEUE, Input};
 use super::track::{ForwardPolicy, TrackOut};
-use super::own_conn::{self, Transport};
 use super::{Engine, PeerError, StreamMedia, Viewer, answer, offer, probe};
-use crate::sdp::remote::Remote;
 use crate::sdp::offer::{OfferError, Offered};
+use crate::sdp::remote::Remote;
 use crate::source::SourceHandle;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
@@ -193,8 +193,7 @@ fn transport(
     controlling: bool,
     now: Instant,
 ) -> Result<Transport, PeerError> {
-    let remote = Remote::parse(remote_sdp)
-        .map_err(|e| OfferError::Unparsable(e.to_string()))?;
+    let remote = Remote::parse(remote_sdp).map_err(|e| OfferError::Unparsable(e.to_string()))?;
     let candidates = locals
         .iter()
         .filter_map(|l| answer::ice_candidate(l).ok())

@@ -33,8 +33,6 @@ pub enum RemoteError {
     Missing(&'static str),
     #[error("conflicting {0} between media sections")]
     Conflicting(&'static str),
-    #[error("a fingerprint of the form \"<hash> <value>\" was expected, not {0:?}")]
-    BadFingerprint(String),
 }
 
 impl Remote {
@@ -64,7 +62,11 @@ impl Remote {
             match key {
                 "ice-ufrag" => same(&mut ufrag, value, "ICE ufrags")?,
                 "ice-pwd" => same(&mut pwd, value, "ICE passwords")?,
-                "fingerprint" => same(&mut fingerprint, value, "fingerprints")?,
+                // Peers may list several (aiortc: SHA-256, -384 and -512):
+                // the SHA-256 one is what the handshake is checked with.
+                "fingerprint" if value.to_ascii_lowercase().starts_with("sha-256 ") => {
+                    same(&mut fingerprint, value, "fingerprints")?
+                }
                 "ice-lite" if !in_media => ice_lite = true,
                 "setup" => {
                     setup = match value {
@@ -80,11 +82,9 @@ impl Remote {
                 _ => {}
             }
         }
-        let fingerprint = fingerprint.ok_or(RemoteError::Missing("fingerprint"))?;
-        let (hash, value) = fingerprint
-            .split_once(' ')
-            .filter(|(h, v)| !h.is_empty() && !v.trim().is_empty())
-            .ok_or_else(|| RemoteError::BadFingerprint(fingerprint.chars().take(100).collect()))?;
+        let fingerprint = fingerprint.ok_or(RemoteError::Missing("SHA-256 fingerprint"))?;
+        // It starts with "sha-256 ", and lines end trimmed: a value follows.
+        let (hash, value) = fingerprint.split_once(' ').unwrap_or((fingerprint, ""));
         Ok(Self {
             ice_ufrag: ufrag.ok_or(RemoteError::Missing("ICE ufrag"))?.to_owned(),
             ice_pwd: pwd.ok_or(RemoteError::Missing("ICE password"))?.to_owned(),
@@ -149,12 +149,19 @@ mod tests {
         assert_eq!(r.fingerprint.0, "sha-256");
         assert_eq!(
             Remote::parse("v=0\r\na=ice-ufrag:x\r\na=ice-pwd:y\r\n"),
-            Err(RemoteError::Missing("fingerprint"))
+            Err(RemoteError::Missing("SHA-256 fingerprint"))
         );
         assert_eq!(
-            Remote::parse("v=0\r\na=fingerprint:nospace\r\n"),
-            Err(RemoteError::BadFingerprint("nospace".into()))
+            Remote::parse("v=0\r\na=ice-ufrag:x\r\na=ice-pwd:y\r\na=fingerprint:sha-256 \r\n"),
+            Err(RemoteError::Missing("SHA-256 fingerprint")),
+            "one without its value"
         );
+        // Several hashes of one certificate (aiortc): the SHA-256 one.
+        let several = OFFER.replace(
+            "a=fingerprint:sha-256 AB:CD:EF\r\n",
+            "a=fingerprint:sha-384 11:22\r\na=fingerprint:sha-256 AB:CD:EF\r\na=fingerprint:sha-512 33\r\n",
+        );
+        assert_eq!(Remote::parse(&several).unwrap().fingerprint.1, "AB:CD:EF");
         let conflicting = OFFER.replace("a=mid:1", "a=mid:1\r\na=ice-ufrag:zzzz");
         assert_eq!(
             Remote::parse(&conflicting),
