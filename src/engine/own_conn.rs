@@ -363,8 +363,9 @@ impl Transport {
             .filter_map(|(_, c)| c.report(now, wall))
             .map(|r| Box::new(r) as Box<dyn rtc::rtcp::Packet>)
             .collect();
-        if !reports.is_empty() {
-            self.write_rtcp(&reports);
+        // Each in a packet of its own, as `rtc` sends them.
+        for report in reports {
+            self.write_rtcp(&[report]);
         }
     }
 }
