@@ -1,4 +1,4 @@
-//! One viewer's connection inside a shard: its `rtc` core, its tracks, and
+//! One viewer's connection inside a shard: its transport, its tracks, and
 //! what the viewer's handle outside the shard can see of it (state,
 //! counters). Everything here runs on the shard's task, with its `now`.
 

@@ -1,8 +1,9 @@
-//! WebRTC viewers, driven by ffwhep's own media engine: the `rtc` sans-IO
-//! core of each viewer's connection lives in one of a few shard tasks
-//! (`shard.rs`), which fan each source packet out to their viewers,
+//! WebRTC viewers, driven by ffwhep's own media engine: each viewer's
+//! connection (`own_conn.rs`: ICE, DTLS and SRTP from `rtc`'s sub-crates;
+//! `rtc`'s peer connection only writes the SDP) lives in one of a few shard
+//! tasks (`shard.rs`), which fan each source packet out to their viewers,
 //! rewritten to each viewer's payload type, SSRC and numbering
-//! (`track.rs`), protected by the core and sent in `sendmmsg` batches.
+//! (`track.rs`), protected once and sent in `sendmmsg` batches.
 //!
 //! A [`Viewer`] is the handle the HTTP side keeps: it talks to its shard by
 //! messages and sees the connection's state and counters.
@@ -13,24 +14,18 @@ mod codecs;
 mod config;
 mod conn;
 mod counters;
-// The parts of the coming connection of ffwhep's own (docs/OWN_CONNECTION.md),
-// unit-tested before it uses them.
-#[allow(dead_code)]
 mod demux;
 pub(crate) mod feedback;
 mod identity;
-#[allow(dead_code)]
 mod keys;
 mod launch;
 pub(crate) mod mux;
 mod offer;
-#[allow(dead_code)]
 mod own_conn;
 mod probe;
 mod renumber;
 mod report;
 mod routes;
-#[allow(dead_code)]
 mod sender_report;
 mod shard;
 mod start;

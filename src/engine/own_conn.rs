@@ -6,7 +6,7 @@
 
 use super::demux::{Carried, classify};
 use super::keys::{dtls_config, srtp_contexts};
-use super::sender_report::SenderClock;
+use super::sender_report::{SenderClock, rtt};
 use crate::sdp::remote::{Remote, Setup};
 use bytes::BytesMut;
 use rtc::crypto::RTCCryptoProvider;
@@ -61,6 +61,8 @@ pub(crate) struct Transport {
     now: Instant,
     /// Sender reports, per SSRC sent.
     clocks: Vec<(u32, SenderClock)>,
+    /// The round trip the peer's last receiver report gave.
+    report_rtt: Option<Duration>,
 }
 
 impl Transport {
@@ -126,16 +128,8 @@ impl Transport {
             buf: BytesMut::with_capacity(1500),
             now,
             clocks: Vec::new(),
+            report_rtt: None,
         })
-    }
-
-    /// ICE is up and DTLS done: media may flow.
-    pub fn connected(&self) -> bool {
-        self.srtp.is_some()
-            && matches!(
-                self.ice,
-                ConnectionState::Connected | ConnectionState::Completed
-            )
     }
 
     /// A datagram from the peer.
@@ -165,10 +159,28 @@ impl Transport {
                     && let Ok(plain) = theirs.decrypt_rtcp(&msg.message)
                     && let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut plain.freeze())
                 {
+                    self.round_trip(&packets);
                     self.rtcp.push_back(packets);
                 }
             }
             Carried::Rtp | Carried::Other => {}
+        }
+    }
+
+    /// The round trip from the peer's receiver reports on our tracks.
+    fn round_trip(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>]) {
+        use rtc::rtcp::receiver_report::ReceiverReport;
+        let now = super::sender_report::ntp(std::time::SystemTime::now());
+        for p in packets {
+            let Some(rr) = p.as_any().downcast_ref::<ReceiverReport>() else {
+                continue;
+            };
+            for r in &rr.reports {
+                let ours = self.clocks.iter().any(|(ssrc, _)| *ssrc == r.ssrc);
+                if let Some(rtt) = rtt(now, r.last_sender_report, r.delay).filter(|_| ours) {
+                    self.report_rtt = Some(rtt);
+                }
+            }
         }
     }
 
@@ -321,8 +333,12 @@ impl Transport {
             .map_err(|e| e.to_string())
     }
 
-    /// The selected pair's round trip, in ms.
+    /// The round trip in ms: from the peer's receiver reports, or else the
+    /// selected pair's (its connectivity checks).
     pub fn rtt_ms(&self, now: Instant) -> Option<f64> {
+        if let Some(rtt) = self.report_rtt {
+            return Some(rtt.as_secs_f64() * 1000.0);
+        }
         self.agent
             .get_candidate_pairs_stats(now)
             .iter()

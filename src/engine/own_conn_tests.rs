@@ -120,7 +120,7 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
         if viewer.poll_timeout().is_some_and(|t| t <= now) {
             let _ = viewer.handle_timeout(now);
         }
-        if ours.connected() {
+        if ours.state() == rtc::peer_connection::state::RTCPeerConnectionState::Connected {
             seq = seq.wrapping_add(1);
             let packet = rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {

@@ -4,7 +4,5 @@
 
 pub(crate) mod candidates;
 pub mod offer;
-// For the coming connection of ffwhep's own (docs/OWN_CONNECTION.md).
-#[allow(dead_code)]
 pub(crate) mod remote;
 pub(crate) mod trickle;
