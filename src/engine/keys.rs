@@ -148,25 +148,25 @@ mod tests {
         done
     }
 
-    #[test]
-    fn a_handshake_in_memory_gives_keys_both_ends_agree_on() {
+    const SERVER: &str = "127.0.0.1:1";
+    const CLIENT: &str = "127.0.0.1:2";
+
+    /// A server and a client handshake in memory; the server expects the
+    /// client's certificate when `honest`, another one otherwise. The two
+    /// endpoints, and whether each finished.
+    fn handshake(honest: bool) -> (Endpoint, Endpoint, bool, bool) {
         let provider = rtc::crypto::default_provider().unwrap();
-        let identity = super::super::identity::Identity::new().unwrap();
-        let ours = identity.certificate(std::time::SystemTime::now());
+        let now = std::time::SystemTime::now();
+        let ours = super::super::identity::Identity::new()
+            .unwrap()
+            .certificate(now);
         let theirs = super::super::identity::Identity::new()
             .unwrap()
-            .certificate(std::time::SystemTime::now());
-        let (server_addr, client_addr): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-        );
-        let server_cfg = dtls_config(
-            provider.clone(),
-            &ours,
-            &fingerprint_of(&theirs, &*provider),
-            false,
-        )
-        .unwrap();
+            .certificate(now);
+        let (server_addr, client_addr): (SocketAddr, SocketAddr) =
+            (SERVER.parse().unwrap(), CLIENT.parse().unwrap());
+        let expected = fingerprint_of(if honest { &theirs } else { &ours }, &*provider);
+        let server_cfg = dtls_config(provider.clone(), &ours, &expected, false).unwrap();
         let client_cfg = dtls_config(
             provider.clone(),
             &theirs,
@@ -183,11 +183,17 @@ mod tests {
         for _ in 0..20 {
             server_done |= deliver(&mut client, &mut server, client_addr);
             client_done |= deliver(&mut server, &mut client, server_addr);
-            if server_done && client_done {
-                break;
-            }
         }
+        (server, client, server_done, client_done)
+    }
+
+    #[test]
+    fn a_handshake_in_memory_gives_keys_both_ends_agree_on() {
+        let provider = rtc::crypto::default_provider().unwrap();
+        let (server, client, server_done, client_done) = handshake(true);
         assert!(server_done && client_done, "the handshake did not finish");
+        let (server_addr, client_addr): (SocketAddr, SocketAddr) =
+            (SERVER.parse().unwrap(), CLIENT.parse().unwrap());
         let (mut server_out, _) = srtp_contexts(
             server.get_connection_state(client_addr).unwrap(),
             &*provider,
@@ -210,38 +216,7 @@ mod tests {
 
     #[test]
     fn a_peer_whose_certificate_is_not_the_fingerprint_is_refused() {
-        let provider = rtc::crypto::default_provider().unwrap();
-        let now = std::time::SystemTime::now();
-        let ours = super::super::identity::Identity::new()
-            .unwrap()
-            .certificate(now);
-        let theirs = super::super::identity::Identity::new()
-            .unwrap()
-            .certificate(now);
-        let (server_addr, client_addr): (SocketAddr, SocketAddr) = (
-            "127.0.0.1:1".parse().unwrap(),
-            "127.0.0.1:2".parse().unwrap(),
-        );
-        // The server expects a fingerprint that is not the client's.
-        let wrong = fingerprint_of(&ours, &*provider);
-        let server_cfg = dtls_config(provider.clone(), &ours, &wrong, false).unwrap();
-        let client_cfg = dtls_config(
-            provider.clone(),
-            &theirs,
-            &fingerprint_of(&ours, &*provider),
-            true,
-        )
-        .unwrap();
-        let mut server = Endpoint::new(server_addr, TransportProtocol::UDP, Some(server_cfg));
-        let mut client = Endpoint::new(client_addr, TransportProtocol::UDP, None);
-        client
-            .connect(Instant::now(), server_addr, client_cfg, None)
-            .unwrap();
-        let mut server_done = false;
-        for _ in 0..20 {
-            server_done |= deliver(&mut client, &mut server, client_addr);
-            deliver(&mut server, &mut client, server_addr);
-        }
+        let (_, _, server_done, _) = handshake(false);
         assert!(
             !server_done,
             "a certificate that is not the SDP's was accepted"
