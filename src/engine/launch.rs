@@ -270,6 +270,16 @@ impl Launch {
             start: Mutex::new(Default::default()),
             cancel: CancellationToken::new(),
         });
+        let mut core = self.core;
+        for (kind, _, _, ssrc) in &self.tracks {
+            // H.264 runs a 90 kHz clock, Opus 48 kHz.
+            let rate = if *kind == RtpCodecKind::Video {
+                90_000
+            } else {
+                48_000
+            };
+            core.add_track(*ssrc, rate);
+        }
         let tracks = self
             .tracks
             .iter()
@@ -292,7 +302,7 @@ impl Launch {
         let conn = Conn {
             id,
             ufrag: ufrag.clone(),
-            core: self.core,
+            core,
             tracks,
             shared: shared.clone(),
             latency: media.latency.clone(),

@@ -242,28 +242,17 @@ impl Transport {
         };
         self.send(sealed);
         let h = &packet.header;
-        let clock = match self.clocks.iter().position(|(s, _)| *s == h.ssrc) {
-            Some(i) => &mut self.clocks[i].1,
-            None => {
-                // H.264 at 90 kHz, Opus at 48 kHz: the two clocks ffwhep sends.
-                let rate = if packet.payload.len() > 400 || h.payload_type != 111 {
-                    90_000
-                } else {
-                    48_000
-                };
-                self.clocks.push((h.ssrc, SenderClock::new(h.ssrc, rate)));
-                &mut self.clocks.last_mut().expect("just pushed").1
-            }
-        };
-        let wall = std::time::SystemTime::now();
-        clock.sent(
-            h.sequence_number,
-            h.timestamp,
-            packet.payload.len(),
-            self.now,
-            wall,
-        );
+        if let Some((_, clock)) = self.clocks.iter_mut().find(|(s, _)| *s == h.ssrc) {
+            let payload = packet.payload.len();
+            clock.sent(h.sequence_number, h.timestamp, payload, self.now);
+        }
         true
+    }
+
+    /// A track it sends: its SSRC and RTP clock rate, for its sender
+    /// reports.
+    pub fn add_track(&mut self, ssrc: u32, clock_rate: u32) {
+        self.clocks.push((ssrc, SenderClock::new(ssrc, clock_rate)));
     }
 
     /// RTCP of ours (sender reports, BYE), protected and queued.

@@ -100,6 +100,7 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
         controlling: false,
     };
     let mut ours = Transport::new(now, local, &remote).unwrap();
+    ours.add_track(ssrc, 90_000);
 
     let mut received = 0;
     let mut reports = 0;

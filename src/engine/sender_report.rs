@@ -17,7 +17,7 @@ pub(crate) struct SenderClock {
     ssrc: u32,
     clock_rate: u32,
     /// The last in-order timestamp change: (timestamp, sequence number, when).
-    last: Option<(u32, u16, Instant, SystemTime)>,
+    last: Option<(u32, u16, Instant)>,
     packets: u32,
     octets: u32,
     next: Option<Instant>,
@@ -36,7 +36,7 @@ impl SenderClock {
     }
 
     /// A packet was sent (retransmissions too: they count as sent).
-    pub fn sent(&mut self, seq: u16, ts: u32, payload: usize, now: Instant, wall: SystemTime) {
+    pub fn sent(&mut self, seq: u16, ts: u32, payload: usize, now: Instant) {
         self.packets = self.packets.wrapping_add(1);
         self.octets = self.octets.wrapping_add(payload as u32);
         let newer = self.last.is_none_or(|(last_ts, last_seq, ..)| {
@@ -44,7 +44,7 @@ impl SenderClock {
             ahead != 0 && ahead < 0x8000 && ts != last_ts
         });
         if newer {
-            self.last = Some((ts, seq, now, wall));
+            self.last = Some((ts, seq, now));
         }
         self.next.get_or_insert(now + REPORT_EVERY);
     }
@@ -57,7 +57,7 @@ impl SenderClock {
     /// The report, when one is due at `now`.
     pub fn report(&mut self, now: Instant, wall: SystemTime) -> Option<SenderReport> {
         let next = self.next.filter(|t| *t <= now)?;
-        let (ts, _, at, _) = self.last?;
+        let (ts, _, at) = self.last?;
         self.next = Some((next + REPORT_EVERY).max(now));
         let since = now.saturating_duration_since(at).as_secs_f64();
         Some(SenderReport {
@@ -103,9 +103,9 @@ mod tests {
         let mut c = SenderClock::new(42, 90_000);
         assert_eq!(c.due(), None);
         assert!(c.report(t0, w0).is_none(), "nothing sent, nothing to say");
-        c.sent(10, 9000, 1000, t0, w0);
-        c.sent(11, 9000, 500, t0, w0); // same frame
-        c.sent(9, 6000, 100, t0, w0); // late: counted, not a clock point
+        c.sent(10, 9000, 1000, t0);
+        c.sent(11, 9000, 500, t0); // same frame
+        c.sent(9, 6000, 100, t0); // late: counted, not a clock point
         assert_eq!(c.due(), Some(t0 + REPORT_EVERY));
         assert!(c.report(t0 + Duration::from_millis(999), w0).is_none());
         let at = t0 + REPORT_EVERY;
