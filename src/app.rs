@@ -13,7 +13,7 @@ use crate::http;
 use crate::profile::access::{Access, ServiceConfig, service_url};
 use crate::profile::{BUILTIN_NAME, Plan, ProfileError};
 use crate::smoke;
-use crate::source::ports::allocate_pair;
+use crate::source::ports::allocate_ports;
 use crate::stream::judge;
 use crate::stream::push::Push;
 use crate::stream::registry::State;
@@ -120,10 +120,21 @@ fn check(p: &ProfileArg) -> Result<u8, Failure> {
 
 fn print_args(a: &ArgsArgs) -> Result<u8, Failure> {
     let plan = load(&a.profile)?;
-    // clap keeps --port within 1 to 65534: audio uses port + 1.
+    // clap keeps --port within 1 to 65534: audio uses port + 1, and each
+    // extra rung of a ladder one more.
+    let extra = plan
+        .video
+        .as_ref()
+        .map_or(0, |v| v.rungs.len().saturating_sub(1));
     let video = match a.port {
+        Some(v) if usize::from(v) + 1 + extra > usize::from(u16::MAX) => {
+            return Err(Failure::Usage(format!(
+                "--port {v}: the ladder needs {} ports from it, past 65535",
+                2 + extra
+            )));
+        }
         Some(v) => v,
-        None => allocate_pair()?.video_port(),
+        None => allocate_ports(extra)?.video_port(),
     };
     let argv = args::build(
         &plan,

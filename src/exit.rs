@@ -31,6 +31,9 @@ pub mod code {
 pub enum Failure {
     #[error(transparent)]
     Profile(#[from] ProfileError),
+    /// A command line that cannot work (exit code 2, like a bad profile).
+    #[error("{0}")]
+    Usage(String),
     #[error(transparent)]
     FfmpegNotFound(#[from] SpawnError),
     #[error(transparent)]
@@ -52,7 +55,7 @@ pub enum Failure {
 impl Failure {
     pub fn code(&self) -> u8 {
         match self {
-            Failure::Profile(_) => code::USAGE,
+            Failure::Profile(_) | Failure::Usage(_) => code::USAGE,
             Failure::FfmpegNotFound(_) => code::FFMPEG_NOT_FOUND,
             Failure::Ports(_) => code::PORTS,
             Failure::Ffmpeg(_) | Failure::Panicked(_) => code::FFMPEG_FAILED,
@@ -142,6 +145,7 @@ mod tests {
     #[test]
     fn each_failure_has_its_code() {
         let ports = AllocError {
+            count: "two",
             attempts: 10,
             last: std::io::Error::other("taken"),
         };
@@ -151,6 +155,7 @@ mod tests {
         };
         assert_eq!(Failure::FfmpegNotFound(nf).code(), code::FFMPEG_NOT_FOUND);
         assert_eq!(Failure::Smoke("x".into()).code(), code::SMOKE_FAILED);
+        assert_eq!(Failure::Usage("x".into()).code(), code::USAGE);
         assert_eq!(Failure::Setup(anyhow::anyhow!("x")).code(), code::SETUP);
         let several = Failure::Several(vec![
             ("a".into(), Failure::Smoke("x".into())),

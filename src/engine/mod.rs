@@ -68,8 +68,22 @@ async fn bounded<T>(step: &'static str, f: impl Future<Output = T>) {
 pub struct StreamMedia {
     pub video: Option<SourceHandle>,
     pub audio: Option<SourceHandle>,
+    /// The video ladder's renditions, from the best down (the first is
+    /// `video`); empty without a ladder.
+    pub rungs: Vec<Rendition>,
     /// Relay latency of the stream's sampled packets.
     pub latency: Arc<crate::latency::Histogram>,
+}
+
+/// One rendition of a video ladder, and where its packets come from.
+#[derive(Clone)]
+pub struct Rendition {
+    /// Its name in URLs, status and logs: the height, e.g. `360p`.
+    pub name: String,
+    pub height: u32,
+    /// The rendition's target bitrate in bits per second.
+    pub bitrate: u64,
+    pub source: SourceHandle,
 }
 
 /// Why no viewer could be made.

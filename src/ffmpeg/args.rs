@@ -1,7 +1,9 @@
 //! Building FFmpeg's argv from a plan and a port pair: pure functions, no I/O.
 //!
 //! Order: ffwhep's own global options, the profile's global options, the
-//! inputs, the profile's own outputs, then one RTP output leg per media kind.
+//! inputs, the ladder's filter graph (one decode, then `split` and `scale`
+//! per rung), the profile's own outputs, then one RTP output leg per media
+//! kind (per rung for a laddered video leg).
 
 use crate::profile::{Io, LegPlan, MediaKind, Plan};
 
@@ -13,6 +15,18 @@ pub const RTP_PACKET_SIZE: u16 = 1200;
 pub struct LegPorts {
     pub video: u16,
     pub audio: u16,
+}
+
+impl LegPorts {
+    /// The port of ladder rung `k`: the video port for the first, then
+    /// those after the audio port (V+2, V+3, ...).
+    pub fn rung(&self, k: usize) -> u16 {
+        if k == 0 {
+            self.video
+        } else {
+            self.audio.saturating_add(k as u16)
+        }
+    }
 }
 
 /// Options ffwhep always gives FFmpeg: no banner, never read the terminal,
@@ -69,13 +83,78 @@ pub fn rtp_leg(leg: &LegPlan, ports: LegPorts) -> Io {
     }
 }
 
-/// The RTP legs of a plan, video first; a leg the profile disabled is absent.
+/// The RTP legs of a plan, video first (each rung of its ladder, from the
+/// best down); a leg the profile disabled is absent.
 pub fn rtp_legs(plan: &Plan, ports: LegPorts) -> Vec<Io> {
-    [&plan.video, &plan.audio]
-        .into_iter()
-        .flatten()
-        .map(|l| rtp_leg(l, ports))
-        .collect()
+    let mut legs = Vec::new();
+    if let Some(video) = &plan.video {
+        if video.rungs.is_empty() {
+            legs.push(rtp_leg(video, ports));
+        }
+        for (k, r) in video.rungs.iter().enumerate() {
+            let rung = LegPlan {
+                map: if r.scaled {
+                    rung_label(k)
+                } else {
+                    video.map.clone()
+                },
+                codec_args: r.codec_args.clone(),
+                ssrc: r.ssrc,
+                rungs: Vec::new(),
+                ..video.clone()
+            };
+            let port = ports.rung(k);
+            legs.push(rtp_leg(
+                &rung,
+                LegPorts {
+                    video: port,
+                    ..ports
+                },
+            ));
+        }
+    }
+    legs.extend(plan.audio.iter().map(|l| rtp_leg(l, ports)));
+    legs
+}
+
+/// The filter graph's output for scaled rung `k`.
+fn rung_label(k: usize) -> String {
+    format!("[r{k}]")
+}
+
+/// The ladder's filter graph: the video leg's input decoded once, split
+/// into one branch per scaled rung, each scaled to its height (the width
+/// follows the aspect ratio, rounded to even) and, if the rung says so,
+/// its frame rate. None without scaled rungs.
+pub fn ladder_filter(plan: &Plan) -> Option<String> {
+    let leg = plan.video.as_ref()?;
+    let scaled: Vec<_> = leg
+        .rungs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.scaled)
+        .collect();
+    if scaled.is_empty() {
+        return None;
+    }
+    let input = format!("[{}]", leg.map);
+    let mut chains = Vec::new();
+    let heads = if scaled.len() == 1 {
+        vec![input]
+    } else {
+        let labels: Vec<String> = scaled.iter().map(|(k, _)| format!("[s{k}]")).collect();
+        chains.push(format!("{input}split={}{}", scaled.len(), labels.concat()));
+        labels
+    };
+    for ((k, r), head) in scaled.iter().zip(heads) {
+        let mut chain = format!("{head}scale=-2:{}", r.rung.height);
+        if let Some(fps) = r.rung.fps {
+            chain.push_str(&format!(",fps={fps}"));
+        }
+        chain.push_str(&rung_label(*k));
+        chains.push(chain);
+    }
+    Some(chains.join(";"))
 }
 
 /// The full argv after the program name.
@@ -86,6 +165,9 @@ pub fn build(plan: &Plan, ports: LegPorts) -> Vec<String> {
         argv.extend(input.options.iter().cloned());
         argv.push("-i".to_owned());
         argv.push(input.address.clone());
+    }
+    if let Some(graph) = ladder_filter(plan) {
+        argv.extend(["-filter_complex".to_owned(), graph]);
     }
     for output in plan.outputs.iter().chain(&rtp_legs(plan, ports)) {
         argv.extend(output.options.iter().cloned());

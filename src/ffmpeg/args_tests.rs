@@ -166,3 +166,77 @@ fn shell_line_quotes_what_needs_it() {
     );
     assert_eq!(line, "ffmpeg -i 'a b.mp4' 'expr:gte(t,n_forced*1)' 'x&y'");
 }
+
+#[test]
+fn a_ladder_decodes_once_and_sends_each_rung_to_its_own_port() {
+    let p = plan(
+        "id: s\ninput: [{address: in.mp4}]\nwebrtc:\n  video:\n    ladder:\n      \
+         - {height: 720, bitrate: 2500k}\n      - {height: 360, bitrate: 700k}\n      \
+         - {height: 180, bitrate: 200k, fps: 15}\n",
+    );
+    let argv = build(&p, PORTS);
+    let at = argv.iter().position(|a| a == "-filter_complex").unwrap();
+    assert_eq!(
+        argv[at + 1],
+        "[0:v:0]split=3[s0][s1][s2];[s0]scale=-2:720[r0];[s1]scale=-2:360[r1];\
+         [s2]scale=-2:180,fps=15[r2]"
+    );
+    assert!(
+        at < argv.iter().position(|a| a == "-map").unwrap(),
+        "the graph before the legs"
+    );
+    let legs = legs_of(&argv);
+    assert_eq!(legs.len(), 4, "three rungs and audio");
+    let video = p.video.as_ref().unwrap();
+    for (k, (port, map)) in [(40000, "[r0]"), (40002, "[r1]"), (40003, "[r2]")]
+        .iter()
+        .enumerate()
+    {
+        let leg = legs[k];
+        assert_eq!(leg[..2], strings(&["-map", map])[..], "rung {k}");
+        assert_eq!(
+            leg.last().unwrap(),
+            &format!("rtp://127.0.0.1:{port}?pkt_size=1200&rtcpport={port}")
+        );
+        let ssrc = leg.iter().position(|a| a == "-ssrc").unwrap();
+        assert_eq!(leg[ssrc + 1], video.rungs[k].ssrc.to_string());
+        let b = leg.iter().position(|a| a == "-b:v").unwrap();
+        assert_eq!(leg[b + 1], video.rungs[k].rung.bitrate.to_string());
+        let pt = leg.iter().position(|a| a == "-payload_type").unwrap();
+        assert_eq!(leg[pt + 1], "102");
+    }
+    assert_eq!(legs[3][1], "0:a:0");
+    assert!(
+        legs[3].last().unwrap().contains(":40001?"),
+        "audio stays on V+1"
+    );
+}
+
+#[test]
+fn a_copied_ladder_copies_its_first_rung_and_scales_only_the_rest() {
+    let p = plan(
+        "id: s\ninput: [{address: rtsp://cam}]\nwebrtc:\n  video:\n    copy: true\n    ladder:\n      \
+         - {height: 1080, bitrate: 4M}\n      - {height: 360, bitrate: 700k}\n",
+    );
+    let argv = build(&p, PORTS);
+    let at = argv.iter().position(|a| a == "-filter_complex").unwrap();
+    assert_eq!(
+        argv[at + 1],
+        "[0:v:0]scale=-2:360[r1]",
+        "one scaled rung, no split"
+    );
+    let legs = legs_of(&argv);
+    let mut want = strings(&["-map", "0:v:0"]);
+    want.extend(strings(VIDEO_COPY));
+    assert_eq!(legs[0][..want.len()], want[..]);
+    assert_eq!(legs[1][..2], strings(&["-map", "[r1]"])[..]);
+    assert!(legs[1].last().unwrap().contains(":40002?"));
+}
+
+#[test]
+fn without_a_ladder_there_is_no_filter_graph() {
+    let p = plan("id: s\ninput: [{address: in.mp4}]\n");
+    assert!(!build(&p, PORTS).contains(&"-filter_complex".to_owned()));
+    assert_eq!(PORTS.rung(0), 40000);
+    assert_eq!(PORTS.rung(2), 40003);
+}

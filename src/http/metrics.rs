@@ -270,7 +270,7 @@ impl Families {
                     .inc_by(p.dup_frames);
             }
             for (kind, s) in &info.sources {
-                let lk = &[id.as_str(), kind][..];
+                let lk = &[id.as_str(), kind.as_str()][..];
                 self.source_packets
                     .with_label_values(lk)
                     .inc_by(s.rtp_packets.load(Relaxed));

@@ -31,7 +31,7 @@ pub struct StreamStatus {
     /// FFmpeg progresses and every leg's port has fresh RTP.
     pub live: bool,
     pub ports: Option<Ports>,
-    pub sources: BTreeMap<&'static str, SourceStatus>,
+    pub sources: BTreeMap<String, SourceStatus>,
     pub gop_cache: GopCache,
     /// What all viewers were sent over the stream's life.
     pub sent: SentTotals,
@@ -129,7 +129,7 @@ fn stream_status(
                 rejected: s.rejected_packets.load(Relaxed),
                 dropped: s.dropped.load(Relaxed),
             };
-            (*kind, status)
+            (kind.clone(), status)
         })
         .collect();
     StreamStatus {

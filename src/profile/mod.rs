@@ -6,12 +6,14 @@
 
 pub mod access;
 pub mod hooks;
+pub mod ladder;
 pub mod restart;
 mod webrtc;
 pub mod whip;
 
 use access::Access;
 use hooks::HookConfig;
+use ladder::{Ladder, Rung};
 use restart::{RestartConfig, Secs};
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
@@ -317,7 +319,7 @@ impl fmt::Display for MediaKind {
 }
 
 /// One injected RTP leg, ready to be turned into FFmpeg arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LegPlan {
     pub kind: MediaKind,
     /// The `-map` specifier of the input stream this leg carries.
@@ -326,6 +328,21 @@ pub struct LegPlan {
     pub codec_args: Vec<String>,
     pub payload_type: u8,
     pub ssrc: u32,
+    /// The video ladder's renditions, from the best down: each its own RTP
+    /// leg (the first on the leg's port). Empty without a ladder.
+    pub rungs: Vec<RungPlan>,
+}
+
+/// One rendition of a laddered video leg, ready for FFmpeg.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RungPlan {
+    pub rung: Rung,
+    pub ssrc: u32,
+    /// The leg's encoder (or the default) with this rung's bitrate; for the
+    /// first rung of a copied leg, the copy.
+    pub codec_args: Vec<String>,
+    /// Scaled from the decoded input; false for the copied input itself.
+    pub scaled: bool,
 }
 
 /// A validated profile: everything needed to run one stream.
@@ -381,13 +398,17 @@ impl Plan {
             if !w.enabled || !l.enabled {
                 return None;
             }
+            let interval = l.keyframe_interval.unwrap_or(DEFAULT_KEYFRAME_INTERVAL);
             let (default_map, default_enc, copy) = match kind {
-                MediaKind::Video => {
-                    let interval = l.keyframe_interval.unwrap_or(DEFAULT_KEYFRAME_INTERVAL);
-                    ("0:v:0", default_video_encoder(interval), VIDEO_COPY)
-                }
+                MediaKind::Video => ("0:v:0", default_video_encoder(interval), VIDEO_COPY),
                 MediaKind::Audio => ("0:a:0", to_strings(DEFAULT_AUDIO_ENCODER), AUDIO_COPY),
             };
+            let ssrc = l.ssrc.unwrap_or_else(|| default_ssrc(&raw.id, kind));
+            let rungs = l
+                .ladder
+                .as_ref()
+                .map(|ladder| rung_plans(ladder, &l.codec, interval, ssrc))
+                .unwrap_or_default();
             let codec_args = match l.codec {
                 Codec::Default => default_enc,
                 Codec::Copy => to_strings(copy),
@@ -398,7 +419,8 @@ impl Plan {
                 map: l.map.map_or_else(|| default_map.to_owned(), |m| m.0),
                 codec_args,
                 payload_type: pt.0,
-                ssrc: l.ssrc.unwrap_or_else(|| default_ssrc(&raw.id, kind)),
+                ssrc,
+                rungs,
             })
         };
         let video = leg(MediaKind::Video, w.video, w.video_pt);
@@ -427,6 +449,56 @@ impl Plan {
             id: raw.id,
         }
     }
+}
+
+/// Each rung's codec options and SSRC. The encoded rungs of a copied leg
+/// take their keyframes where the input has them, so every rung's GOPs
+/// line up.
+fn rung_plans(ladder: &Ladder, codec: &Codec, interval: Duration, ssrc: u32) -> Vec<RungPlan> {
+    ladder
+        .0
+        .iter()
+        .enumerate()
+        .map(|(k, rung)| {
+            let copied = k == 0 && matches!(codec, Codec::Copy);
+            let codec_args = if copied {
+                to_strings(VIDEO_COPY)
+            } else {
+                let mut args = match codec {
+                    Codec::Encoder(opts) => opts.clone(),
+                    Codec::Default => default_video_encoder(interval),
+                    Codec::Copy => keyframes_of_the_source(default_video_encoder(interval)),
+                };
+                let b = rung.bitrate.to_string();
+                args.extend(["-b:v", &b, "-maxrate", &b, "-bufsize", &b].map(String::from));
+                args
+            };
+            RungPlan {
+                rung: *rung,
+                ssrc: rung_ssrc(ssrc, k),
+                codec_args,
+                scaled: !copied,
+            }
+        })
+        .collect()
+}
+
+/// The default encoder's options with its keyframes where the input's are.
+fn keyframes_of_the_source(mut args: Vec<String>) -> Vec<String> {
+    if let Some(last) = args.last_mut() {
+        "source".clone_into(last);
+    }
+    args
+}
+
+/// Rung `k`'s SSRC: the leg's for the first, a stable other for the rest.
+fn rung_ssrc(leg: u32, k: usize) -> u32 {
+    if k == 0 {
+        return leg;
+    }
+    let mixed = leg ^ (k as u32).wrapping_mul(0x9e37_79b9);
+    let s = mixed & 0x7fff_ffff;
+    if s == leg { s ^ 1 } else { s }
 }
 
 fn to_strings(s: &[&str]) -> Vec<String> {

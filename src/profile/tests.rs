@@ -391,3 +391,124 @@ fn bad_whip_pushes_are_located() {
         assert_eq!(e.position.map(|p| p.0), Some(5), "{bad}: {e}");
     }
 }
+
+const LADDER: &str = "id: cam1\ninput:\n  - address: in.mp4\nwebrtc:\n  video:\n    ladder:\n      \
+    - {height: 720, bitrate: 2500k}\n      - {height: 360, bitrate: 0.7M}\n      \
+    - {height: 180, bitrate: 200000, fps: 15}\n";
+
+#[test]
+fn a_ladder_gives_each_rung_its_bitrate_ssrc_and_the_legs_encoder() {
+    let plan = parse(LADDER).unwrap();
+    let video = plan.video.unwrap();
+    let rungs = &video.rungs;
+    assert_eq!(rungs.len(), 3);
+    let got: Vec<(u32, u64, Option<f64>)> = rungs
+        .iter()
+        .map(|r| (r.rung.height, r.rung.bitrate, r.rung.fps))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (720, 2_500_000, None),
+            (360, 700_000, None),
+            (180, 200_000, Some(15.0))
+        ]
+    );
+    assert_eq!(rungs[0].ssrc, video.ssrc, "the first rung is the leg's own");
+    let ssrcs: std::collections::HashSet<u32> = rungs.iter().map(|r| r.ssrc).collect();
+    assert_eq!(ssrcs.len(), 3, "each rung its own SSRC");
+    assert!(rungs.iter().all(|r| r.scaled && r.ssrc <= i32::MAX as u32));
+    let mut want = default_video_encoder(DEFAULT_KEYFRAME_INTERVAL);
+    want.extend(to_strings(&[
+        "-b:v", "700000", "-maxrate", "700000", "-bufsize", "700000",
+    ]));
+    assert_eq!(rungs[1].codec_args, want);
+    assert!(
+        parse(MINIMAL).unwrap().video.unwrap().rungs.is_empty(),
+        "no ladder, no rungs"
+    );
+}
+
+#[test]
+fn a_copied_leg_with_a_ladder_copies_the_first_rung_and_keys_the_others_on_its_keyframes() {
+    let yaml = LADDER.replace("  video:\n", "  video:\n    copy: true\n");
+    let video = parse(&yaml).unwrap().video.unwrap();
+    assert!(!video.rungs[0].scaled);
+    assert_eq!(video.rungs[0].codec_args, to_strings(VIDEO_COPY));
+    for r in &video.rungs[1..] {
+        assert!(r.scaled);
+        let at = r
+            .codec_args
+            .iter()
+            .position(|a| a == "-force_key_frames")
+            .unwrap();
+        assert_eq!(r.codec_args[at + 1], "source", "{:?}", r.codec_args);
+    }
+}
+
+#[test]
+fn ladder_errors_say_what_is_wrong_and_where() {
+    let cases: &[(&str, &str, (usize, usize))] = &[
+        // A rung as tall as the one above it, at its own line.
+        (
+            "    ladder:\n      - {height: 360, bitrate: 700k}\n      - {height: 720, bitrate: 200k}\n",
+            "height 720 is not below the rung above it (360)",
+            (8, 9),
+        ),
+        (
+            "    ladder:\n      - {height: 720, bitrate: 700k}\n      - {height: 360, bitrate: 900k}\n",
+            "bitrate 900k is not below the rung above it (700k)",
+            (8, 9),
+        ),
+        (
+            "    ladder:\n      - {height: 720, bitrate: 2500k, width: 1280}\n",
+            "unknown field `width`",
+            (7, 39),
+        ),
+        (
+            "    ladder:\n      - {height: 721, bitrate: 1M}\n",
+            "height 721: expected an even",
+            (7, 9),
+        ),
+        (
+            "    ladder:\n      - {height: 720, bitrate: fast}\n",
+            "bitrate \"fast\"",
+            (7, 32),
+        ),
+        (
+            "    ladder:\n      - {height: 720, bitrate: 1M, fps: 0}\n",
+            "fps 0",
+            (7, 9),
+        ),
+        ("    ladder: []\n", "empty ladder", (6, 13)),
+        (
+            &format!(
+                "    ladder:\n{}",
+                (0..7)
+                    .map(|k| format!(
+                        "      - {{height: {}, bitrate: {}k}}\n",
+                        1000 - 100 * k,
+                        5000 - 500 * k
+                    ))
+                    .collect::<String>()
+            ),
+            "more than 6 rungs",
+            (13, 9),
+        ),
+        (
+            "    copy: true\n    ladder:\n      - {height: 720, bitrate: 2M, fps: 25}\n",
+            "with `copy: true` the first rung is the copied input",
+            (6, 5),
+        ),
+    ];
+    for (ladder, want, at) in cases {
+        let yaml = format!("id: cam1\ninput:\n  - address: in.mp4\nwebrtc:\n  video:\n{ladder}");
+        let e = err(&yaml);
+        assert!(e.message.contains(want), "{ladder}: {e}");
+        assert_eq!(e.position, Some(*at), "{ladder}: {e}");
+    }
+    let audio = err(
+        "id: cam1\ninput:\n  - address: in.mp4\nwebrtc:\n  audio:\n    ladder: [{height: 720, bitrate: 1M}]\n",
+    );
+    assert!(audio.message.contains("expected it under video"), "{audio}");
+}

@@ -2,6 +2,7 @@
 //! codec, SSRC, keyframe interval), the GOP cache's bounds and the viewer
 //! limit, checked as a whole. Plain data.
 
+use super::ladder::Ladder;
 use super::restart::Secs;
 use super::{
     CacheLimits, DEFAULT_AUDIO_PT, DEFAULT_CACHE, DEFAULT_VIDEO_PT, NonEmpty, PayloadType,
@@ -111,6 +112,11 @@ impl TryFrom<RawWebRtcFields> for RawWebRtc {
                 w.video_pt.0
             ));
         }
+        if w.audio.ladder.is_some() {
+            return Err(
+                "audio.ladder: a ladder has video renditions; expected it under video".into(),
+            );
+        }
         if w.audio.keyframe_interval.is_some() {
             return Err(
                 "audio.keyframe_interval: audio has no keyframes; expected it under video".into(),
@@ -138,6 +144,7 @@ pub(super) struct RawLeg {
     pub(super) codec: Codec,
     pub(super) ssrc: Option<u32>,
     pub(super) keyframe_interval: Option<Duration>,
+    pub(super) ladder: Option<Ladder>,
 }
 
 /// How a leg gets its codec: the default encoder, the profile's own options,
@@ -156,6 +163,7 @@ impl Default for RawLeg {
             codec: Codec::Default,
             ssrc: None,
             keyframe_interval: None,
+            ladder: None,
         }
     }
 }
@@ -171,6 +179,7 @@ struct RawLegFields {
     encoder: Option<Vec<String>>,
     ssrc: Option<u32>,
     keyframe_interval: Option<Secs>,
+    ladder: Option<Ladder>,
 }
 
 impl<'de> Deserialize<'de> for RawLeg {
@@ -205,12 +214,22 @@ impl TryFrom<RawLegFields> for RawLeg {
         if keyframe_interval.is_some_and(|d| d.is_zero()) {
             return Err("`keyframe_interval` is 0: expected a duration above 0".into());
         }
+        if let (Codec::Copy, Some(ladder)) = (&codec, &l.ladder)
+            && ladder.0[0].fps.is_some()
+        {
+            return Err(
+                "ladder[0]: with `copy: true` the first rung is the copied input, \
+                 whose frame rate cannot change: expected no `fps` on it"
+                    .into(),
+            );
+        }
         Ok(Self {
             enabled: l.enabled,
             map: l.map,
             codec,
             ssrc: l.ssrc,
             keyframe_interval,
+            ladder: l.ladder,
         })
     }
 }

@@ -124,7 +124,7 @@ impl Source {
     /// Starts draining `socket` at once. `name` labels the log lines.
     pub fn start(
         socket: StdUdpSocket,
-        name: &'static str,
+        name: impl Into<String>,
         kind: SourceKind,
     ) -> std::io::Result<Self> {
         socket.set_nonblocking(true)?;
@@ -154,7 +154,7 @@ impl Source {
             socket,
             handle: handle.clone(),
             subscribers: Vec::new(),
-            name,
+            name: name.into(),
             video,
             cache,
             last_key_ts: None,
@@ -200,7 +200,7 @@ struct Reader {
     socket: UdpSocket,
     handle: SourceHandle,
     subscribers: Vec<Subscriber>,
-    name: &'static str,
+    name: String,
     /// Parse H.264 payloads to mark keyframe starts.
     video: bool,
     cache: Option<Arc<Mutex<GopCache>>>,
@@ -238,13 +238,13 @@ impl Reader {
                     }
                     Err(e) => {
                         buf.clear();
-                        tracing::debug!(source = self.name, error = %e, "UDP receive error");
+                        tracing::debug!(source = self.name.as_str(), error = %e, "UDP receive error");
                     }
                 },
             }
         }
         tracing::debug!(
-            source = self.name,
+            source = self.name.as_str(),
             subscribers = self.subscribers.len(),
             "source closed"
         );
@@ -260,7 +260,7 @@ impl Reader {
         let n = self.handle.stats.rejected_packets.fetch_add(1, Relaxed);
         if n.is_power_of_two() || n == 0 {
             tracing::warn!(
-                source = self.name,
+                source = self.name.as_str(),
                 reason = why,
                 total = n + 1,
                 "refused a packet"
@@ -284,7 +284,7 @@ impl Reader {
             previous => {
                 if let Some((old, _)) = previous {
                     tracing::info!(
-                        source = self.name,
+                        source = self.name.as_str(),
                         old,
                         new = packet.ssrc,
                         "SSRC changed after silence"
@@ -312,7 +312,7 @@ impl Reader {
                 let n = self.handle.stats.garbage_packets.fetch_add(1, Relaxed);
                 if n.is_power_of_two() || n == 0 {
                     tracing::warn!(
-                        source = self.name,
+                        source = self.name.as_str(),
                         reason = why,
                         total = n + 1,
                         "dropped a datagram that is not RTP"

@@ -12,6 +12,7 @@ mod record;
 pub(crate) mod registry;
 pub(crate) mod restart;
 mod run;
+mod sources;
 mod watchdog;
 
 pub(crate) use ended::{Ended, judge};

@@ -103,7 +103,7 @@ pub struct StreamInfo {
     pub live: bool,
     pub ports: Option<LegPorts>,
     /// The current run's sources, by kind.
-    pub sources: Vec<(&'static str, Arc<SourceStats>)>,
+    pub sources: Vec<(String, Arc<SourceStats>)>,
     /// What all viewers of the stream were sent, over its whole life:
     /// viewers that left (folded in as they go) and, in a snapshot, the
     /// current ones.

@@ -247,12 +247,7 @@ impl Streams {
     }
 
     /// Puts live sources behind `id`: the stream is running.
-    pub fn publish(
-        &self,
-        id: &str,
-        media: Published,
-        sources: Vec<(&'static str, Arc<SourceStats>)>,
-    ) {
+    pub fn publish(&self, id: &str, media: Published, sources: Vec<(String, Arc<SourceStats>)>) {
         self.with(id, |s| {
             s.media = Some(media);
             s.next_run = None;

@@ -6,16 +6,15 @@
 use super::StreamRun;
 use super::push::PushRun;
 use super::registry::{Published, Streams};
+use super::sources::RunSources;
 use super::watchdog::watchdog;
-use crate::engine::StreamMedia;
 use crate::exit::Failure;
 use crate::ffmpeg::args::{self, LegPorts};
 use crate::ffmpeg::progress::Progress;
 use crate::ffmpeg::supervisor::{Exit, Ffmpeg, StopControl};
 use crate::hooks::event::Event;
 use crate::profile::hooks::EventKind;
-use crate::source::ports::allocate_pair;
-use crate::source::{Source, SourceKind, SourceStats};
+use crate::source::SourceStats;
 use futures::FutureExt;
 use std::os::unix::process::ExitStatusExt;
 use std::panic::AssertUnwindSafe;
@@ -35,34 +34,9 @@ pub(super) async fn one_run(
     number: u32,
     ready: &impl Fn(u32, LegPorts),
 ) -> RunResult {
-    let pair = allocate_pair()?;
-    let ports = LegPorts {
-        video: pair.video_port(),
-        audio: pair.audio_port(),
-    };
+    let sources = RunSources::start(&run.plan)?;
+    let ports = sources.ports;
     run.streams.run_starting(id, number, ports);
-    let video = Source::start(
-        pair.video,
-        "video",
-        SourceKind::Video {
-            pt: run.plan.video.as_ref().map(|l| l.payload_type),
-            cache: run.plan.gop_cache,
-        },
-    )
-    .map_err(Failure::setup("starting the video source"))?;
-    let audio = match Source::start(
-        pair.audio,
-        "audio",
-        SourceKind::Audio {
-            pt: run.plan.audio.as_ref().map(|l| l.payload_type),
-        },
-    ) {
-        Ok(a) => a,
-        Err(e) => {
-            video.close().await;
-            return Err(Failure::setup("starting the audio source")(e));
-        }
-    };
     tracing::info!(
         video_port = ports.video,
         audio_port = ports.audio,
@@ -71,21 +45,11 @@ pub(super) async fn one_run(
     let tasks = TaskTracker::new();
     let published = Published {
         run: number,
-        media: StreamMedia {
-            video: run.plan.video.as_ref().map(|_| video.handle()),
-            audio: run.plan.audio.as_ref().map(|_| audio.handle()),
-            latency: run.streams.latency(id),
-        },
+        media: sources.media(&run.plan, run.streams.latency(id)),
         tasks: tasks.clone(),
         ended: tokio_util::sync::CancellationToken::new(),
     };
-    let watched: Vec<_> = [
-        (&published.media.video, "video"),
-        (&published.media.audio, "audio"),
-    ]
-    .into_iter()
-    .filter_map(|(h, name)| h.as_ref().map(|h| (name, h.stats.clone())))
-    .collect();
+    let watched = sources.watched(&run.plan);
     let (live_tx, live) = watch::channel(false);
     let pushes = TaskTracker::new();
     for push in &run.pushes {
@@ -128,7 +92,7 @@ pub(super) async fn one_run(
             },
         );
     }
-    teardown(id, &run.streams, video, audio, tasks, pushes).await;
+    teardown(id, &run.streams, sources, tasks, pushes).await;
     result
 }
 
@@ -138,7 +102,7 @@ async fn spawn_and_supervise(
     number: u32,
     ports: LegPorts,
     ready: &impl Fn(u32, LegPorts),
-    watched: Vec<(&'static str, Arc<SourceStats>)>,
+    watched: Vec<(String, Arc<SourceStats>)>,
     live: &watch::Sender<bool>,
 ) -> RunResult {
     let argv = args::build(&run.plan, ports);
@@ -180,7 +144,7 @@ async fn supervise(
     run: &StreamRun,
     id: &str,
     number: u32,
-    sources: Vec<(&'static str, Arc<SourceStats>)>,
+    sources: Vec<(String, Arc<SourceStats>)>,
     live_tx: &watch::Sender<bool>,
 ) -> RunResult {
     let ctl = StopControl {
@@ -222,14 +186,13 @@ async fn supervise(
     }
 }
 
-/// Hangs up every viewer and push, then closes both sources, then waits
+/// Hangs up every viewer and push, then closes the sources, then waits
 /// for every task of the run (the pushes' DELETEs among them): the ports
 /// are free and nothing of the run is left when this returns.
 async fn teardown(
     id: &str,
     streams: &Streams,
-    video: Source,
-    audio: Source,
+    sources: RunSources,
     tasks: TaskTracker,
     pushes: TaskTracker,
 ) {
@@ -240,21 +203,7 @@ async fn teardown(
     // its DELETE among the run's tasks.
     pushes.close();
     pushes.wait().await;
-    for source in [&video, &audio] {
-        let h = source.handle();
-        let s = &h.stats;
-        tracing::info!(
-            port = h.port,
-            rtp_packets = s.rtp_packets.load(Relaxed),
-            rtp_bytes = s.rtp_bytes.load(Relaxed),
-            rtcp_packets = s.rtcp_packets.load(Relaxed),
-            garbage_packets = s.garbage_packets.load(Relaxed),
-            dropped_for_slow_viewers = s.dropped.load(Relaxed),
-            "source totals"
-        );
-    }
-    video.close().await;
-    audio.close().await;
+    sources.close().await;
     tasks.close();
     tasks.wait().await;
     tracing::info!(

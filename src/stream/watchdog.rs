@@ -22,7 +22,7 @@ const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(30);
 /// it moved within `LIVE_WINDOW`), and now and then logs the progress.
 pub(super) async fn watchdog(
     mut progress: watch::Receiver<Option<Progress>>,
-    sources: Vec<(&'static str, Arc<SourceStats>)>,
+    sources: Vec<(String, Arc<SourceStats>)>,
     timeout: Option<Duration>,
     report: impl Fn(Option<Progress>, bool),
 ) -> String {
@@ -112,7 +112,7 @@ mod tests {
         let video = Arc::new(SourceStats::default());
         let dog = tokio::spawn(watchdog(
             rx,
-            vec![("video", video.clone())],
+            vec![("video".to_owned(), video.clone())],
             Some(Duration::from_secs(5)),
             |_, _| {},
         ));
@@ -140,7 +140,12 @@ mod tests {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let log = seen.clone();
         let report = move |_: Option<Progress>, live: bool| log.lock().unwrap().push(live);
-        let dog = tokio::spawn(watchdog(rx, vec![("video", video.clone())], None, report));
+        let dog = tokio::spawn(watchdog(
+            rx,
+            vec![("video".to_owned(), video.clone())],
+            None,
+            report,
+        ));
         for frame in 1..=5 {
             tx.send_replace(Some(Progress {
                 frame,
