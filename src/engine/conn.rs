@@ -13,6 +13,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::shared::{TaggedBytesMut, TransportProtocol};
@@ -60,9 +61,22 @@ pub(crate) struct LinkReport {
 /// One track of the connection.
 pub(crate) struct ConnTrack {
     pub sender: RTCRtpSenderId,
-    /// Which source feed it takes.
+    /// Which source feed it takes (without a ladder).
     pub feed_key: usize,
+    /// The feeds it is among the viewers of, in the shard.
+    pub feeds: Vec<usize>,
     pub out: TrackOut,
+}
+
+impl ConnTrack {
+    /// The feeds it should be among the viewers of: its ladder rung's (and
+    /// a switch's target), or its source's.
+    pub fn wanted_feeds(&self) -> Vec<usize> {
+        match &self.out.ladder {
+            Some(l) => l.feeds().collect(),
+            None => vec![self.feed_key],
+        }
+    }
 }
 
 pub(crate) struct Conn {
@@ -136,15 +150,38 @@ impl PacketOut for CoreOut<'_> {
 }
 
 impl Conn {
-    /// Whether any track has a GOP being paced out.
+    /// Whether any track has a GOP being paced out, or a probe going on.
     pub fn pacing(&self) -> bool {
-        self.tracks.iter().any(|t| t.out.queued() > 0)
+        self.tracks
+            .iter()
+            .any(|t| t.out.queued() > 0 || t.out.probing())
     }
 
-    /// One live packet of track `track`'s source.
+    /// Whether a track's feeds changed (a switch of rendition): the shard
+    /// moves it among its feeds' viewers. Clears the mark.
+    pub fn take_feeds_changed(&mut self) -> bool {
+        let mut changed = false;
+        for t in &mut self.tracks {
+            if let Some(l) = &mut t.out.ladder {
+                changed |= std::mem::take(&mut l.feeds_changed);
+            }
+        }
+        changed
+    }
+
+    /// The viewer's choice of rendition, for its video track.
+    pub fn choose(&mut self, choice: super::ladder::Choice, now: Instant) -> Result<(), String> {
+        match self.tracks.iter_mut().find(|t| t.out.ladder.is_some()) {
+            Some(t) => t.out.choose(choice, now),
+            None => Err("the stream has no ladder".to_owned()),
+        }
+    }
+
+    /// One live packet of track `track`'s source, from feed `key`.
     pub fn live(
         &mut self,
         track: usize,
+        key: usize,
         p: &RtpPacket,
         now: Instant,
         sockets: &[ShardSocket],
@@ -155,28 +192,30 @@ impl Conn {
         }
         let t = &mut self.tracks[track];
         let mut out = CoreOut::new(&mut self.core, t.sender, now, &mut self.sampled);
-        if t.out.live(p, now, &mut out) == Verdict::HangUp {
+        if t.out.live(p, key, now, &mut out) == Verdict::HangUp {
             self.shared.cancel.cancel();
         }
         self.drain_writes(sockets, batch);
     }
 
-    /// One pacing tick of each track's queue; true while any has more.
+    /// One pacing tick of each track's queue (and probe); true while any
+    /// has more.
     pub fn pace(&mut self, now: Instant, sockets: &[ShardSocket], batch: &mut Batch) -> bool {
         let mut more = false;
         for i in 0..self.tracks.len() {
             for _ in 0..BACKLOG_BURST {
                 let t = &mut self.tracks[i];
                 let mut out = CoreOut::new(&mut self.core, t.sender, now, &mut self.sampled);
-                let left = t.out.pace(1, &mut out);
+                let left = t.out.pace(1, now, &mut out);
                 // One packet at a time through the core: each of its stage
                 // queues keeps room for a packet, not a burst, for good.
                 self.drain_writes(sockets, batch);
-                if !left {
+                if !left || self.tracks[i].out.queued() == 0 {
                     break;
                 }
             }
-            more |= self.tracks[i].out.queued() > 0;
+            let t = &self.tracks[i].out;
+            more |= t.queued() > 0 || t.probing();
         }
         more
     }
@@ -276,16 +315,25 @@ impl Conn {
         }
     }
 
-    /// NACK, PLI and FIR, each to the track of the SSRC it names.
+    /// Receiver reports, NACK, PLI and FIR, each to the track of the SSRC
+    /// it names.
     fn feedback(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
         for p in packets {
             let any = p.as_any();
-            if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+            if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                let rtt = self.core.rtt_ms(now);
+                for r in &rr.reports {
+                    if let Some(t) = self.track_of(r.ssrc) {
+                        let lost = f64::from(r.fraction_lost) / 256.0;
+                        self.tracks[t].out.report(lost, rtt, now);
+                    }
+                }
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 let lost: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
                 if let Some(t) = self.track_of(nack.media_ssrc) {
                     let t = &mut self.tracks[t];
                     let mut out = CoreOut::new(&mut self.core, t.sender, now, &mut self.sampled);
-                    t.out.nack(&lost, &mut out);
+                    t.out.nack(&lost, now, &mut out);
                 }
             } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 if let Some(t) = self.track_of(pli.media_ssrc) {

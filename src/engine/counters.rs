@@ -13,6 +13,9 @@ pub struct SentTotals {
     pub retransmitted: u64,
     pub keyframe_requests: u64,
     pub resyncs: u64,
+    /// Switches of rendition on a ladder, to a better and a leaner one.
+    pub switches_up: u64,
+    pub switches_down: u64,
 }
 
 impl std::ops::AddAssign for SentTotals {
@@ -24,6 +27,8 @@ impl std::ops::AddAssign for SentTotals {
         self.retransmitted += o.retransmitted;
         self.keyframe_requests += o.keyframe_requests;
         self.resyncs += o.resyncs;
+        self.switches_up += o.switches_up;
+        self.switches_down += o.switches_down;
     }
 }
 
@@ -37,6 +42,8 @@ impl ViewerCounters {
             retransmitted: self.retransmitted.load(Relaxed),
             keyframe_requests: self.keyframe_requests.load(Relaxed),
             resyncs: self.resyncs.load(Relaxed),
+            switches_up: self.switches_up.load(Relaxed),
+            switches_down: self.switches_down.load(Relaxed),
         }
     }
 }
@@ -56,4 +63,13 @@ pub struct ViewerCounters {
     pub keyframe_requests: AtomicU64,
     /// Restarts from the GOP cache (or the next keyframe) after falling behind.
     pub resyncs: AtomicU64,
+    /// On a ladder: the rung sent, plus one (0 without a ladder).
+    pub rung: AtomicU64,
+    /// Switches to a better rung, and to a leaner one.
+    pub switches_up: AtomicU64,
+    pub switches_down: AtomicU64,
+    /// The link's estimated capacity for video, bits/s (0: not known yet).
+    pub estimate_bps: AtomicU64,
+    /// The viewer pinned its rung.
+    pub pinned: std::sync::atomic::AtomicBool,
 }

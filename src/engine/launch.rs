@@ -5,6 +5,7 @@
 
 use super::conn::{Conn, ConnTrack, Shared};
 use super::counters::ViewerCounters;
+use super::ladder::{Choice, RungOut, TrackLadder};
 use super::own_conn::{self, Transport};
 use super::shard::{FEED_QUEUE, Input};
 use super::track::{ForwardPolicy, TrackOut};
@@ -37,10 +38,12 @@ fn feed_key(source: &SourceHandle) -> usize {
 /// Answers `offer` with a viewer of `media`, negotiating H.264 and Opus, on
 /// the engine's least busy shard. Log lines of the viewer carry the
 /// caller's span (stream and session id).
+/// On a ladder, `choice` says which rendition it starts on.
 pub async fn accept_offer(
     engine: &Engine,
     media: &StreamMedia,
     offer: &str,
+    choice: Choice,
 ) -> Result<Viewer, PeerError> {
     let offered = Offered::parse(offer)?;
     let video = media.video.clone().filter(|_| offered.h264);
@@ -72,6 +75,7 @@ pub async fn accept_offer(
         controlling: false,
         made_at: now,
         sdp: answer,
+        choice: Some(choice),
     };
     launch.run(engine, media).await
 }
@@ -144,6 +148,7 @@ impl PushOffer {
             controlling: true,
             made_at: self.made_at,
             sdp: String::new(),
+            choice: None,
         };
         launch.run(engine, media).await
     }
@@ -239,6 +244,32 @@ async fn feed(shard: &super::start::ShardHandle, sources: &[(RtpCodecKind, Sourc
     }
 }
 
+/// A viewer's place on `media`'s ladder, starting on `choice`'s rung.
+fn ladder(
+    media: &StreamMedia,
+    choice: Choice,
+    counters: &Arc<ViewerCounters>,
+    now: Instant,
+) -> TrackLadder {
+    let rungs = media
+        .rungs
+        .iter()
+        .map(|r| RungOut {
+            source: r.source.clone(),
+            key: feed_key(&r.source),
+            name: r.name.clone(),
+            bitrate: r.bitrate,
+        })
+        .collect();
+    TrackLadder::new(
+        rungs,
+        choice,
+        counters.clone(),
+        tracing::Span::current(),
+        now,
+    )
+}
+
 /// A core with its description done, ready to live in its shard.
 struct Launch {
     shard: usize,
@@ -253,6 +284,8 @@ struct Launch {
     made_at: Instant,
     /// Our SDP (the answer), handed back on the viewer.
     sdp: String,
+    /// A viewer's choice of rendition; None for a push (the best one).
+    choice: Option<Choice>,
 }
 
 impl Launch {
@@ -260,7 +293,13 @@ impl Launch {
     /// shard lacks); the handle to it.
     async fn run(self, engine: &Engine, media: &StreamMedia) -> Result<Viewer, PeerError> {
         let shard = &engine.shards[self.shard];
-        feed(shard, &self.sources).await;
+        let laddered = self.choice.filter(|_| !media.rungs.is_empty());
+        let mut fed = self.sources.clone();
+        if laddered.is_some() && self.sources.iter().any(|(k, _)| *k == RtpCodecKind::Video) {
+            let rungs = media.rungs.iter().skip(1);
+            fed.extend(rungs.map(|r| (RtpCodecKind::Video, r.source.clone())));
+        }
+        feed(shard, &fed).await;
         let counters = Arc::new(ViewerCounters::default());
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
         let shared = Arc::new(Shared {
@@ -284,17 +323,28 @@ impl Launch {
             .tracks
             .iter()
             .zip(&self.sources)
-            .map(|((kind, sender, pt, ssrc), (_, source))| ConnTrack {
-                sender: *sender,
-                feed_key: feed_key(source),
-                out: TrackOut::new(
+            .map(|((kind, sender, pt, ssrc), (_, source))| {
+                let video = *kind == RtpCodecKind::Video;
+                let mut out = TrackOut::new(
                     source.clone(),
-                    *kind == RtpCodecKind::Video,
+                    video,
                     *pt,
                     *ssrc,
                     counters.clone(),
-                    ForwardPolicy::default(),
-                ),
+                    ForwardPolicy {
+                        switch_at: media.switch_at,
+                        ..ForwardPolicy::default()
+                    },
+                );
+                if let Some(choice) = laddered.filter(|_| video) {
+                    out = out.with_ladder(ladder(media, choice, &counters, self.made_at));
+                }
+                ConnTrack {
+                    sender: *sender,
+                    feed_key: feed_key(source),
+                    feeds: Vec::new(),
+                    out,
+                }
             })
             .collect();
         let id = engine.next_id();
@@ -335,6 +385,9 @@ impl Launch {
         // this future is dropped first, its drop) hangs it up.
         let viewer = Viewer {
             id,
+            rungs: laddered.map_or_else(Vec::new, |_| {
+                media.rungs.iter().map(|r| r.name.clone()).collect()
+            }),
             shard: shard.inbox.clone(),
             shared,
             state,

@@ -8,6 +8,7 @@
 //! A [`Viewer`] is the handle the HTTP side keeps: it talks to its shard by
 //! messages and sees the connection's state and counters.
 
+mod adapt;
 mod answer;
 mod batch;
 mod codecs;
@@ -18,6 +19,7 @@ mod demux;
 pub(crate) mod feedback;
 mod identity;
 mod keys;
+mod ladder;
 mod launch;
 pub(crate) mod mux;
 mod offer;
@@ -35,6 +37,7 @@ mod track;
 
 pub(crate) use config::{IceServer, PeerConfig, PortRange};
 pub(crate) use counters::SentTotals;
+pub(crate) use ladder::Choice;
 pub use launch::{PushOffer, accept_offer, offer_push};
 pub(crate) use report::ViewerReport;
 pub use start::Engine;
@@ -71,6 +74,8 @@ pub struct StreamMedia {
     /// The video ladder's renditions, from the best down (the first is
     /// `video`); empty without a ladder.
     pub rungs: Vec<Rendition>,
+    /// Where a viewer's switch between them takes effect.
+    pub switch_at: crate::profile::ladder::SwitchAt,
     /// Relay latency of the stream's sampled packets.
     pub latency: Arc<crate::latency::Histogram>,
 }
@@ -98,6 +103,8 @@ pub enum PeerError {
 /// A connected (or connecting) viewer.
 pub struct Viewer {
     id: u64,
+    /// The ladder's renditions by name, the best first (empty without one).
+    rungs: Vec<String>,
     shard: mpsc::Sender<Input>,
     shared: Arc<Shared>,
     state: watch::Receiver<RTCPeerConnectionState>,
@@ -144,6 +151,22 @@ impl Viewer {
             .map_err(|_| "the media engine has stopped".to_owned())?;
         rx.await
             .map_err(|_| "the media engine has stopped".to_owned())?
+    }
+
+    /// The viewer's choice of rendition on the stream's ladder.
+    pub async fn choose(&self, choice: Choice) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.shard
+            .send(Input::Choose(self.id, choice, tx))
+            .await
+            .map_err(|_| "the media engine has stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the media engine has stopped".to_owned())?
+    }
+
+    /// The ladder's renditions by name, the best first (empty without one).
+    pub fn renditions(&self) -> &[String] {
+        &self.rungs
     }
 
     /// What this viewer was sent so far.

@@ -55,6 +55,20 @@ impl Renumber {
         }
     }
 
+    /// Starts a new timeline at source timestamp `in_ts` (another source's,
+    /// whose timestamps have nothing to do with the last one's): it is
+    /// placed `step` after the last sent timestamp.
+    pub fn continue_after(&mut self, in_ts: u32, step: u32) {
+        if let Some(last) = self.last_out_ts {
+            self.ts_offset = last.wrapping_add(step).wrapping_sub(in_ts);
+        }
+    }
+
+    /// The sequence number the next packet is sent with.
+    pub fn next_seq(&self) -> u16 {
+        self.next_seq
+    }
+
     /// The sequence number and timestamp to send a source packet with.
     pub fn next(&mut self, in_seq: u16, in_ts: u32) -> (u16, u32) {
         let seq = self.next_seq;
@@ -87,6 +101,18 @@ impl Renumber {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_timeline_runs_on_from_the_last_timestamp_sent() {
+        let mut r = Renumber::new(100, 5_000, 9_000, 8);
+        assert_eq!(r.next(1, 5_000), (100, 9_000));
+        assert_eq!(r.next(2, 8_000), (101, 12_000));
+        // Another source, whose clock is far ahead: it follows on.
+        r.continue_after(4_000_000_000, 3_000);
+        assert_eq!(r.next(77, 4_000_000_000), (102, 15_000));
+        assert_eq!(r.next(78, 4_000_003_000), (103, 18_000));
+        assert_eq!(r.next_seq(), 104);
+    }
 
     #[test]
     fn numbers_run_on_across_skipped_source_packets() {

@@ -36,6 +36,21 @@ pub struct ViewerReport {
     /// Its start, in ms after its answer was made: ICE connected, DTLS
     /// connected, media started.
     pub start: StartTimes,
+    /// On a ladder: the rendition it is sent, how it is chosen, the link's
+    /// estimated capacity for video, and the switches so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rendition: Option<Rendition>,
+}
+
+/// A viewer's place on the ladder, for status.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Rendition {
+    pub current: String,
+    /// `auto`, or `pinned` by the viewer.
+    pub mode: &'static str,
+    pub estimated_kbps: Option<f64>,
+    pub switches_up: u64,
+    pub switches_down: u64,
 }
 
 impl Viewer {
@@ -59,6 +74,7 @@ impl Viewer {
             keyframe_requests: c.keyframe_requests.load(Relaxed),
             resyncs: c.resyncs.load(Relaxed),
             start: *self.shared.start.lock().unwrap_or_else(|p| p.into_inner()),
+            rendition: self.rendition(),
             ..Default::default()
         };
         let (tx, rx) = oneshot::channel();
@@ -70,5 +86,23 @@ impl Viewer {
             r.transport = link.transport;
         }
         r
+    }
+
+    /// Its place on the ladder, if the stream has one.
+    pub fn rendition(&self) -> Option<Rendition> {
+        let c = &self.shared.counters;
+        let rung = c.rung.load(Relaxed).checked_sub(1)?;
+        let estimate = c.estimate_bps.load(Relaxed);
+        Some(Rendition {
+            current: self.rungs.get(rung as usize)?.clone(),
+            mode: if c.pinned.load(Relaxed) {
+                "pinned"
+            } else {
+                "auto"
+            },
+            estimated_kbps: (estimate > 0).then(|| (estimate as f64 / 100.0).round() / 10.0),
+            switches_up: c.switches_up.load(Relaxed),
+            switches_down: c.switches_down.load(Relaxed),
+        })
     }
 }

@@ -63,6 +63,12 @@ pub(crate) enum Input {
         oneshot::Sender<Result<(), String>>,
     ),
     Report(u64, oneshot::Sender<LinkReport>),
+    /// The viewer's choice of rendition on a ladder.
+    Choose(
+        u64,
+        super::ladder::Choice,
+        oneshot::Sender<Result<(), String>>,
+    ),
     /// A feed of a source for this shard (taken by a joining viewer when
     /// the shard may have none yet).
     Feed(usize, mpsc::Receiver<RtpPacket>),
@@ -118,8 +124,11 @@ pub(crate) struct Shard {
     by_ufrag: HashMap<String, usize>,
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     feeds: Vec<Feed>,
-    /// Connections with a GOP being paced out, and when the next burst goes.
+    /// Connections with a GOP being paced out (or a probe), and when the
+    /// next burst goes.
     pacing: Vec<usize>,
+    /// Connections whose tracks move to other feeds (a switch of rendition).
+    regroup: Vec<usize>,
     next_pace: Option<Instant>,
     batch: Batch,
     /// The packets of one feed being fanned out (kept to reuse).
@@ -165,6 +174,7 @@ impl Shard {
             timers: BinaryHeap::new(),
             feeds: Vec::new(),
             pacing: Vec::new(),
+            regroup: Vec::new(),
             next_pace: None,
             batch: Batch::default(),
             packets: Vec::new(),
@@ -260,6 +270,7 @@ impl Shard {
         self.read(now);
         self.fire_timers(now);
         self.pace(now);
+        self.regroup_all();
     }
 
     /// Fans the sources' packets out to their viewers here: a few packets
@@ -300,6 +311,7 @@ impl Shard {
         if n == 0 {
             return;
         }
+        let key = f.key;
         let start = next_start(&mut f.rotate, n);
         for k in 0..n {
             let (slot, track) = self.feeds[feed].viewers[(start + k) % n];
@@ -308,10 +320,35 @@ impl Shard {
             };
             let was_pacing = conn.pacing();
             for p in packets {
-                conn.live(track, p, now, &self.sockets, &mut self.batch);
+                conn.live(track, key, p, now, &self.sockets, &mut self.batch);
+            }
+            if conn.take_feeds_changed() {
+                self.regroup.push(slot);
             }
             if conn.pacing() && !was_pacing {
                 self.start_pacing(slot, now);
+            }
+        }
+    }
+
+    /// Moves the tracks that switched rendition to their new feeds.
+    fn regroup_all(&mut self) {
+        let slots = std::mem::take(&mut self.regroup);
+        for slot in slots {
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
+            for (i, t) in conn.tracks.iter_mut().enumerate() {
+                let wanted = t.wanted_feeds();
+                for f in &mut self.feeds {
+                    let member = t.feeds.contains(&f.key);
+                    if member && !wanted.contains(&f.key) {
+                        f.viewers.retain(|v| *v != (slot, i));
+                    } else if !member && wanted.contains(&f.key) {
+                        f.viewers.push((slot, i));
+                    }
+                }
+                t.feeds = wanted;
             }
         }
     }
@@ -337,6 +374,9 @@ impl Shard {
             if conn.pace(now, &self.sockets, &mut self.batch) {
                 self.pacing.push(slot);
             }
+            if conn.take_feeds_changed() {
+                self.regroup.push(slot);
+            }
         }
         self.next_pace = (!self.pacing.is_empty()).then(|| now + BACKLOG_PAUSE);
     }
@@ -349,6 +389,9 @@ impl Shard {
         };
         let was_pacing = conn.pacing();
         conn.settle(now, &self.sockets, &mut self.batch);
+        if conn.take_feeds_changed() {
+            self.regroup.push(slot);
+        }
         let learned = std::mem::take(&mut conn.learned);
         let pacing = conn.pacing() && !was_pacing;
         let deadline = conn.deadline();

@@ -12,7 +12,9 @@
 //! history; PLI/FIR from the GOP cache, at most once every
 //! [`ForwardPolicy::keyframe_answer_every`].
 
+use super::adapt::Step;
 use super::counters::ViewerCounters;
+use super::ladder::{Choice, SwitchAt, TrackLadder};
 use super::renumber::{AUDIO_SLOTS, Renumber, VIDEO_SLOTS};
 use crate::rtp::RtpPacket;
 use crate::source::SourceHandle;
@@ -30,6 +32,24 @@ pub(crate) const BACKLOG_BURST: usize = 16;
 pub(crate) const BACKLOG_PAUSE: Duration = Duration::from_millis(1);
 /// 90 kHz ticks between a replayed GOP and what was sent before it.
 const REPLAY_STEP: u32 = 3000;
+/// A switch waiting for the target's keyframe longer than this (or, once
+/// the current rung stopped at its own keyframe, [`HELD_WAIT`]) is made
+/// from the target's cached GOP instead.
+const KEYFRAME_WAIT: Duration = Duration::from_secs(3);
+const HELD_WAIT: Duration = Duration::from_millis(500);
+/// Probe duplicates repeat packets sent this many packets ago and
+/// earlier, over [`PROBE_SPREAD`] of them: old enough that the viewer has
+/// already asked for any it lost (a duplicate must not hide a loss the
+/// probe caused), recent enough that a receiver takes it for a late
+/// packet rather than a jump (aiortc resets its jitter buffer 100 back).
+const PROBE_FROM: u16 = 24;
+const PROBE_SPREAD: u16 = 32;
+/// A packet resent this recently is not resent again: a receiver that asks
+/// for every missing packet each time it finds a new gap (aiortc does)
+/// would otherwise have each loss resent many times over a congested link.
+const RESEND_GUARD: Duration = Duration::from_millis(100);
+/// Resends remembered for [`RESEND_GUARD`].
+const RESENDS_KEPT: usize = 256;
 
 /// When a viewer is resynced, hung up, or answered from the cache.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +62,8 @@ pub(crate) struct ForwardPolicy {
     pub keyframe_answer_every: Duration,
     /// Packets queued for the viewer before it is resynced.
     pub queue: usize,
+    /// Where a switch between a ladder's renditions takes effect.
+    pub switch_at: SwitchAt,
 }
 
 impl Default for ForwardPolicy {
@@ -51,6 +73,7 @@ impl Default for ForwardPolicy {
             resync_window: Duration::from_secs(10),
             keyframe_answer_every: Duration::from_secs(2),
             queue: VIEWER_QUEUE,
+            switch_at: SwitchAt::Keyframe,
         }
     }
 }
@@ -104,6 +127,20 @@ pub(crate) struct TrackOut {
     started: bool,
     /// The viewer's link dropped packets (a full ICE-TCP stream).
     link_overflowed: bool,
+    /// A laddered video track's renditions and choice.
+    pub ladder: Option<TrackLadder>,
+    /// The next keyframe taken starts a new timeline this many ticks after
+    /// the last timestamp sent (a switch of rendition).
+    new_timeline: Option<u32>,
+    /// When the last live packet was taken.
+    last_live: Option<Instant>,
+    /// Which of the last packets the next probe duplicate repeats.
+    probe_turn: u16,
+    /// Recent resends: sent sequence number, when.
+    resent: VecDeque<(u16, Instant)>,
+    /// The last numbers NACKed, each counted once as a loss for the ladder
+    /// however often the viewer asks for it.
+    nacked: VecDeque<u16>,
 }
 
 impl TrackOut {
@@ -134,7 +171,20 @@ impl TrackOut {
             last_key_answer: None,
             started: false,
             link_overflowed: false,
+            ladder: None,
+            new_timeline: None,
+            last_live: None,
+            probe_turn: 0,
+            resent: VecDeque::new(),
+            nacked: VecDeque::new(),
         }
+    }
+
+    /// A laddered video track: its source is the ladder's current rung.
+    pub fn with_ladder(mut self, ladder: TrackLadder) -> Self {
+        self.source = ladder.source().clone();
+        self.ladder = Some(ladder);
+        self
     }
 
     /// The connection is up: video starts from the cached GOP.
@@ -165,10 +215,38 @@ impl TrackOut {
         self.queue.len()
     }
 
-    /// Takes one live packet of the source.
-    pub fn live(&mut self, p: &RtpPacket, now: Instant, out: &mut impl PacketOut) -> Verdict {
+    /// Takes one live packet of the source whose feed is `key` (a ladder's
+    /// track takes those of its rung, and a keyframe of a switch's target).
+    pub fn live(
+        &mut self,
+        p: &RtpPacket,
+        key: usize,
+        now: Instant,
+        out: &mut impl PacketOut,
+    ) -> Verdict {
         if !self.started {
             return Verdict::Fine;
+        }
+        if let Some(l) = &mut self.ladder
+            && let Some(pd) = &mut l.pending
+        {
+            let target = l.rungs[pd.to].key;
+            if key == target && p.keyframe_start {
+                self.commit_pending(now);
+            } else if key == target {
+                self.overdue_switch(now);
+                return Verdict::Fine;
+            } else if key != l.rungs[l.current].key {
+                return Verdict::Fine; // a feed it is leaving
+            } else if pd.held || p.keyframe_start {
+                // The current rung's keyframe: not worth sending now.
+                pd.held = true;
+                return Verdict::Fine;
+            }
+        } else if let Some(l) = &self.ladder
+            && key != l.rungs[l.current].key
+        {
+            return Verdict::Fine; // a feed it is leaving
         }
         if let Some(last) = self.skip_through {
             if (p.sequence.wrapping_sub(last) as i16) <= 0 {
@@ -181,6 +259,10 @@ impl TrackOut {
             return self.resync(now, "the shard's feed overflowed");
         }
         if std::mem::take(&mut self.link_overflowed) && self.video {
+            if let Some(l) = &mut self.ladder {
+                let step = l.adapt.overflowed(now);
+                self.steer(step, now);
+            }
             return self.resync(now, "its link's queue overflowed");
         }
         if !self.queue.is_empty() {
@@ -191,39 +273,220 @@ impl TrackOut {
             self.queue.push_back(p.clone());
             return Verdict::Fine;
         }
-        self.take(p, true, out);
+        self.last_live = Some(now);
+        self.take(p, true, now, out);
         Verdict::Fine
     }
 
-    /// Sends up to `burst` packets of the queue; true while more is left.
-    pub fn pace(&mut self, burst: usize, out: &mut impl PacketOut) -> bool {
+    /// Sends up to `burst` packets of the queue, and what a probe is due;
+    /// true while more is left (or the probe goes on).
+    pub fn pace(&mut self, burst: usize, now: Instant, out: &mut impl PacketOut) -> bool {
         for _ in 0..burst {
             let Some(p) = self.queue.pop_front() else {
                 break;
             };
             // Cached packets left the source long ago: not relay latency.
-            self.take(&p, false, out);
+            self.take(&p, false, now, out);
         }
+        let probing = self.probe(now, out);
         if self.queue.is_empty() {
             // A replayed GOP held hundreds of packets: give the room back,
             // or every viewer keeps a GOP's worth of queue for good.
             self.queue = VecDeque::new();
-            return false;
+            return probing;
         }
         true
     }
 
-    /// Resends what the viewer says it lost, from the shared history.
-    pub fn nack(&mut self, lost: &[u16], out: &mut impl PacketOut) {
+    /// Whether a probe of the ladder's next rung up is under way.
+    pub fn probing(&self) -> bool {
+        self.ladder.as_ref().is_some_and(|l| l.adapt.probing())
+    }
+
+    /// A probe's share for now: duplicates of the last packets sent (the
+    /// viewer drops them; a NACK meanwhile means the link had no room).
+    /// Also ends probes and judges them, and makes a switch that waited
+    /// too long for its keyframe. True while the probe goes on.
+    fn probe(&mut self, now: Instant, out: &mut impl PacketOut) -> bool {
+        let Some(l) = &mut self.ladder else {
+            return false;
+        };
+        let step = l.adapt.tick(now);
+        self.steer(step, now);
+        let Some(l) = &mut self.ladder else {
+            return false;
+        };
+        let mut budget = l.adapt.probe_budget(now);
+        let next = self.numbers.next_seq();
+        for _ in 0..PROBE_SPREAD {
+            if budget == 0 {
+                break;
+            }
+            self.probe_turn = (self.probe_turn + 1) % PROBE_SPREAD;
+            let out_seq = next.wrapping_sub(PROBE_FROM + self.probe_turn);
+            if l.rung_sent(out_seq, next) != Some(l.current) {
+                continue;
+            }
+            let Some((in_seq, ts)) = self.numbers.lookup(out_seq) else {
+                continue;
+            };
+            let Some(p) = l.source().history.get(in_seq) else {
+                continue;
+            };
+            out.write(packet(&p, self.pt, self.ssrc, out_seq, ts), None);
+            budget = budget.saturating_sub(p.data.len());
+            l.adapt.probed(p.data.len());
+        }
+        l.adapt.probing()
+    }
+
+    /// A switch still waiting for its keyframe after [`KEYFRAME_WAIT`] is
+    /// made from the target's cached GOP.
+    fn overdue_switch(&mut self, now: Instant) {
+        let Some(l) = &mut self.ladder else { return };
+        let Some(pd) = l.pending.clone() else { return };
+        let waited = now.saturating_duration_since(pd.since);
+        if waited >= KEYFRAME_WAIT || (pd.held && waited >= HELD_WAIT) {
+            l.pending = None;
+            self.switch_from_cache(pd.to, &pd.reason, pd.since, now);
+        }
+    }
+
+    /// A receiver report on this track: the share it lost and the round
+    /// trip, for the ladder's choice.
+    pub fn report(&mut self, lost: f64, rtt_ms: Option<f64>, now: Instant) {
+        let Some(l) = &mut self.ladder else { return };
+        let step = l.adapt.report(lost, rtt_ms, now);
+        self.steer(step, now);
+        if let Some(l) = &mut self.ladder {
+            let step = l.adapt.tick(now);
+            self.steer(step, now);
+        }
+    }
+
+    /// The viewer's own choice of rendition (a pinned rung, or automatic).
+    pub fn choose(&mut self, choice: Choice, now: Instant) -> Result<(), String> {
+        let Some(l) = &mut self.ladder else {
+            return Err("the stream has no ladder".to_owned());
+        };
+        if let Some(to) = l.choose(choice) {
+            self.switch(to, "pinned by the viewer".to_owned(), now);
+        }
+        Ok(())
+    }
+
+    /// Follows the ladder controller's step, unless the viewer pinned a rung.
+    fn steer(&mut self, step: Step, now: Instant) {
+        let Some(l) = &mut self.ladder else { return };
+        if let Some((to, reason)) = l.steer(step) {
+            self.switch(to, reason, now);
+        }
+    }
+
+    /// Switches to rung `to`: before the start at once; then at its next
+    /// keyframe, or from its cached GOP, as the policy says.
+    fn switch(&mut self, to: usize, reason: String, now: Instant) {
+        let Some(l) = &mut self.ladder else { return };
+        if !self.started {
+            l.start_on(to, now);
+            self.source = l.source().clone();
+            return;
+        }
+        match self.policy.switch_at {
+            SwitchAt::Keyframe => l.request(to, reason, now),
+            SwitchAt::Cache => {
+                if to == l.current {
+                    l.request(to, reason, now); // drops a pending switch
+                } else {
+                    self.switch_from_cache(to, &reason, now, now);
+                }
+            }
+        }
+    }
+
+    /// Makes the switch to `to` now, from its cached GOP (its next keyframe
+    /// when it has none cached).
+    fn switch_from_cache(&mut self, to: usize, reason: &str, since: Instant, now: Instant) {
+        let Some(l) = &mut self.ladder else { return };
+        l.commit(to, reason, since, self.numbers.next_seq(), now);
+        self.source = l.source().clone();
+        self.new_timeline = Some(REPLAY_STEP);
+        self.skip_through = None;
+        self.replay(self.source.gop());
+    }
+
+    /// The switch waiting for this keyframe of its target is made: the
+    /// keyframe starts the new rendition, its timeline running on from the
+    /// last packet sent by the time that passed.
+    fn commit_pending(&mut self, now: Instant) {
+        let Some(l) = &mut self.ladder else { return };
+        let Some(pd) = l.pending.clone() else { return };
+        l.commit(pd.to, &pd.reason, pd.since, self.numbers.next_seq(), now);
+        self.source = l.source().clone();
+        let elapsed = self
+            .last_live
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        let ticks = (elapsed.as_secs_f64() * 90_000.0).round() as u32;
+        self.new_timeline = Some(ticks.max(1));
+        self.queue.clear();
+        self.skip_through = None;
+        self.phase = Phase::WaitKey;
+    }
+
+    /// Resends what the viewer says it lost, from the shared history (of
+    /// the rendition that sent it).
+    pub fn nack(&mut self, lost: &[u16], now: Instant, out: &mut impl PacketOut) {
         self.count(|c| &c.nacks, lost.len() as u64);
-        for &out_seq in lost {
+        while self
+            .resent
+            .front()
+            .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= RESEND_GUARD)
+        {
+            self.resent.pop_front();
+        }
+        let fresh: Vec<u16> = lost
+            .iter()
+            .copied()
+            .filter(|s| !self.resent.iter().any(|(r, _)| r == s))
+            .collect();
+        if self.ladder.is_some() {
+            let mut new = 0;
+            for s in lost {
+                if !self.nacked.contains(s) {
+                    new += 1;
+                    if self.nacked.len() == RESENDS_KEPT {
+                        self.nacked.pop_front();
+                    }
+                    self.nacked.push_back(*s);
+                }
+            }
+            if let Some(l) = &mut self.ladder
+                && new > 0
+            {
+                let step = l.adapt.nacked(new, now);
+                self.steer(step, now);
+            }
+        }
+        let next = self.numbers.next_seq();
+        for out_seq in fresh {
+            if self.resent.len() == RESENDS_KEPT {
+                self.resent.pop_front();
+            }
+            self.resent.push_back((out_seq, now));
             let Some((in_seq, out_ts)) = self.numbers.lookup(out_seq) else {
                 continue;
             };
-            let Some(p) = self.source.history.get(in_seq) else {
+            let source = match &self.ladder {
+                Some(l) => match l.rung_sent(out_seq, next) {
+                    Some(r) => &l.rungs[r].source,
+                    None => continue,
+                },
+                None => &self.source,
+            };
+            let Some(p) = source.history.get(in_seq) else {
                 continue;
             };
-            out.write(self.packet(&p, out_seq, out_ts), None);
+            out.write(packet(&p, self.pt, self.ssrc, out_seq, out_ts), None);
             self.count(|c| &c.retransmitted, 1);
         }
     }
@@ -274,37 +537,49 @@ impl TrackOut {
     }
 
     /// Numbers and writes one packet, unless it must wait for a keyframe.
-    fn take(&mut self, p: &RtpPacket, live: bool, out: &mut impl PacketOut) {
+    fn take(&mut self, p: &RtpPacket, live: bool, now: Instant, out: &mut impl PacketOut) {
         if self.phase == Phase::WaitKey {
             if !p.keyframe_start {
                 return;
             }
-            self.numbers.rebase(p.timestamp, REPLAY_STEP);
+            match self.new_timeline.take() {
+                // Another rendition's timestamps: a new timeline.
+                Some(step) => self.numbers.continue_after(p.timestamp, step),
+                None => self.numbers.rebase(p.timestamp, REPLAY_STEP),
+            }
             self.phase = Phase::Flowing;
         }
         let (seq, ts) = self.numbers.next(p.sequence, p.timestamp);
         self.count(|c| &c.packets_sent, 1);
         self.count(|c| &c.bytes_sent, p.data.len() as u64);
-        out.write(self.packet(p, seq, ts), p.received_at.filter(|_| live));
+        if let Some(l) = &mut self.ladder {
+            l.adapt.sent(p.data.len(), now);
+        }
+        out.write(
+            packet(p, self.pt, self.ssrc, seq, ts),
+            p.received_at.filter(|_| live),
+        );
     }
 
     fn count(&self, field: impl Fn(&ViewerCounters) -> &std::sync::atomic::AtomicU64, n: u64) {
         field(&self.counters).fetch_add(n, Relaxed);
     }
+}
 
-    fn packet(&self, p: &RtpPacket, seq: u16, ts: u32) -> rtc::rtp::Packet {
-        rtc::rtp::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                marker: p.marker,
-                payload_type: self.pt,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc: self.ssrc,
-                ..Default::default()
-            },
-            payload: p.payload(),
-        }
+/// Source packet `p` as the viewer gets it: its payload type, SSRC and
+/// numbers.
+fn packet(p: &RtpPacket, pt: u8, ssrc: u32, seq: u16, ts: u32) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker: p.marker,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            ..Default::default()
+        },
+        payload: p.payload(),
     }
 }
 

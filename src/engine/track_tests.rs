@@ -4,6 +4,7 @@
 //! tasks between the track and what it sends.
 
 use super::*;
+use crate::engine::ladder::{Choice, SwitchAt, TrackLadder};
 use crate::profile::CacheLimits;
 use crate::source::{Source, SourceKind};
 use std::net::UdpSocket;
@@ -18,6 +19,7 @@ const PATIENT: ForwardPolicy = ForwardPolicy {
     resync_window: Duration::from_secs(3600),
     keyframe_answer_every: Duration::from_secs(3600),
     queue: 50,
+    switch_at: SwitchAt::Keyframe,
 };
 
 const KEY_EVERY: u16 = 100;
@@ -140,7 +142,7 @@ async fn started(until: u16, policy: ForwardPolicy) -> (Feed, TrackOut, Arc<View
 
 /// Paces out everything queued.
 fn drain(t: &mut TrackOut, out: &mut Sent) {
-    while t.pace(BACKLOG_BURST, out) {}
+    while t.pace(BACKLOG_BURST, Instant::now(), out) {}
 }
 
 #[tokio::test]
@@ -155,14 +157,14 @@ async fn a_joining_viewer_gets_the_cached_gop_then_live_without_gap_or_duplicate
     let now = Instant::now();
     let mut out = Sent::default();
     for p in &early[120..] {
-        assert_eq!(t.live(p, now, &mut out), Verdict::Fine);
+        assert_eq!(t.live(p, 0, now, &mut out), Verdict::Fine);
     }
     for p in feed.through(130..140).await {
-        t.live(&p, now, &mut out);
+        t.live(&p, 0, now, &mut out);
     }
     assert!(out.0.is_empty(), "live went before the paced GOP");
     assert!(
-        t.pace(BACKLOG_BURST, &mut out),
+        t.pace(BACKLOG_BURST, Instant::now(), &mut out),
         "more than one burst queued"
     );
     assert_eq!(out.0.len(), BACKLOG_BURST);
@@ -177,7 +179,7 @@ async fn a_joining_viewer_gets_the_cached_gop_then_live_without_gap_or_duplicate
     );
     // With the queue empty, live goes straight out.
     for p in feed.through(140..141).await {
-        t.live(&p, now, &mut out);
+        t.live(&p, 0, now, &mut out);
     }
     assert_eq!(out.sources().last(), Some(&140));
 }
@@ -195,8 +197,8 @@ async fn an_overflowing_queue_resyncs_from_the_cache_and_never_touches_another_v
     let now = Instant::now();
     // The slow viewer's GOP is never paced: live piles up behind it.
     for p in feed.through(110..200).await {
-        assert_eq!(slow.live(&p, now, &mut slow_out), Verdict::Fine);
-        fast.live(&p, now, &mut fast_out);
+        assert_eq!(slow.live(&p, 0, now, &mut slow_out), Verdict::Fine);
+        fast.live(&p, 0, now, &mut fast_out);
     }
     assert_eq!(counters.resyncs.load(Relaxed), 1, "not resynced");
     assert!(counters.dropped.load(Relaxed) >= PATIENT.queue as u64);
@@ -215,7 +217,7 @@ async fn overflow(feed: &mut Feed, t: &mut TrackOut, next: &mut u16, now: Instan
     let mut out = Sent::default();
     let mut verdict = Verdict::Fine;
     for p in feed.through(*next..*next + PATIENT.queue as u16 + 40).await {
-        let v = t.live(&p, now, &mut out);
+        let v = t.live(&p, 0, now, &mut out);
         if v == Verdict::HangUp {
             verdict = v;
         }
@@ -272,14 +274,14 @@ async fn nacks_are_answered_from_the_shared_history() {
     let mut out = Sent::default();
     drain(&mut t, &mut out);
     for p in feed.through(100..120).await {
-        t.live(&p, now, &mut out);
+        t.live(&p, 0, now, &mut out);
     }
     let lost: Vec<u16> = [3usize, 7]
         .iter()
         .map(|&i| out.0[i].header.sequence_number)
         .collect();
     let mut again = Sent::default();
-    t.nack(&lost, &mut again);
+    t.nack(&lost, Instant::now(), &mut again);
     assert_eq!(again.0.len(), 2);
     for (resent, i) in again.0.iter().zip([3usize, 7]) {
         assert_eq!(
@@ -295,6 +297,7 @@ async fn nacks_are_answered_from_the_shared_history() {
     let mut none = Sent::default();
     t.nack(
         &[out.0[0].header.sequence_number.wrapping_sub(5000)],
+        Instant::now(),
         &mut none,
     );
     assert!(none.0.is_empty());
@@ -329,7 +332,7 @@ async fn without_a_cached_gop_a_viewer_waits_for_the_next_keyframe() {
     let now = Instant::now();
     let mut out = Sent::default();
     for p in feed.through(150..220).await {
-        t.live(&p, now, &mut out);
+        t.live(&p, 0, now, &mut out);
     }
     assert_eq!(
         out.sources().first(),
@@ -350,14 +353,14 @@ async fn a_gap_before_the_source_is_passed_on_a_feed_drop_resyncs() {
     let now = Instant::now();
     let after_gap = feed.through(110..112).await;
     for p in &after_gap {
-        t.live(p, now, &mut out);
+        t.live(p, 0, now, &mut out);
     }
     assert_eq!(out.sources(), [100, 110, 111]);
     assert_contiguous(&out.0);
     assert_eq!(counters.resyncs.load(Relaxed), 0);
     let mut p = feed.through(112..113).await.remove(0);
     p.after_drop = true;
-    t.live(&p, now, &mut out);
+    t.live(&p, 0, now, &mut out);
     assert_eq!(counters.resyncs.load(Relaxed), 1);
     assert!(t.queued() > 0, "not restarted from the cache");
 }
@@ -370,7 +373,7 @@ async fn a_link_that_dropped_packets_resyncs_video_with_the_next_packet() {
     let now = Instant::now();
     t.link_overflowed();
     for p in feed.through(101..103).await {
-        t.live(&p, now, &mut out);
+        t.live(&p, 0, now, &mut out);
     }
     assert_eq!(counters.resyncs.load(Relaxed), 1);
     drain(&mut t, &mut out);
@@ -380,4 +383,155 @@ async fn a_link_that_dropped_packets_resyncs_video_with_the_next_packet() {
         "not restarted at the keyframe"
     );
     assert_contiguous(&out.0);
+}
+
+/// Two cached renditions of one stream (rung 0 numbered from 0, rung 1 from
+/// 1000: payloads tell them apart), fed `0..until` and `1000..1000 + until`.
+async fn two_rungs(until: u16) -> (Feed, Feed, Vec<super::super::ladder::RungOut>) {
+    let mut best = Feed::new(true).await;
+    let mut lean = Feed::new(true).await;
+    best.through(0..until).await;
+    lean.through(1000..1000 + until).await;
+    let rung = |f: &Feed, key: usize, name: &str, bitrate: u64| super::super::ladder::RungOut {
+        source: f.src.handle(),
+        key,
+        name: name.to_owned(),
+        bitrate,
+    };
+    let rungs = vec![
+        rung(&best, 1, "720p", 2_500_000),
+        rung(&lean, 2, "360p", 700_000),
+    ];
+    (best, lean, rungs)
+}
+
+fn laddered(
+    best: &Feed,
+    rungs: Vec<super::super::ladder::RungOut>,
+    policy: ForwardPolicy,
+) -> (TrackOut, Arc<ViewerCounters>) {
+    let (t, counters) = best.track(policy);
+    let l = TrackLadder::new(
+        rungs,
+        Choice::Auto,
+        counters.clone(),
+        tracing::Span::none(),
+        Instant::now(),
+    );
+    (t.with_ladder(l), counters)
+}
+
+#[tokio::test]
+async fn a_switch_waits_for_the_target_keyframe_and_numbering_runs_on() {
+    let (mut best, mut lean, rungs) = two_rungs(150).await;
+    let (mut t, counters) = laddered(&best, rungs, PATIENT);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    assert_eq!(counters.rung.load(Relaxed), 1, "auto starts on the best");
+    let t0 = Instant::now();
+    t.choose(Choice::Pinned(1), t0).unwrap();
+    let l = t.ladder.as_mut().unwrap();
+    assert!(
+        std::mem::take(&mut l.feeds_changed),
+        "the target's feed is wanted too"
+    );
+    assert_eq!(l.feeds().collect::<Vec<_>>(), [1, 2]);
+    let a = best.through(150..250).await;
+    let b = lean.through(1150..1250).await;
+    for (i, (pa, pb)) in a.iter().zip(&b).enumerate() {
+        let now = t0 + Duration::from_millis(33 * i as u64);
+        t.live(pa, 1, now, &mut out);
+        t.live(pb, 2, now, &mut out);
+    }
+    // Rung 0 up to its keyframe at 200 (not sent: the lean rung's comes
+    // with the same frame), then only rung 1 from its keyframe at 1200.
+    let want: Vec<u8> = (100..200u16)
+        .chain(1200..1250)
+        .map(|s| (s & 0xff) as u8)
+        .collect();
+    assert_eq!(out.sources(), want);
+    assert_contiguous(&out.0);
+    let at = out.0.len() - 50;
+    let step = out.0[at]
+        .header
+        .timestamp
+        .wrapping_sub(out.0[at - 1].header.timestamp);
+    assert!((1..=6000).contains(&step), "a frame's time on, not {step}");
+    let l = t.ladder.as_ref().unwrap();
+    assert_eq!((l.current, l.feeds().collect::<Vec<_>>()), (1, vec![2]));
+    assert_eq!(counters.switches_down.load(Relaxed), 1);
+    assert_eq!(counters.rung.load(Relaxed), 2);
+    // NACKs on both sides of the switch come from the right history.
+    let lost = [
+        out.0[at - 3].header.sequence_number,
+        out.0[at + 3].header.sequence_number,
+    ];
+    let mut again = Sent::default();
+    t.nack(&lost, Instant::now(), &mut again);
+    assert_eq!(again.0.len(), 2);
+    assert_eq!(again.0[0].payload, out.0[at - 3].payload);
+    assert_eq!(again.0[1].payload, out.0[at + 3].payload);
+}
+
+#[tokio::test]
+async fn a_switch_from_the_cache_starts_at_once_from_the_target_gop() {
+    let (mut best, mut lean, rungs) = two_rungs(150).await;
+    let policy = ForwardPolicy {
+        switch_at: SwitchAt::Cache,
+        ..PATIENT
+    };
+    let (mut t, counters) = laddered(&best, rungs, policy);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    let now = Instant::now();
+    t.choose(Choice::Pinned(1), now).unwrap();
+    assert_eq!(t.ladder.as_ref().unwrap().current, 1, "made at once");
+    assert_eq!(
+        t.queued(),
+        50,
+        "the lean rung's GOP from its keyframe at 1100"
+    );
+    // Live packets of the old rung are not its any more; the new rung's
+    // that the GOP already held are skipped.
+    let a = best.through(150..160).await;
+    let b = lean.through(1150..1160).await;
+    for (pa, pb) in a.iter().zip(&b) {
+        t.live(pa, 1, now, &mut out);
+        t.live(pb, 2, now, &mut out);
+    }
+    drain(&mut t, &mut out);
+    let want: Vec<u8> = (100..150u16)
+        .chain(1100..1160)
+        .map(|s| (s & 0xff) as u8)
+        .collect();
+    assert_eq!(out.sources(), want);
+    assert_contiguous(&out.0);
+    assert_eq!(counters.switches_down.load(Relaxed), 1);
+}
+
+#[tokio::test]
+async fn a_pinned_viewer_never_follows_the_controller() {
+    let (best, _lean, rungs) = two_rungs(150).await;
+    let (mut t, counters) = laddered(&best, rungs, PATIENT);
+    t.choose(Choice::Pinned(0), Instant::now()).unwrap();
+    t.start();
+    let t0 = Instant::now();
+    for i in 0..10 {
+        // Heavy loss in every report: an automatic viewer would step down.
+        t.report(0.5, Some(10.0), t0 + Duration::from_secs(2 * i));
+    }
+    let l = t.ladder.as_ref().unwrap();
+    assert_eq!((l.current, l.pending.is_none()), (0, true));
+    assert_eq!(counters.switches_down.load(Relaxed), 0);
+    assert!(counters.pinned.load(Relaxed));
+    // Back to automatic: loss steps it down.
+    t.choose(Choice::Auto, t0).unwrap();
+    assert!(!counters.pinned.load(Relaxed));
+    for i in 30..32 {
+        t.report(0.5, Some(10.0), t0 + Duration::from_secs(2 * i));
+    }
+    let pending = t.ladder.as_ref().unwrap().pending.as_ref().map(|p| p.to);
+    assert_eq!(pending, Some(1));
 }

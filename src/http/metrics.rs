@@ -38,6 +38,8 @@ struct Families {
     retransmitted: IntCounterVec,
     keyframe_requests: IntCounterVec,
     resyncs: IntCounterVec,
+    by_rendition: IntGaugeVec,
+    switches: IntCounterVec,
     cache_ready: IntGaugeVec,
     latency_p50: GaugeVec,
     latency_p99: GaugeVec,
@@ -170,6 +172,16 @@ impl Families {
                 "Viewers restarted from the GOP cache after falling behind.",
                 s,
             )?,
+            by_rendition: gauge(
+                "viewers_by_rendition",
+                "Connected viewers on each rendition of the video ladder.",
+                &["stream", "rendition"],
+            )?,
+            switches: counter(
+                "viewer_rendition_switches_total",
+                "Switches of viewers between the ladder's renditions, up (better) or down.",
+                &["stream", "direction"],
+            )?,
             cache_ready: gauge(
                 "gop_cache_ready",
                 "1 while the video GOP cache holds a keyframe to start from.",
@@ -238,6 +250,33 @@ impl Families {
         })
     }
 
+    /// Viewers on each rendition of a ladder, and the switches between
+    /// them.
+    fn rendition_metrics(&self, id: &str, info: &StreamInfo) {
+        let mut on: std::collections::BTreeMap<String, i64> = Default::default();
+        for (_, s) in &info.sessions {
+            for name in s.viewer.renditions() {
+                on.entry(name.clone()).or_default();
+            }
+            if let Some(r) = s.viewer.rendition() {
+                *on.entry(r.current).or_default() += 1;
+            }
+        }
+        for (name, n) in on {
+            self.by_rendition
+                .with_label_values(&[id, name.as_str()])
+                .set(n);
+        }
+        for (direction, n) in [
+            ("up", info.sent.switches_up),
+            ("down", info.sent.switches_down),
+        ] {
+            if n > 0 {
+                self.switches.with_label_values(&[id, direction]).inc_by(n);
+            }
+        }
+    }
+
     fn fill(&self, snapshot: &[(String, StreamInfo)]) {
         for (id, info) in snapshot {
             let l = &[id.as_str()][..];
@@ -299,6 +338,7 @@ impl Families {
                 .with_label_values(l)
                 .inc_by(sent.keyframe_requests);
             self.resyncs.with_label_values(l).inc_by(sent.resyncs);
+            self.rendition_metrics(id, info);
             if let Some(a) = info.admissions {
                 for (decision, n) in [
                     ("admitted", a.admitted),

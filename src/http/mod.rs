@@ -3,6 +3,7 @@
 //! Every error response is written by `error`.
 
 mod error;
+mod layer;
 mod metrics;
 mod pages;
 mod snapshot;

@@ -1,19 +1,22 @@
-//! The WHEP endpoints: `POST /whep/{id}` makes a viewer from an SDP offer;
-//! `PATCH` on the session URL it returns adds trickled candidates, `DELETE`
-//! hangs the viewer up. The registry lock is never held across an await.
+//! The WHEP endpoints: `POST /whep/{id}` makes a viewer from an SDP offer
+//! (`?quality=` picks its rendition on a ladder); `PATCH` on the session URL
+//! it returns adds trickled candidates, `DELETE` hangs the viewer up, and
+//! its `/layer` URL chooses the rendition (`layer.rs`). The registry lock is
+//! never held across an await.
 
 use super::error::HttpError;
+use super::layer;
 use super::{admitted, authorized, bearer};
-use crate::engine::{PeerError, Viewer, accept_offer};
+use crate::engine::{Choice, PeerError, Viewer, accept_offer};
 use crate::sdp::offer::{OfferError, Offered};
 use crate::sdp::trickle::SdpFrag;
 use crate::stream::registry::{Published, Session, Streams, Unavailable};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use std::sync::Arc;
 use tracing::Instrument;
 
@@ -28,6 +31,10 @@ pub(super) fn router(streams: Arc<Streams>, cors_origins: Vec<String>) -> Router
         .route(
             "/whep/{id}/{session}",
             delete(unsubscribe).patch(patch).options(session_options),
+        )
+        .route(
+            "/whep/{id}/{session}/layer",
+            get(super::layer::get).post(super::layer::post),
         )
         .fallback(|| async { HttpError::UnknownPath })
         .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES))
@@ -163,7 +170,7 @@ async fn patch(
 }
 
 /// The request's media type is `expected` (parameters aside), or 415.
-fn content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), HttpError> {
+pub(super) fn content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), HttpError> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
@@ -179,12 +186,15 @@ fn content_type(headers: &HeaderMap, expected: &'static str) -> Result<(), HttpE
 async fn subscribe(
     State(streams): State<Arc<Streams>>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     ConnectInfo(remote): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
     authorized(&streams, &id, &headers)?;
     let published = streams.media(&id)?;
+    let quality = layer::quality_param(query.as_deref()).unwrap_or_default();
+    let choice = layer::choice(&published.media.rungs, &quality)?;
     admitted(&streams, &id, &headers, remote).await?;
     content_type(&headers, "application/sdp")?;
     streams.has_room(&id)?;
@@ -207,6 +217,7 @@ async fn subscribe(
         published.clone(),
         offer,
         remote,
+        choice,
     );
     let joined = published
         .tasks
@@ -229,6 +240,10 @@ async fn subscribe(
     h.insert(header::ETAG, header_value(&joined.etag)?);
     h.insert("accept-patch", HeaderValue::from_static(SDPFRAG));
     add_links(h, &streams);
+    if !published.media.rungs.is_empty() {
+        let link = format!("<{location}/layer>; rel=\"{}\"", layer::LAYER_REL);
+        h.append(header::LINK, header_value(&link)?);
+    }
     Ok(resp)
 }
 
@@ -247,11 +262,12 @@ async fn set_up(
     published: Published,
     offer: String,
     remote: std::net::SocketAddr,
+    choice: Choice,
 ) -> Result<Joined, HttpError> {
     let session = random_hex();
     let label = session[..8].to_owned();
     let span = tracing::info_span!("viewer", stream = %id, viewer = %label);
-    let accept = accept_offer(&streams.peer, &published.media, &offer).instrument(span);
+    let accept = accept_offer(&streams.peer, &published.media, &offer, choice).instrument(span);
     let accepted = tokio::select! {
         a = accept => a,
         _ = published.ended.cancelled() => {

@@ -27,6 +27,17 @@ impl Rung {
     }
 }
 
+/// Where a viewer's switch between renditions takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchAt {
+    /// At the target rendition's next keyframe, live.
+    #[default]
+    Keyframe,
+    /// At once, from the target's cached GOP (as a viewer joins).
+    Cache,
+}
+
 /// The ladder as written: one rung or more, each shorter and leaner than
 /// the one above it.
 #[derive(Debug, Clone, PartialEq)]

@@ -331,6 +331,8 @@ pub struct LegPlan {
     /// The video ladder's renditions, from the best down: each its own RTP
     /// leg (the first on the leg's port). Empty without a ladder.
     pub rungs: Vec<RungPlan>,
+    /// Where a viewer's switch between them takes effect.
+    pub switch_at: ladder::SwitchAt,
 }
 
 /// One rendition of a laddered video leg, ready for FFmpeg.
@@ -421,6 +423,7 @@ impl Plan {
                 payload_type: pt.0,
                 ssrc,
                 rungs,
+                switch_at: l.switch_at,
             })
         };
         let video = leg(MediaKind::Video, w.video, w.video_pt);
@@ -451,7 +454,8 @@ impl Plan {
     }
 }
 
-/// Each rung's codec options and SSRC. The encoded rungs of a copied leg
+/// Each rung's codec options (its bitrate as the target and the cap, with
+/// half a second of rate-control buffer) and SSRC. The encoded rungs of a copied leg
 /// take their keyframes where the input has them, so every rung's GOPs
 /// line up.
 fn rung_plans(ladder: &Ladder, codec: &Codec, interval: Duration, ssrc: u32) -> Vec<RungPlan> {
@@ -469,8 +473,11 @@ fn rung_plans(ladder: &Ladder, codec: &Codec, interval: Duration, ssrc: u32) -> 
                     Codec::Default => default_video_encoder(interval),
                     Codec::Copy => keyframes_of_the_source(default_video_encoder(interval)),
                 };
+                // Half a second of buffer: a keyframe is at most that much
+                // of the rung's rate, a burst a modest link can queue.
                 let b = rung.bitrate.to_string();
-                args.extend(["-b:v", &b, "-maxrate", &b, "-bufsize", &b].map(String::from));
+                let buf = (rung.bitrate / 2).to_string();
+                args.extend(["-b:v", &b, "-maxrate", &b, "-bufsize", &buf].map(String::from));
                 args
             };
             RungPlan {

@@ -2,7 +2,7 @@
 //! codec, SSRC, keyframe interval), the GOP cache's bounds and the viewer
 //! limit, checked as a whole. Plain data.
 
-use super::ladder::Ladder;
+use super::ladder::{Ladder, SwitchAt};
 use super::restart::Secs;
 use super::{
     CacheLimits, DEFAULT_AUDIO_PT, DEFAULT_CACHE, DEFAULT_VIDEO_PT, NonEmpty, PayloadType,
@@ -145,6 +145,7 @@ pub(super) struct RawLeg {
     pub(super) ssrc: Option<u32>,
     pub(super) keyframe_interval: Option<Duration>,
     pub(super) ladder: Option<Ladder>,
+    pub(super) switch_at: SwitchAt,
 }
 
 /// How a leg gets its codec: the default encoder, the profile's own options,
@@ -164,6 +165,7 @@ impl Default for RawLeg {
             ssrc: None,
             keyframe_interval: None,
             ladder: None,
+            switch_at: SwitchAt::default(),
         }
     }
 }
@@ -180,6 +182,7 @@ struct RawLegFields {
     ssrc: Option<u32>,
     keyframe_interval: Option<Secs>,
     ladder: Option<Ladder>,
+    switch_at: Option<SwitchAt>,
 }
 
 impl<'de> Deserialize<'de> for RawLeg {
@@ -223,6 +226,13 @@ impl TryFrom<RawLegFields> for RawLeg {
                     .into(),
             );
         }
+        if l.switch_at.is_some() && l.ladder.is_none() {
+            return Err(
+                "`switch_at` says how a viewer switches between the renditions of a ladder: \
+                 expected it beside `ladder`"
+                    .into(),
+            );
+        }
         Ok(Self {
             enabled: l.enabled,
             map: l.map,
@@ -230,6 +240,7 @@ impl TryFrom<RawLegFields> for RawLeg {
             ssrc: l.ssrc,
             keyframe_interval,
             ladder: l.ladder,
+            switch_at: l.switch_at.unwrap_or_default(),
         })
     }
 }

@@ -77,6 +77,7 @@ impl RunSources {
             video,
             audio: plan.audio.as_ref().map(|_| self.audio.handle()),
             rungs,
+            switch_at: plan.video.as_ref().map(|l| l.switch_at).unwrap_or_default(),
             latency,
         }
     }

@@ -30,6 +30,16 @@ impl Shard {
                 }
                 let _ = done.send(r);
             }
+            Input::Choose(id, choice, done) => {
+                let r = match self.conn(id) {
+                    Some(conn) => conn.choose(choice, now),
+                    None => Err("the session has ended".to_owned()),
+                };
+                if let Some(slot) = self.by_id.get(&id).copied() {
+                    self.after_core(slot, now);
+                }
+                let _ = done.send(r);
+            }
             Input::Report(id, done) => {
                 if let Some(conn) = self.conn(id) {
                     let _ = done.send(conn.link_report(now));
@@ -76,20 +86,23 @@ impl Shard {
         self.conns[slot].as_mut()
     }
 
-    fn join(&mut self, conn: Conn, now: Instant) {
+    fn join(&mut self, mut conn: Conn, now: Instant) {
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
         });
         self.by_id.insert(conn.id, slot);
         self.by_ufrag.insert(conn.ufrag.clone(), slot);
-        let keys: Vec<usize> = conn.tracks.iter().map(|t| t.feed_key).collect();
-        self.conns[slot] = Some(conn);
-        for (track, key) in keys.into_iter().enumerate() {
-            if let Some(f) = self.feeds.iter_mut().find(|f| f.key == key) {
-                f.viewers.push((slot, track));
+        conn.take_feeds_changed();
+        for (track, t) in conn.tracks.iter_mut().enumerate() {
+            t.feeds = t.wanted_feeds();
+            for key in &t.feeds {
+                if let Some(f) = self.feeds.iter_mut().find(|f| f.key == *key) {
+                    f.viewers.push((slot, track));
+                }
             }
         }
+        self.conns[slot] = Some(conn);
         self.load.fetch_add(1, Relaxed);
         self.after_core(slot, now);
     }
@@ -102,7 +115,7 @@ impl Shard {
         for (slot, c) in self.conns.iter().enumerate() {
             let Some(c) = c else { continue };
             for (i, t) in c.tracks.iter().enumerate() {
-                if t.feed_key == key && !f.viewers.contains(&(slot, i)) {
+                if t.feeds.contains(&key) && !f.viewers.contains(&(slot, i)) {
                     f.viewers.push((slot, i));
                 }
             }

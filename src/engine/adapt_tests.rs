@@ -1,0 +1,177 @@
+use super::*;
+
+const LADDER: [u64; 3] = [2_500_000, 700_000, 200_000];
+
+fn at(t0: Instant, ms: u64) -> Instant {
+    t0 + Duration::from_millis(ms)
+}
+
+/// Sends `bps` for `ms` in 1200-byte packets from `from`; the time after.
+fn send(a: &mut Adapt, t0: Instant, from: u64, ms: u64, bps: u64) -> u64 {
+    let packets = bps * ms / 1000 / 8 / 1200;
+    for i in 0..packets {
+        a.sent(1200, at(t0, from + i * ms / packets.max(1)));
+    }
+    from + ms
+}
+
+#[test]
+fn heavy_loss_steps_down_to_the_rung_that_fits_what_got_through() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
+    let t = send(&mut a, t0, 0, 2000, 2_500_000);
+    assert_eq!(a.report(0.0, Some(2.0), at(t0, t)), Step::Stay);
+    // A 1 Mb/s link: 60 % of 2.5 Mb/s is lost.
+    let t = send(&mut a, t0, t, 1000, 2_500_000);
+    match a.report(0.6, Some(2.0), at(t0, t)) {
+        Step::Switch { to, reason } => {
+            assert_eq!(to, 1, "700k fits 1 Mb/s, 2.5M does not");
+            assert!(reason.contains("loss 60%"), "{reason}");
+        }
+        s => panic!("{s:?}"),
+    }
+    let est = a.estimate_bps().unwrap();
+    assert!((900_000.0..1_100_000.0).contains(&est), "{est}");
+}
+
+#[test]
+fn reports_right_after_a_switch_are_not_held_against_the_new_rung() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
+    a.set_rung(1, at(t0, 1000));
+    let t = send(&mut a, t0, 1000, 1000, 700_000);
+    assert_eq!(
+        a.report(0.5, None, at(t0, t)),
+        Step::Stay,
+        "within the settling time"
+    );
+    let t = send(&mut a, t0, t, 1000, 700_000);
+    assert!(matches!(
+        a.report(0.5, None, at(t0, t)),
+        Step::Switch { to: 2, .. }
+    ));
+}
+
+#[test]
+fn a_clean_link_stays_on_the_top_rung() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
+    let mut t = 0;
+    while t < 60_000 {
+        t = send(&mut a, t0, t, 1000, 2_500_000);
+        assert_eq!(a.tick(at(t0, t)), Step::Stay);
+        assert_eq!(a.report(0.0, Some(3.0), at(t0, t)), Step::Stay);
+        assert!(!a.probing(), "nothing above the top rung to probe");
+    }
+}
+
+#[test]
+fn a_clean_probe_steps_up_and_one_that_draws_a_nack_does_not() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 2, t0);
+    let mut t = 0;
+    while !a.probing() {
+        t = send(&mut a, t0, t, 500, 200_000);
+        a.report(0.0, Some(3.0), at(t0, t));
+        a.tick(at(t0, t));
+        assert!(
+            t <= PROBE_HOLD.as_millis() as u64 + 500,
+            "no probe after a clean hold"
+        );
+    }
+    let started = t;
+    // Its budget is the next rung's extra rate over the time so far.
+    let budget = a.probe_budget(at(t0, started + 500));
+    let want = (700_000.0 - 200_000.0) * 1.1 / 8.0 * 0.5;
+    assert!((budget as f64 - want).abs() < 2000.0, "{budget} vs {want}");
+    a.probed(budget);
+    assert!(a.probe_budget(at(t0, started + 500)) < 1200);
+    assert_eq!(
+        a.tick(at(t0, started + 1000)),
+        Step::Stay,
+        "still in its grace"
+    );
+    match a.tick(at(t0, started + 1400)) {
+        Step::Switch { to, reason } => {
+            assert_eq!(to, 1);
+            assert!(reason.contains("probe"), "{reason}");
+        }
+        s => panic!("{s:?}"),
+    }
+    // On rung 1 now: the next probe draws a NACK.
+    a.set_rung(1, at(t0, started + 1400));
+    let mut t = started + 1400;
+    while !a.probing() {
+        t = send(&mut a, t0, t, 500, 700_000);
+        a.tick(at(t0, t));
+    }
+    a.nacked(1, at(t0, t + 100));
+    assert_eq!(
+        a.probe_budget(at(t0, t + 200)),
+        0,
+        "a NACK stops the probe at once"
+    );
+    assert_eq!(a.tick(at(t0, t + 200)), Step::Stay);
+    assert!(!a.probing());
+    // The next probe waits longer after a failure.
+    let failed = t + 200;
+    let mut t = failed;
+    while !a.probing() {
+        t = send(&mut a, t0, t, 250, 700_000);
+        a.tick(at(t0, t));
+    }
+    assert!(
+        t - failed >= PROBE_HOLD_MAX.as_millis() as u64,
+        "{}",
+        t - failed
+    );
+}
+
+#[test]
+fn a_burst_of_nacks_steps_down_before_any_report() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
+    let t = send(&mut a, t0, 2000, 200, 2_500_000);
+    let mut step = Step::Stay;
+    for i in 0..20 {
+        step = a.nacked(1, at(t0, t + i));
+        if step != Step::Stay {
+            break;
+        }
+    }
+    assert!(matches!(step, Step::Switch { to: 1, .. }), "{step:?}");
+    // A NACK now and then is not a burst.
+    let mut b = Adapt::new(LADDER.to_vec(), 0, t0);
+    for k in 0..20 {
+        let t = send(&mut b, t0, k * 500, 500, 2_500_000);
+        assert_eq!(b.nacked(2, at(t0, t)), Step::Stay);
+    }
+}
+
+#[test]
+fn a_growing_round_trip_steps_down_one_rung() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
+    let mut t = 2000;
+    for rtt in [20.0, 22.0, 250.0] {
+        t = send(&mut a, t0, t, 1000, 2_500_000);
+        assert_eq!(a.report(0.0, Some(rtt), at(t0, t)), Step::Stay);
+    }
+    t = send(&mut a, t0, t, 1000, 2_500_000);
+    match a.report(0.0, Some(300.0), at(t0, t)) {
+        Step::Switch { to, reason } => {
+            assert_eq!(to, 1);
+            assert!(reason.contains("round trip grew from 20"), "{reason}");
+        }
+        s => panic!("{s:?}"),
+    }
+}
+
+#[test]
+fn the_lowest_rung_is_the_floor() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 2, t0);
+    let t = send(&mut a, t0, 2000, 1000, 200_000);
+    assert_eq!(a.report(0.7, None, at(t0, t)), Step::Stay);
+    assert_eq!(a.overflowed(at(t0, t)), Step::Stay);
+}
