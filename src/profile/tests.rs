@@ -420,7 +420,7 @@ fn a_ladder_gives_each_rung_its_bitrate_ssrc_and_the_legs_encoder() {
     assert!(rungs.iter().all(|r| r.scaled && r.ssrc <= i32::MAX as u32));
     let mut want = default_video_encoder(DEFAULT_KEYFRAME_INTERVAL);
     want.extend(to_strings(&[
-        "-b:v", "700000", "-maxrate", "700000", "-bufsize", "700000",
+        "-b:v", "700000", "-maxrate", "700000", "-bufsize", "350000",
     ]));
     assert_eq!(rungs[1].codec_args, want);
     assert!(
