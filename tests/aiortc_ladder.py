@@ -6,9 +6,10 @@ for ffprobe to check.
 
 usage: aiortc_ladder.py URL --capture FILE [--seconds S]
 
-Prints {"playing": true} at the first decoded frame, then, once stdin is
-closed (or after --seconds), one JSON line: the session URL, and "frames":
-[[ms since the first frame, width, height], ...].
+Prints {"location": URL} once the session is made and {"playing": true}
+at the first decoded frame, then, once stdin is closed (or after
+--seconds), one JSON line: the session URL, and "frames":
+[[Unix time in ms, width, height], ...] of every decoded video frame.
 """
 
 import argparse
@@ -47,20 +48,16 @@ async def main() -> None:
     pc.addTransceiver("video", direction="recvonly")
     pc.addTransceiver("audio", direction="recvonly")
     frames = []
-    t0 = None
 
     async def consume(track):
-        nonlocal t0
         try:
             while True:
                 frame = await track.recv()
                 if track.kind != "video":
                     continue
-                now = time.monotonic()
-                if t0 is None:
-                    t0 = now
+                if not frames:
                     print(json.dumps({"playing": True}), flush=True)
-                frames.append([round((now - t0) * 1000), frame.width, frame.height])
+                frames.append([round(time.time() * 1000), frame.width, frame.height])
         except MediaStreamError:
             pass
 
@@ -78,6 +75,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     resp = await loop.run_in_executor(None, urllib.request.urlopen, req)
     location = resp.headers["Location"]
+    print(json.dumps({"location": location}), flush=True)
     answer = resp.read().decode()
     await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 

@@ -3,8 +3,10 @@
 //! it asks for again (NACK), its round trip growing past its floor, its
 //! send queue overflowing. Going up is tested first: a probe sends
 //! duplicates of packets the viewer already has (which it drops), adding
-//! the next rung's extra rate for a moment; a NACK during it means the link
-//! has no room. Pure: every call takes `now` from its caller.
+//! the next rung's extra rate for a second; a NACK during it, or a round
+//! trip grown by the queue it built (measured by a sender report at its
+//! end), means the link has no room. Pure: every call takes `now` from its
+//! caller.
 
 use std::time::{Duration, Instant};
 
@@ -15,8 +17,9 @@ const MILD_LOSS: f64 = 0.03;
 /// A rung is chosen to use at most this share of the estimated capacity.
 const HEADROOM: f64 = 0.85;
 /// The round trip this far above its floor in two reports running (a
-/// queue building up on the path): one rung down.
-const RTT_GROWTH: Duration = Duration::from_millis(150);
+/// queue that stays on the path, not a keyframe's passing one): one rung
+/// down, before the queue overflows into loss.
+const RTT_GROWTH: Duration = Duration::from_millis(300);
 /// Reports this soon after a switch still describe the rung before it
 /// (and the queue it left on the path).
 const SETTLE: Duration = Duration::from_millis(2000);
@@ -24,14 +27,37 @@ const SETTLE: Duration = Duration::from_millis(2000);
 /// right after a probe went through) before a probe.
 const PROBE_HOLD: Duration = Duration::from_secs(2);
 const PROBE_HOLD_MAX: Duration = Duration::from_secs(4);
-/// How long a probe adds its rate, and how long after it a NACK still
-/// counts against it.
+/// How long a probe adds its rate.
 const PROBE_LENGTH: Duration = Duration::from_millis(1000);
-const PROBE_GRACE: Duration = Duration::from_millis(300);
+/// After it, the first receiver report judges it (its round trip, up to
+/// this much over the floor); without one this long after it ends, its
+/// NACKs alone do.
+const PROBE_RTT_RISE: Duration = Duration::from_millis(40);
+/// The sender report that judges a probe is the one sent as it ended
+/// (give or take these).
+const PROBE_SR_SLACK: Duration = Duration::from_millis(50);
+const PROBE_SR_LATE: Duration = Duration::from_millis(500);
+/// The loss a probe causes shows for a while after it: NACKs and reports
+/// this soon after it began (or failed) fail it, but move no rung down.
+const PROBE_AFTERMATH: Duration = Duration::from_millis(400);
+const PROBE_VERDICT_WAIT: Duration = Duration::from_millis(2500);
 /// NACKs within one short window, as a share of what was sent, that mean
 /// heavy loss before any report says so.
 const NACK_WINDOW: Duration = Duration::from_millis(300);
 const NACK_BURST: u64 = 8;
+
+/// A receiver report's block on the track.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Report {
+    /// The share lost since the viewer's last report, 0 to 1.
+    pub lost: f64,
+    /// The round trip of the sender report it answers.
+    pub rtt: Option<Duration>,
+    /// How long ago that sender report was sent (its round trip and the
+    /// viewer's delay since it): a round trip measured on one sent before
+    /// a switch says nothing of the rung after it.
+    pub sr_age: Option<Duration>,
+}
 
 /// What the controller asks for.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +75,8 @@ pub(crate) enum Step {
 struct Probe {
     target: usize,
     started: Instant,
+    /// The sender report at its end was asked for.
+    reported: bool,
     extra_bps: f64,
     sent_bytes: u64,
     nacked: bool,
@@ -80,6 +108,8 @@ pub(crate) struct Adapt {
     climbing: bool,
     /// The link's capacity for video as last estimated, in bits/s.
     estimate_bps: Option<f64>,
+    /// Until when loss is put down to the last probe.
+    probe_aftermath: Option<Instant>,
 }
 
 impl Adapt {
@@ -101,6 +131,7 @@ impl Adapt {
             failed_probes: 0,
             climbing: false,
             estimate_bps: None,
+            probe_aftermath: None,
         }
     }
 
@@ -137,6 +168,17 @@ impl Adapt {
         }
     }
 
+    /// The viewer asked again for `n` packets sent since the last probe
+    /// began: the probe fails, and the loss is put down to it.
+    pub fn nacked_in_probe(&mut self, n: usize, now: Instant) {
+        self.nacked += n as u64;
+        self.clean_since = now;
+        self.climbing = false;
+        if let Some(p) = &mut self.probe {
+            p.nacked = true;
+        }
+    }
+
     /// The viewer asked for `n` packets again (not counting those it asks
     /// for again while their resend may still be on its way).
     pub fn nacked(&mut self, n: usize, now: Instant) -> Step {
@@ -150,13 +192,20 @@ impl Adapt {
         self.clean_since = now;
         self.climbing = false;
         // Right after a switch, NACKs are still about the rung before it.
+        // (Those a probe caused come through `nacked_in_probe`.)
         let settling = now.duration_since(self.last_switch) < SETTLE;
         if !settling && lost >= NACK_BURST && lost as f64 >= HEAVY_LOSS * 2.0 * sent.max(1) as f64 {
             self.nack_window = (now, 0, 0);
+            tracing::debug!(sent, lost, "NACK burst");
             let share = (lost as f64 / (sent + lost).max(1) as f64).min(0.9);
             return self.lossy(share, now, "NACK burst");
         }
         Step::Stay
+    }
+
+    /// Whether loss now is the last probe's doing.
+    fn after_probe(&self, now: Instant) -> bool {
+        self.probe.is_some() || self.probe_aftermath.is_some_and(|t| now < t)
     }
 
     /// The send queue toward the viewer overflowed (an ICE-TCP stream).
@@ -165,9 +214,12 @@ impl Adapt {
         self.down_one(now, "its send queue overflowed".to_owned())
     }
 
-    /// A receiver report on the track: the share lost since the last one
-    /// (0 to 1) and the round trip, if known.
-    pub fn report(&mut self, lost: f64, rtt_ms: Option<f64>, now: Instant) -> Step {
+    /// A receiver report on the track.
+    pub fn report(&mut self, r: Report, now: Instant) -> Step {
+        let lost = r.lost;
+        // When the sender report it answers went out.
+        let sr_sent = r.sr_age.and_then(|age| now.checked_sub(age));
+        let rtt_ms = r.rtt.map(|d| d.as_secs_f64() * 1000.0);
         let secs = now.duration_since(self.window_start).as_secs_f64();
         let send_bps = if secs > 0.05 {
             self.sent_bytes as f64 * 8.0 / secs
@@ -184,7 +236,38 @@ impl Adapt {
         // and a probe's duplicates keep out of its report) count for at most
         // half.
         let loss = lost.max(nack_share.min(0.5));
-        if settling {
+        if let Some(p) = self.probe
+            && now.duration_since(p.started) >= PROBE_LENGTH
+        {
+            // Judged by the round trip of the sender report sent as it
+            // ended, while its queue (if any) was on the path; a report on
+            // a later one comes after that queue drained, and tells nothing.
+            let end = p.started + PROBE_LENGTH;
+            match sr_sent {
+                Some(t) if t + PROBE_SR_SLACK < end => {}
+                Some(t) if t > end + PROBE_SR_LATE => {
+                    self.probe = None;
+                    self.probe_aftermath = Some(now + PROBE_AFTERMATH);
+                    return Step::Stay;
+                }
+                _ => {
+                    let floor = self.rtt_floor_ms.unwrap_or(f64::MAX);
+                    let rise = PROBE_RTT_RISE.as_secs_f64() * 1000.0;
+                    let queued = rtt_ms.is_some_and(|r| r > floor + rise);
+                    tracing::debug!(
+                        rtt_ms,
+                        floor_ms = floor,
+                        lost,
+                        sr_after_end_ms =
+                            sr_sent.map(|t| t.saturating_duration_since(end).as_millis() as u64),
+                        sent_bytes = p.sent_bytes,
+                        "probe judged"
+                    );
+                    return self.verdict(!queued && lost < MILD_LOSS, now);
+                }
+            }
+        }
+        if settling || self.after_probe(now) {
             return Step::Stay;
         }
         if loss >= HEAVY_LOSS && send_bps > 0.0 {
@@ -205,7 +288,8 @@ impl Adapt {
         } else {
             self.mild_loss = 0;
         }
-        if let Some(rtt) = rtt_ms {
+        let fresh = sr_sent.is_none_or(|t| t >= self.last_switch);
+        if let Some(rtt) = rtt_ms.filter(|_| fresh) {
             let floor = self.rtt_floor_ms.map_or(rtt, |f| f.min(rtt));
             self.rtt_floor_ms = Some(floor);
             if rtt > floor + RTT_GROWTH.as_secs_f64() * 1000.0 {
@@ -271,24 +355,13 @@ impl Adapt {
     /// while probing, and on each report).
     pub fn tick(&mut self, now: Instant) -> Step {
         if let Some(p) = self.probe {
-            if now.duration_since(p.started) < PROBE_LENGTH + PROBE_GRACE && !p.nacked {
-                return Step::Stay;
-            }
-            self.probe = None;
             if p.nacked {
-                self.failed_probes += 1;
-                return Step::Stay;
+                return self.verdict(false, now);
             }
-            self.failed_probes = 0;
-            self.estimate_bps = Some(self.bitrates[p.target] as f64 / HEADROOM);
-            let added_kbps = p.sent_bytes as f64 * 8.0 / PROBE_LENGTH.as_secs_f64() / 1000.0;
-            return Step::Switch {
-                to: p.target,
-                reason: format!(
-                    "a probe adding {added_kbps:.0} kb/s for {} ms drew no NACK",
-                    PROBE_LENGTH.as_millis()
-                ),
-            };
+            if now.duration_since(p.started) >= PROBE_LENGTH + PROBE_VERDICT_WAIT {
+                return self.verdict(true, now);
+            }
+            return Step::Stay;
         }
         let hold = if self.climbing {
             SETTLE
@@ -305,12 +378,36 @@ impl Adapt {
             self.probe = Some(Probe {
                 target,
                 started: now,
+                reported: false,
                 extra_bps: extra,
                 sent_bytes: 0,
                 nacked: false,
             });
         }
         Step::Stay
+    }
+
+    /// The probe is over: up to its rung if the link took it.
+    fn verdict(&mut self, passed: bool, now: Instant) -> Step {
+        let Some(p) = self.probe.take() else {
+            return Step::Stay;
+        };
+        if !passed {
+            self.failed_probes += 1;
+            self.clean_since = now;
+            self.probe_aftermath = Some(now + PROBE_AFTERMATH);
+            return Step::Stay;
+        }
+        self.failed_probes = 0;
+        self.estimate_bps = Some(self.bitrates[p.target] as f64 / HEADROOM);
+        let added_kbps = p.sent_bytes as f64 * 8.0 / PROBE_LENGTH.as_secs_f64() / 1000.0;
+        Step::Switch {
+            to: p.target,
+            reason: format!(
+                "a probe adding {added_kbps:.0} kb/s for {} ms drew no NACK and no queue",
+                PROBE_LENGTH.as_millis()
+            ),
+        }
     }
 
     /// While a probe adds its rate: how many more bytes of duplicates it
@@ -321,6 +418,9 @@ impl Adapt {
         if elapsed >= PROBE_LENGTH || p.nacked {
             return 0;
         }
+        // The full extra rate for the whole probe: a link's burst allowance
+        // (a shaper's bucket) takes a short or gentle one without a queue,
+        // and would let a rung through that it cannot carry for long.
         let due = p.extra_bps / 8.0 * elapsed.as_secs_f64();
         (due as u64).saturating_sub(p.sent_bytes) as usize
     }
@@ -332,9 +432,30 @@ impl Adapt {
         }
     }
 
-    /// Whether a probe is under way (the track needs pacing ticks).
-    pub fn probing(&self) -> bool {
-        self.probe.is_some()
+    /// Whether a probe is under way or waits for its verdict (or its loss
+    /// may still be showing).
+    pub fn probe_pending(&self, now: Instant) -> bool {
+        self.after_probe(now)
+    }
+
+    /// True once, when a probe has added its rate for its length: a sender
+    /// report then measures the queue it built (the verdict's round trip).
+    pub fn probe_ending(&mut self, now: Instant) -> bool {
+        match &mut self.probe {
+            Some(p) if !p.reported && now.duration_since(p.started) >= PROBE_LENGTH => {
+                p.reported = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a probe is adding its rate now (the track needs pacing
+    /// ticks); it is judged later, by the next report.
+    pub fn probing(&self, now: Instant) -> bool {
+        self.probe.is_some_and(|p| {
+            !p.nacked && (now.duration_since(p.started) < PROBE_LENGTH || !p.reported)
+        })
     }
 }
 

@@ -2,6 +2,16 @@ use super::*;
 
 const LADDER: [u64; 3] = [2_500_000, 700_000, 200_000];
 
+/// A report with `lost` and a round trip of `rtt_ms` on a fresh sender
+/// report.
+fn rep(lost: f64, rtt_ms: Option<f64>) -> Report {
+    Report {
+        lost,
+        rtt: rtt_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+        sr_age: None,
+    }
+}
+
 fn at(t0: Instant, ms: u64) -> Instant {
     t0 + Duration::from_millis(ms)
 }
@@ -20,10 +30,10 @@ fn heavy_loss_steps_down_to_the_rung_that_fits_what_got_through() {
     let t0 = Instant::now();
     let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
     let t = send(&mut a, t0, 0, 2000, 2_500_000);
-    assert_eq!(a.report(0.0, Some(2.0), at(t0, t)), Step::Stay);
+    assert_eq!(a.report(rep(0.0, Some(2.0)), at(t0, t)), Step::Stay);
     // A 1 Mb/s link: 60 % of 2.5 Mb/s is lost.
     let t = send(&mut a, t0, t, 1000, 2_500_000);
-    match a.report(0.6, Some(2.0), at(t0, t)) {
+    match a.report(rep(0.6, Some(2.0)), at(t0, t)) {
         Step::Switch { to, reason } => {
             assert_eq!(to, 1, "700k fits 1 Mb/s, 2.5M does not");
             assert!(reason.contains("loss 60%"), "{reason}");
@@ -41,13 +51,13 @@ fn reports_right_after_a_switch_are_not_held_against_the_new_rung() {
     a.set_rung(1, at(t0, 1000));
     let t = send(&mut a, t0, 1000, 1000, 700_000);
     assert_eq!(
-        a.report(0.5, None, at(t0, t)),
+        a.report(rep(0.5, None), at(t0, t)),
         Step::Stay,
         "within the settling time"
     );
     let t = send(&mut a, t0, t, 1000, 700_000);
     assert!(matches!(
-        a.report(0.5, None, at(t0, t)),
+        a.report(rep(0.5, None), at(t0, t)),
         Step::Switch { to: 2, .. }
     ));
 }
@@ -60,8 +70,8 @@ fn a_clean_link_stays_on_the_top_rung() {
     while t < 60_000 {
         t = send(&mut a, t0, t, 1000, 2_500_000);
         assert_eq!(a.tick(at(t0, t)), Step::Stay);
-        assert_eq!(a.report(0.0, Some(3.0), at(t0, t)), Step::Stay);
-        assert!(!a.probing(), "nothing above the top rung to probe");
+        assert_eq!(a.report(rep(0.0, Some(3.0)), at(t0, t)), Step::Stay);
+        assert!(!a.probing(at(t0, t)), "nothing above the top rung to probe");
     }
 }
 
@@ -70,9 +80,9 @@ fn a_clean_probe_steps_up_and_one_that_draws_a_nack_does_not() {
     let t0 = Instant::now();
     let mut a = Adapt::new(LADDER.to_vec(), 2, t0);
     let mut t = 0;
-    while !a.probing() {
+    while !a.probing(at(t0, t)) {
         t = send(&mut a, t0, t, 500, 200_000);
-        a.report(0.0, Some(3.0), at(t0, t));
+        a.report(rep(0.0, Some(3.0)), at(t0, t));
         a.tick(at(t0, t));
         assert!(
             t <= PROBE_HOLD.as_millis() as u64 + 500,
@@ -89,9 +99,18 @@ fn a_clean_probe_steps_up_and_one_that_draws_a_nack_does_not() {
     assert_eq!(
         a.tick(at(t0, started + 1000)),
         Step::Stay,
-        "still in its grace"
+        "judged by a report"
     );
-    match a.tick(at(t0, started + 1400)) {
+    assert!(
+        a.probe_ending(at(t0, started + 1000)),
+        "a report at its end"
+    );
+    assert!(!a.probe_ending(at(t0, started + 1001)), "one");
+    assert!(
+        !a.probing(at(t0, started + 1001)),
+        "its rate is added for a while"
+    );
+    match a.report(rep(0.0, Some(3.5)), at(t0, started + 1400)) {
         Step::Switch { to, reason } => {
             assert_eq!(to, 1);
             assert!(reason.contains("probe"), "{reason}");
@@ -101,7 +120,7 @@ fn a_clean_probe_steps_up_and_one_that_draws_a_nack_does_not() {
     // On rung 1 now: the next probe draws a NACK.
     a.set_rung(1, at(t0, started + 1400));
     let mut t = started + 1400;
-    while !a.probing() {
+    while !a.probing(at(t0, t)) {
         t = send(&mut a, t0, t, 500, 700_000);
         a.tick(at(t0, t));
     }
@@ -112,11 +131,11 @@ fn a_clean_probe_steps_up_and_one_that_draws_a_nack_does_not() {
         "a NACK stops the probe at once"
     );
     assert_eq!(a.tick(at(t0, t + 200)), Step::Stay);
-    assert!(!a.probing());
+    assert!(!a.probing(at(t0, t + 200)));
     // The next probe waits longer after a failure.
     let failed = t + 200;
     let mut t = failed;
-    while !a.probing() {
+    while !a.probing(at(t0, t)) {
         t = send(&mut a, t0, t, 250, 700_000);
         a.tick(at(t0, t));
     }
@@ -153,12 +172,12 @@ fn a_growing_round_trip_steps_down_one_rung() {
     let t0 = Instant::now();
     let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
     let mut t = 2000;
-    for rtt in [20.0, 22.0, 250.0] {
+    for rtt in [20.0, 22.0, 400.0] {
         t = send(&mut a, t0, t, 1000, 2_500_000);
-        assert_eq!(a.report(0.0, Some(rtt), at(t0, t)), Step::Stay);
+        assert_eq!(a.report(rep(0.0, Some(rtt)), at(t0, t)), Step::Stay);
     }
     t = send(&mut a, t0, t, 1000, 2_500_000);
-    match a.report(0.0, Some(300.0), at(t0, t)) {
+    match a.report(rep(0.0, Some(450.0)), at(t0, t)) {
         Step::Switch { to, reason } => {
             assert_eq!(to, 1);
             assert!(reason.contains("round trip grew from 20"), "{reason}");
@@ -172,6 +191,6 @@ fn the_lowest_rung_is_the_floor() {
     let t0 = Instant::now();
     let mut a = Adapt::new(LADDER.to_vec(), 2, t0);
     let t = send(&mut a, t0, 2000, 1000, 200_000);
-    assert_eq!(a.report(0.7, None, at(t0, t)), Step::Stay);
+    assert_eq!(a.report(rep(0.7, None), at(t0, t)), Step::Stay);
     assert_eq!(a.overflowed(at(t0, t)), Step::Stay);
 }

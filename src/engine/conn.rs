@@ -139,6 +139,10 @@ impl<'a> CoreOut<'a> {
 }
 
 impl PacketOut for CoreOut<'_> {
+    fn report_now(&mut self, ssrc: u32) {
+        self.core.report_now(ssrc);
+    }
+
     fn write(&mut self, packet: rtc::rtp::Packet, live_since: Option<Instant>) {
         if !self.core.write_rtp(&packet) {
             tracing::trace!("write_rtp: no keys yet");
@@ -151,10 +155,10 @@ impl PacketOut for CoreOut<'_> {
 
 impl Conn {
     /// Whether any track has a GOP being paced out, or a probe going on.
-    pub fn pacing(&self) -> bool {
+    pub fn pacing(&self, now: Instant) -> bool {
         self.tracks
             .iter()
-            .any(|t| t.out.queued() > 0 || t.out.probing())
+            .any(|t| t.out.queued() > 0 || t.out.probing(now))
     }
 
     /// Whether a track's feeds changed (a switch of rendition): the shard
@@ -215,7 +219,7 @@ impl Conn {
                 }
             }
             let t = &self.tracks[i].out;
-            more |= t.queued() > 0 || t.probing();
+            more |= t.queued() > 0 || t.probing(now);
         }
         more
     }
@@ -321,11 +325,18 @@ impl Conn {
         for p in packets {
             let any = p.as_any();
             if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                let rtt = self.core.rtt_ms(now);
+                let now_ntp = super::sender_report::ntp(SystemTime::now());
                 for r in &rr.reports {
                     if let Some(t) = self.track_of(r.ssrc) {
-                        let lost = f64::from(r.fraction_lost) / 256.0;
-                        self.tracks[t].out.report(lost, rtt, now);
+                        let rtt = super::sender_report::rtt(now_ntp, r.last_sender_report, r.delay);
+                        let delay =
+                            std::time::Duration::from_secs_f64(f64::from(r.delay) / 65536.0);
+                        let report = super::adapt::Report {
+                            lost: f64::from(r.fraction_lost) / 256.0,
+                            rtt,
+                            sr_age: rtt.map(|rtt| rtt + delay),
+                        };
+                        self.tracks[t].out.report(report, now);
                     }
                 }
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {

@@ -43,6 +43,11 @@ pub(crate) struct Pending {
     /// The current rung reached its own keyframe first: it is not sent any
     /// more (with aligned GOPs the target's comes with the same frame).
     pub held: bool,
+    /// Made from the target's cached GOP rather than its next keyframe.
+    pub from_cache: bool,
+    /// The target's packets from its keyframe on, while the frame being
+    /// sent ends.
+    pub buffer: Vec<crate::rtp::RtpPacket>,
 }
 
 pub(crate) struct TrackLadder {
@@ -88,6 +93,10 @@ impl TrackLadder {
             counters,
             span,
         };
+        ladder
+            .counters
+            .pinned
+            .store(matches!(choice, Choice::Pinned(_)), Relaxed);
         ladder.publish();
         ladder
     }
@@ -126,8 +135,9 @@ impl TrackLadder {
         }
     }
 
-    /// Asks for a switch to `to`, to be made at its keyframe.
-    pub fn request(&mut self, to: usize, reason: String, now: Instant) {
+    /// Asks for a switch to `to`, to be made at its keyframe (or from its
+    /// cache) at the end of a frame.
+    pub fn request(&mut self, to: usize, reason: String, from_cache: bool, now: Instant) {
         if self.pending.as_ref().is_some_and(|p| p.to == to) {
             return;
         }
@@ -142,6 +152,8 @@ impl TrackLadder {
             reason,
             since: now,
             held: false,
+            from_cache,
+            buffer: Vec::new(),
         });
         self.feeds_changed = true;
     }

@@ -353,6 +353,20 @@ impl Transport {
         .min()
     }
 
+    /// Sends track `ssrc`'s sender report now, off its schedule: the round
+    /// trip its answer gives is the path's as it is now.
+    pub fn report_now(&mut self, ssrc: u32) {
+        let now = self.now;
+        let wall = std::time::SystemTime::now();
+        let Some((_, clock)) = self.clocks.iter_mut().find(|(s, _)| *s == ssrc) else {
+            return;
+        };
+        clock.due_now(now);
+        if let Some(r) = clock.report(now, wall) {
+            self.write_rtcp(&[Box::new(r) as Box<dyn rtc::rtcp::Packet>]);
+        }
+    }
+
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
         let _ = self.agent.handle_timeout(now);

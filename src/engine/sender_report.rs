@@ -49,6 +49,13 @@ impl SenderClock {
         self.next.get_or_insert(now + REPORT_EVERY);
     }
 
+    /// The next report is due now (a probe's end wants its round trip).
+    pub fn due_now(&mut self, now: Instant) {
+        if self.last.is_some() {
+            self.next = Some(now);
+        }
+    }
+
     /// When the next report is due (none before the first packet).
     pub fn due(&self) -> Option<Instant> {
         self.next

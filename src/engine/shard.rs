@@ -318,14 +318,14 @@ impl Shard {
             let Some(conn) = self.conns[slot].as_mut() else {
                 continue;
             };
-            let was_pacing = conn.pacing();
+            let was_pacing = conn.pacing(now);
             for p in packets {
                 conn.live(track, key, p, now, &self.sockets, &mut self.batch);
             }
             if conn.take_feeds_changed() {
                 self.regroup.push(slot);
             }
-            if conn.pacing() && !was_pacing {
+            if conn.pacing(now) && !was_pacing {
                 self.start_pacing(slot, now);
             }
         }
@@ -387,13 +387,13 @@ impl Shard {
         let Some(conn) = self.conns[slot].as_mut() else {
             return;
         };
-        let was_pacing = conn.pacing();
+        let was_pacing = conn.pacing(now);
         conn.settle(now, &self.sockets, &mut self.batch);
         if conn.take_feeds_changed() {
             self.regroup.push(slot);
         }
         let learned = std::mem::take(&mut conn.learned);
-        let pacing = conn.pacing() && !was_pacing;
+        let pacing = conn.pacing(now) && !was_pacing;
         let deadline = conn.deadline();
         let id = conn.id;
         if let Some(t) = deadline

@@ -40,6 +40,18 @@ fn h264(seq: u16) -> Vec<u8> {
     v
 }
 
+/// Packet `seq` of a stream of four-packet frames (the last one marked),
+/// a keyframe every [`KEY_EVERY`] packets; the payload's last byte is `seq`.
+fn h264_in_frames(seq: u16) -> Vec<u8> {
+    let mut v = h264(seq);
+    let ts = u32::from(seq / 4) * 3000;
+    v[4..8].copy_from_slice(&ts.to_be_bytes());
+    if seq % 4 != 3 {
+        v[1] &= 0x7f;
+    }
+    v
+}
+
 /// What a track wrote.
 #[derive(Default)]
 struct Sent(Vec<rtc::rtp::Packet>);
@@ -106,11 +118,20 @@ impl Feed {
     /// Sends `seqs` through the source (a few at a time, so no socket buffer
     /// overflows) and returns them as it took them.
     async fn through(&mut self, seqs: std::ops::Range<u16>) -> Vec<RtpPacket> {
+        self.through_as(seqs, h264).await
+    }
+
+    /// [`Feed::through`] with packets made by `make`.
+    async fn through_as(
+        &mut self,
+        seqs: std::ops::Range<u16>,
+        make: fn(u16) -> Vec<u8>,
+    ) -> Vec<RtpPacket> {
         let seqs: Vec<u16> = seqs.collect();
         let mut out = Vec::new();
         for batch in seqs.chunks(32) {
             for seq in batch {
-                self.tx.send(&h264(*seq)).unwrap();
+                self.tx.send(&make(*seq)).unwrap();
             }
             for _ in batch {
                 let p = tokio::time::timeout(PATIENCE, self.probe.recv())
@@ -511,6 +532,15 @@ async fn a_switch_from_the_cache_starts_at_once_from_the_target_gop() {
     assert_eq!(counters.switches_down.load(Relaxed), 1);
 }
 
+/// A receiver report of heavy loss.
+fn lossy_report() -> crate::engine::adapt::Report {
+    crate::engine::adapt::Report {
+        lost: 0.5,
+        rtt: Some(Duration::from_millis(10)),
+        sr_age: None,
+    }
+}
+
 #[tokio::test]
 async fn a_pinned_viewer_never_follows_the_controller() {
     let (best, _lean, rungs) = two_rungs(150).await;
@@ -520,7 +550,7 @@ async fn a_pinned_viewer_never_follows_the_controller() {
     let t0 = Instant::now();
     for i in 0..10 {
         // Heavy loss in every report: an automatic viewer would step down.
-        t.report(0.5, Some(10.0), t0 + Duration::from_secs(2 * i));
+        t.report(lossy_report(), t0 + Duration::from_secs(2 * i));
     }
     let l = t.ladder.as_ref().unwrap();
     assert_eq!((l.current, l.pending.is_none()), (0, true));
@@ -530,8 +560,56 @@ async fn a_pinned_viewer_never_follows_the_controller() {
     t.choose(Choice::Auto, t0).unwrap();
     assert!(!counters.pinned.load(Relaxed));
     for i in 30..32 {
-        t.report(0.5, Some(10.0), t0 + Duration::from_secs(2 * i));
+        t.report(lossy_report(), t0 + Duration::from_secs(2 * i));
     }
     let pending = t.ladder.as_ref().unwrap().pending.as_ref().map(|p| p.to);
     assert_eq!(pending, Some(1));
+}
+
+#[tokio::test]
+async fn a_switch_never_cuts_a_frame_short() {
+    let mut best = Feed::new(true).await;
+    let mut lean = Feed::new(true).await;
+    best.through_as(0..152, h264_in_frames).await;
+    lean.through_as(1000..1152, h264_in_frames).await;
+    let rung = |f: &Feed, key: usize, name: &str| super::super::ladder::RungOut {
+        source: f.src.handle(),
+        key,
+        name: name.to_owned(),
+        bitrate: 1,
+    };
+    let rungs = vec![rung(&best, 1, "720p"), rung(&lean, 2, "360p")];
+    let (mut t, _) = laddered(&best, rungs, PATIENT);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    let now = Instant::now();
+    t.choose(Choice::Pinned(1), now).unwrap();
+    // The lean rung's keyframe (1200) comes while the best rung's frame of
+    // 196..199 is half sent (two packets ahead).
+    let a = best.through_as(152..240, h264_in_frames).await;
+    let b = lean.through_as(1154..1242, h264_in_frames).await;
+    for (pa, pb) in a.iter().zip(&b) {
+        t.live(pa, 1, now, &mut out);
+        t.live(pb, 2, now, &mut out);
+    }
+    let want: Vec<u8> = (100..200u16)
+        .chain(1200..1242)
+        .map(|s| (s & 0xff) as u8)
+        .collect();
+    assert_eq!(
+        out.sources(),
+        want,
+        "the frame of 196..199 was finished first"
+    );
+    assert_contiguous(&out.0);
+    let last_old = out
+        .0
+        .iter()
+        .position(|p| p.payload[p.payload.len() - 1] == 199)
+        .unwrap();
+    assert!(
+        out.0[last_old].header.marker,
+        "the old rung's last packet ends its frame"
+    );
 }

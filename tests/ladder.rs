@@ -1,0 +1,396 @@
+//! The rendition ladder over real links with real clients. An aiortc viewer
+//! in a network namespace whose link is capped with `tc` (tbf) at 1 Mb/s,
+//! then 300 kb/s, then uncapped: it must settle on a rung that fits within
+//! 3 s of each change, and be back on the best rung within 15 s of the cap
+//! being lifted, without a freeze over 500 ms there. Its freezes and
+//! decode errors under the caps are measured and printed. Beside it, a
+//! viewer on a clean link stays on the best rung, and a pinned one never
+//! switches. Needs root (CI runs as root; scripts/setup installs iproute2).
+
+mod common;
+
+use common::netns::{Netns, root};
+use common::{Ffwhep, StatusReader, temp_file};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Three renditions of a noisy test pattern (noise makes each encoder
+/// spend its whole bitrate), keyframes every second.
+const PROFILE: &str = r#"
+id: ladder
+input:
+  - address: "testsrc2=size=426x240:rate=30,noise=alls=10:allf=t"
+    options: ["-re", "-f", "lavfi"]
+  - address: "sine=frequency=440:sample_rate=48000"
+    options: ["-re", "-f", "lavfi"]
+webrtc:
+  video:
+    map: "0:v:0"
+    keyframe_interval: 1s
+    ladder:
+      - {height: 240, bitrate: 1200k}
+      - {height: 160, bitrate: 450k}
+      - {height: 90, bitrate: 100k}
+  audio:
+    map: "1:a:0"
+"#;
+
+/// The rungs, best first: name, video bitrate.
+const RUNGS: [(&str, u64); 3] = [("240p", 1_200_000), ("160p", 450_000), ("90p", 100_000)];
+
+/// What a rung needs of a link besides its video: audio and every
+/// packet's headers.
+const ON_TOP: u64 = 150_000;
+
+/// A rung fits a cap (bits/s) when its video and [`ON_TOP`] do.
+fn fits(rung: &str, cap: Option<u64>) -> bool {
+    let Some(cap) = cap else {
+        return rung == RUNGS[0].0; // uncapped: the best rung
+    };
+    RUNGS
+        .iter()
+        .find(|(name, _)| *name == rung)
+        .is_some_and(|(_, bitrate)| bitrate + ON_TOP <= cap)
+}
+
+/// How long a phase gives the viewer to settle, and how long it lasts at
+/// least once settled. The targets are 3 s under a cap and 15 s back to
+/// the best rung; `scripts/bench-ladder` measures against them (timings on
+/// a shared machine are a benchmark's to judge). The test allows twice the
+/// first and a third more of the second, which a controller that works
+/// meets on a busy machine and one that does not never does.
+const SETTLE_CAPPED: Duration = Duration::from_secs(6);
+const SETTLE_UNCAPPED: Duration = Duration::from_secs(20);
+const HOLD: Duration = Duration::from_secs(8);
+
+/// One phase of the link: its cap, when it began and ended (Unix ms), and
+/// when the viewer had settled on a fitting rung for good.
+#[derive(Debug)]
+struct Phase {
+    name: &'static str,
+    cap: Option<u64>,
+    start_ms: u64,
+    end_ms: u64,
+    settled: Option<Duration>,
+    rungs_seen: Vec<String>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Sets (or lifts) the cap on what leaves this side of the veth.
+fn cap(net: &Netns, bps: Option<u64>) {
+    match bps {
+        Some(bps) => {
+            let rate = format!("{}kbit", bps / 1000);
+            root(&[
+                "tc", "qdisc", "replace", "dev", &net.veth, "root", "tbf", "rate", &rate, "burst",
+                "16kb", "latency", "400ms",
+            ]);
+        }
+        None => root(&["tc", "qdisc", "del", "dev", &net.veth, "root"]),
+    }
+}
+
+/// The rendition status gives for the viewer whose session URL ends with
+/// `session`: its name, mode and switches up and down.
+async fn rendition(status: &StatusReader, session: &str) -> Option<(String, String, u64, u64)> {
+    let s = status.get().await;
+    let id = &session[session.rfind('/')? + 1..][..8];
+    let v = s["streams"][0]["viewers"]
+        .as_array()?
+        .iter()
+        .find(|v| v["id"] == id)?
+        .clone();
+    let r = &v["rendition"];
+    Some((
+        r["current"].as_str()?.to_owned(),
+        r["mode"].as_str()?.to_owned(),
+        r["switches_up"].as_u64()?,
+        r["switches_down"].as_u64()?,
+    ))
+}
+
+/// Runs the phases: the link open, capped at 1 Mb/s, at 300 kb/s, open
+/// again; for each, how long the viewer took to settle on a rung that fits.
+async fn phases(net: &Netns, status: &StatusReader, session: &str) -> Vec<Phase> {
+    let plan: [(&str, Option<u64>, Duration); 4] = [
+        ("open", None, Duration::from_secs(3)),
+        ("1 Mb/s", Some(1_000_000), SETTLE_CAPPED),
+        ("300 kb/s", Some(300_000), SETTLE_CAPPED),
+        ("open again", None, SETTLE_UNCAPPED),
+    ];
+    let mut out = Vec::new();
+    for (name, bps, limit) in plan {
+        if name != "open" {
+            cap(net, bps);
+            eprintln!("cap {name} at {}", unix_ms());
+        }
+        let start = Instant::now();
+        let start_ms = unix_ms();
+        // The last moment it was seen on a rung that does not fit.
+        let mut last_misfit = Some(Duration::ZERO);
+        let mut rungs_seen: Vec<String> = Vec::new();
+        loop {
+            let now = start.elapsed();
+            let current = rendition(status, session).await.map(|r| r.0);
+            if let Some(c) = &current {
+                if rungs_seen.last() != Some(c) {
+                    rungs_seen.push(c.clone());
+                }
+                if !fits(c, bps) {
+                    last_misfit = Some(now);
+                }
+            }
+            let settled_for = last_misfit.map_or(now, |t| now.saturating_sub(t));
+            // Open at first: the viewer starts on the best rung at once.
+            let done = if name == "open" {
+                now >= limit
+            } else {
+                now >= limit + HOLD || (bps.is_none() && settled_for >= Duration::from_secs(3))
+            };
+            if done {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let settled = last_misfit.map(|t| t + Duration::from_millis(100));
+        out.push(Phase {
+            name,
+            cap: bps,
+            start_ms,
+            end_ms: unix_ms(),
+            settled,
+            rungs_seen,
+        });
+    }
+    out
+}
+
+/// The longest gap between frames (Unix ms) within `[from, to]`.
+fn longest_gap(frames: &[u64], from: u64, to: u64) -> u64 {
+    let inside: Vec<u64> = frames
+        .iter()
+        .copied()
+        .filter(|t| (from..=to).contains(t))
+        .collect();
+    let mut gaps: Vec<u64> = inside.windows(2).map(|w| w[1] - w[0]).collect();
+    // The stretches from the window's start to its first frame, and from
+    // its last frame to its end, count too.
+    if let (Some(first), Some(last)) = (inside.first(), inside.last()) {
+        gaps.push(first - from);
+        gaps.push(to - last);
+    }
+    gaps.into_iter().max().unwrap_or(to.saturating_sub(from))
+}
+
+/// When the viewer first showed a picture of `rung` (e.g. `160p`) after
+/// `from` (Unix ms).
+fn first_shown(frames: &[(u64, u64)], rung: &str, from: u64) -> Option<u64> {
+    let height: u64 = rung.trim_end_matches('p').parse().ok()?;
+    frames
+        .iter()
+        .find(|(t, h)| *t >= from && *h == height)
+        .map(|(t, _)| *t)
+}
+
+/// Checks the phases: settled in time; once the viewer shows the rung it
+/// settled on, no freeze over 500 ms.
+fn judge(phases: &[Phase], frames: &[(u64, u64)], who: &str) {
+    for p in phases {
+        eprintln!(
+            "{who}: {}: settled in {:?} (limit {:?}), rungs {:?}",
+            p.name,
+            p.settled,
+            if p.cap.is_some() {
+                SETTLE_CAPPED
+            } else {
+                SETTLE_UNCAPPED
+            },
+            p.rungs_seen
+        );
+    }
+    for p in &phases[1..] {
+        let limit = if p.cap.is_some() {
+            SETTLE_CAPPED
+        } else {
+            SETTLE_UNCAPPED
+        };
+        let settled = p.settled.expect("never on a fitting rung");
+        assert!(
+            settled <= limit,
+            "{who}: {}: settled only after {settled:?} (rungs {:?})",
+            p.name,
+            p.rungs_seen
+        );
+    }
+    let times: Vec<u64> = frames.iter().map(|(t, _)| *t).collect();
+    for p in phases {
+        let rung = p.rungs_seen.last().expect("no rung seen");
+        let mut heights = std::collections::BTreeMap::new();
+        for (t, h) in frames {
+            if (p.start_ms..p.end_ms).contains(t) {
+                *heights.entry(*h).or_insert(0) += 1;
+            }
+        }
+        eprintln!("{who}: {}: frames by height {heights:?}", p.name);
+        let settled_ms = p.start_ms + p.settled.map_or(0, |d| d.as_millis() as u64);
+        let shown =
+            first_shown(frames, rung, settled_ms.saturating_sub(1000)).filter(|t| *t < p.end_ms);
+        let whole = longest_gap(&times, p.start_ms, p.end_ms);
+        let once_shown = shown.map(|t| longest_gap(&times, t.max(settled_ms), p.end_ms));
+        eprintln!(
+            "{who}: {}: {rung} shown {:?} ms after the change; longest freeze {whole} ms, \
+             {once_shown:?} ms once shown",
+            p.name,
+            shown.map(|t| t.saturating_sub(p.start_ms))
+        );
+        // On an open link the picture never stalls, before the caps and
+        // once back on the best rung. (Under a cap, aiortc's own jitter
+        // buffer decides: it asks for a lost packet only when it finds a
+        // new gap, and holds every later frame until 128 packets have
+        // passed a gap no resend filled; those stalls are measured above,
+        // not judged here.)
+        if p.cap.is_none() {
+            let once_shown =
+                once_shown.unwrap_or_else(|| panic!("{who}: {}: no {rung} picture shown", p.name));
+            assert!(
+                once_shown <= 500,
+                "{who}: {}: a freeze of {once_shown} ms on the best rung",
+                p.name
+            );
+        }
+    }
+}
+
+/// The aiortc viewer in the namespace, watching until its stdin closes.
+struct Aiortc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Aiortc {
+    fn start(net: &Netns, url: &str, capture: &std::path::Path) -> Aiortc {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/aiortc_ladder.py");
+        let mut child = net
+            .command("python3")
+            .args([script, url, "--capture", capture.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 not found");
+        let stdin = child.stdin.take();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Aiortc {
+            child,
+            stdin,
+            lines,
+        }
+    }
+
+    fn next(&mut self) -> serde_json::Value {
+        let line = self
+            .lines
+            .next()
+            .expect("the aiortc viewer ended early")
+            .unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+
+    /// Tells it to stop; its report.
+    fn finish(mut self) -> serde_json::Value {
+        drop(self.stdin.take());
+        let report = self.next();
+        let _ = self.child.wait();
+        report
+    }
+}
+
+/// Errors ffprobe finds decoding `capture` (empty: none), and its frames.
+fn ffprobe_errors(capture: &std::path::Path) -> (String, usize) {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "frame=width",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(capture)
+        .output()
+        .expect("ffprobe not found");
+    let frames = String::from_utf8_lossy(&out.stdout).lines().count();
+    (String::from_utf8_lossy(&out.stderr).into_owned(), frames)
+}
+
+#[tokio::test]
+async fn a_capped_aiortc_viewer_follows_its_link_and_the_others_stay() {
+    let net = Netns::new("lad");
+    let (server_ip, client_ip) = ("10.205.0.1", "10.205.0.2");
+    net.link(server_ip, client_ip);
+    let profile = temp_file("ladder.yaml", PROFILE);
+    let listen = format!("{server_ip}:0");
+    let ice = format!("{server_ip}:0");
+    let ff = Ffwhep::start_raw(&[
+        profile.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--ice-addr",
+        &ice,
+    ]);
+    ff.wait_log(Duration::from_secs(60), "media ready", |l| {
+        l.contains("media ready")
+    });
+    let status = StatusReader::new(&ff);
+    // On a clean link (this namespace's own), automatic and pinned.
+    let clean = common::connect(&ff.url).await;
+    let pinned = common::connect(&format!("{}?quality=160p", ff.url)).await;
+    let capture = profile.with_file_name("capture.h264");
+    let mut capped = Aiortc::start(&net, &ff.url, &capture);
+    let session = capped.next()["location"].as_str().unwrap().to_owned();
+    assert_eq!(capped.next()["playing"], true);
+    let phases = phases(&net, &status, &session).await;
+    let report = capped.finish();
+    let frames: Vec<(u64, u64)> = report["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f[0].as_u64().unwrap(), f[2].as_u64().unwrap()))
+        .collect();
+    for line in ff
+        .log()
+        .lines()
+        .filter(|l| l.contains("viewer switched") || l.contains("probe judged"))
+    {
+        eprintln!("{line}");
+    }
+    judge(&phases, &frames, "aiortc");
+    let (errors, decoded) = ffprobe_errors(&capture);
+    eprintln!(
+        "aiortc capture: {decoded} frames; ffprobe: {} error lines",
+        errors.lines().count()
+    );
+    assert!(decoded > 600, "{decoded} frames in the capture");
+
+    let (rung, mode, up, down) = rendition(&status, &clean.location).await.unwrap();
+    assert_eq!(
+        (rung.as_str(), mode.as_str(), up, down),
+        ("240p", "auto", 0, 0)
+    );
+    let (rung, mode, up, down) = rendition(&status, &pinned.location).await.unwrap();
+    assert_eq!(
+        (rung.as_str(), mode.as_str(), up, down),
+        ("160p", "pinned", 0, 0)
+    );
+    assert!(
+        ff.log().contains("viewer switched rendition"),
+        "no switch was logged"
+    );
+}
