@@ -1,0 +1,46 @@
+// Drives Debian's Chromium (headless) through ffwhep's player page for the
+// ladder test: prints {"session": URL, "playing": true} once it plays, then,
+// when its stdin closes, one JSON line with every video frame the page
+// presented ([Unix ms, height], from requestVideoFrameCallback) and the
+// browser's own freeze counts (getStats).
+// usage: node ladder.mjs PLAYER_URL
+import { chromium } from "playwright-core";
+
+const [url] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: [
+    "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-quic", "--no-first-run", "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+  ],
+});
+try {
+  const page = await browser.newPage();
+  page.on("console", (m) => console.error("page:", m.text()));
+  await page.goto(url);
+  await page.waitForFunction(() => window.ffwhep.framesDecoded > 10 && window.ffwhep.session, null, { timeout: 30000 });
+  await page.evaluate(() => {
+    window.presented = [];
+    const video = document.getElementById("video");
+    const each = (now, meta) => {
+      window.presented.push([Math.round(performance.timeOrigin + now), meta.height]);
+      video.requestVideoFrameCallback(each);
+    };
+    video.requestVideoFrameCallback(each);
+  });
+  console.log(JSON.stringify({ session: await page.evaluate(() => window.ffwhep.session), playing: true }));
+  await new Promise((done) => { process.stdin.on("end", done); process.stdin.resume(); });
+  const report = await page.evaluate(() => ({
+    frames: window.presented,
+    freezeCount: window.ffwhep.freezeCount,
+    totalFreezesDuration: window.ffwhep.totalFreezesDuration,
+  }));
+  console.log(JSON.stringify(report));
+} catch (e) {
+  console.log(JSON.stringify({ error: String(e) }));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
