@@ -423,6 +423,49 @@ async fn a_capped_aiortc_viewer_follows_its_link_and_the_others_stay() {
         (rung.as_str(), mode.as_str(), up, down),
         ("160p", "pinned", 0, 0)
     );
+    // The layer URL: the renditions and the viewer's own; a pin by POST.
+    let http = reqwest::Client::new();
+    let layer = format!("{}{}/layer", ff.base(), clean.location);
+    let got = http.get(&layer).send().await.unwrap().text().await.unwrap();
+    let got: serde_json::Value = serde_json::from_str(&got).unwrap();
+    let names: Vec<&str> = got["encodings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["encodingId"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["240p", "160p", "90p"], "{got}");
+    assert_eq!(
+        (got["current"].as_str(), got["mode"].as_str()),
+        (Some("240p"), Some("auto"))
+    );
+    let pin = |id: &str| {
+        http.post(&layer)
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"mediaId": "0", "encodingId": "{id}"}}"#))
+            .send()
+    };
+    assert_eq!(pin("90p").await.unwrap().status(), 204);
+    let refused = pin("1080p").await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let why = refused.text().await.unwrap();
+    assert!(
+        why.contains("expected auto or one of 240p, 160p, 90p"),
+        "{why}"
+    );
+    status
+        .wait("the clean viewer pinned to 90p", |s| {
+            s["streams"][0]["viewers"].as_array().is_some_and(|v| {
+                v.iter().any(|v| {
+                    clean.location.contains(v["id"].as_str().unwrap_or("-"))
+                        && v["rendition"]["current"] == "90p"
+                        && v["rendition"]["mode"] == "pinned"
+                })
+            })
+        })
+        .await;
+    let (resp, _offer) = common::post_offer(&format!("{}?quality=4k", ff.url), None).await;
+    assert_eq!(resp.status(), 400, "an unknown rung in ?quality=");
     assert!(
         clean.received().complete_frames() > 300 && pinned.received().complete_frames() > 300,
         "the viewers on the clean link got their picture: {} / {}",

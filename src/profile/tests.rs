@@ -512,3 +512,19 @@ fn ladder_errors_say_what_is_wrong_and_where() {
     );
     assert!(audio.message.contains("expected it under video"), "{audio}");
 }
+
+#[test]
+fn switch_at_is_read_beside_a_ladder_and_refused_without_one() {
+    let yaml = LADDER.replace("    ladder:\n", "    switch_at: cache\n    ladder:\n");
+    let video = parse(&yaml).unwrap().video.unwrap();
+    assert_eq!(video.switch_at, ladder::SwitchAt::Cache);
+    assert_eq!(
+        parse(LADDER).unwrap().video.unwrap().switch_at,
+        ladder::SwitchAt::Keyframe
+    );
+    let e = err("id: cam1\ninput:\n  - address: in.mp4\nwebrtc:\n  video:\n    switch_at: cache\n");
+    assert!(e.message.contains("expected it beside `ladder`"), "{e}");
+    assert_eq!(e.position.map(|p| p.0), Some(6), "{e}");
+    let e = err(&LADDER.replace("    ladder:\n", "    switch_at: later\n    ladder:\n"));
+    assert!(e.message.contains("unknown variant `later`"), "{e}");
+}
