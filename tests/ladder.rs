@@ -38,6 +38,10 @@ webrtc:
     map: "1:a:0"
 "#;
 
+/// One capped run at a time: each has its own FFmpeg ladder and a decoding
+/// viewer, and the two side by side would measure the machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The rungs, best first: name, video bitrate.
 const RUNGS: [(&str, u64); 3] = [("240p", 1_200_000), ("160p", 450_000), ("90p", 100_000)];
 
@@ -393,6 +397,7 @@ fn ffprobe_errors(capture: &std::path::Path) -> (String, usize) {
 
 #[tokio::test]
 async fn a_capped_aiortc_viewer_follows_its_link_and_the_others_stay() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let net = Netns::new("lad");
     let (ff, profile) = serve(&net, "10.205.0.1", "10.205.0.2");
     let status = StatusReader::new(&ff);
@@ -476,6 +481,7 @@ async fn a_capped_aiortc_viewer_follows_its_link_and_the_others_stay() {
 
 #[tokio::test]
 async fn a_capped_chromium_viewer_follows_its_link() {
+    let _one = ONE_AT_A_TIME.lock().await;
     let net = Netns::new("lac");
     let (ff, _) = serve(&net, "10.206.0.1", "10.206.0.2");
     let status = StatusReader::new(&ff);
