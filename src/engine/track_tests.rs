@@ -409,10 +409,18 @@ async fn a_link_that_dropped_packets_resyncs_video_with_the_next_packet() {
 /// Two cached renditions of one stream (rung 0 numbered from 0, rung 1 from
 /// 1000: payloads tell them apart), fed `0..until` and `1000..1000 + until`.
 async fn two_rungs(until: u16) -> (Feed, Feed, Vec<super::super::ladder::RungOut>) {
+    two_rungs_as(until, h264).await
+}
+
+/// [`two_rungs`] with packets made by `make`.
+async fn two_rungs_as(
+    until: u16,
+    make: fn(u16) -> Vec<u8>,
+) -> (Feed, Feed, Vec<super::super::ladder::RungOut>) {
     let mut best = Feed::new(true).await;
     let mut lean = Feed::new(true).await;
-    best.through(0..until).await;
-    lean.through(1000..1000 + until).await;
+    best.through_as(0..until, make).await;
+    lean.through_as(1000..1000 + until, make).await;
     let rung = |f: &Feed, key: usize, name: &str, bitrate: u64| super::super::ladder::RungOut {
         source: f.src.handle(),
         key,
@@ -568,17 +576,7 @@ async fn a_pinned_viewer_never_follows_the_controller() {
 
 #[tokio::test]
 async fn a_switch_never_cuts_a_frame_short() {
-    let mut best = Feed::new(true).await;
-    let mut lean = Feed::new(true).await;
-    best.through_as(0..152, h264_in_frames).await;
-    lean.through_as(1000..1152, h264_in_frames).await;
-    let rung = |f: &Feed, key: usize, name: &str| super::super::ladder::RungOut {
-        source: f.src.handle(),
-        key,
-        name: name.to_owned(),
-        bitrate: 1,
-    };
-    let rungs = vec![rung(&best, 1, "720p"), rung(&lean, 2, "360p")];
+    let (mut best, mut lean, rungs) = two_rungs_as(152, h264_in_frames).await;
     let (mut t, _) = laddered(&best, rungs, PATIENT);
     t.start();
     let mut out = Sent::default();

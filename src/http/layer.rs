@@ -6,7 +6,6 @@
 //! `{"encodingId": "360p"}` pins one, `{"encodingId": "auto"}` (or none)
 //! lets ffwhep choose again.
 
-use super::authorized;
 use super::error::HttpError;
 use crate::engine::{Choice, Rendition};
 use crate::stream::registry::Streams;
@@ -59,10 +58,7 @@ pub(super) async fn get(
     Path((id, session)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, HttpError> {
-    authorized(&streams, &id, &headers)?;
-    let record = streams
-        .session(&id, &session)
-        .ok_or(HttpError::UnknownSession)?;
+    let record = super::session_of(&streams, &id, &session, &headers)?;
     let rungs = streams.media(&id)?.media.rungs;
     let place = record.viewer.rendition();
     let encodings: Vec<_> = rungs
@@ -97,10 +93,7 @@ pub(super) async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    authorized(&streams, &id, &headers)?;
-    let record = streams
-        .session(&id, &session)
-        .ok_or(HttpError::UnknownSession)?;
+    let record = super::session_of(&streams, &id, &session, &headers)?;
     super::whep::content_type(&headers, "application/json")?;
     let req: LayerRequest = serde_json::from_slice(&body)
         .map_err(|e| HttpError::BadQuery(format!("the layer request is not valid JSON: {e}")))?;

@@ -44,6 +44,20 @@ fn authorized(streams: &Streams, id: &str, headers: &HeaderMap) -> Result<(), Ht
         .map_err(HttpError::Unauthorized)
 }
 
+/// The session `session` of stream `id`, for a request that may act on it
+/// (it carries the stream's token, when it has one).
+fn session_of(
+    streams: &Streams,
+    id: &str,
+    session: &str,
+    headers: &HeaderMap,
+) -> Result<crate::stream::registry::Session, HttpError> {
+    authorized(streams, id, headers)?;
+    streams
+        .session(id, session)
+        .ok_or(HttpError::UnknownSession)
+}
+
 /// For a stream whose viewers a service admits: asks it about this request
 /// (401 or 403 with its reason when it refuses, 503 when it cannot say).
 async fn admitted(

@@ -142,10 +142,7 @@ async fn patch(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, HttpError> {
-    authorized(&streams, &id, &headers)?;
-    let record = streams
-        .session(&id, &session)
-        .ok_or(HttpError::UnknownSession)?;
+    let record = super::session_of(&streams, &id, &session, &headers)?;
     content_type(&headers, SDPFRAG)?;
     if let Some(m) = headers.get(header::IF_MATCH)
         && m.as_bytes() != b"*"

@@ -1,0 +1,131 @@
+//! Resending what a viewer lost: from the shared history of the rendition
+//! that sent each packet, at most once per [`RESEND_GUARD`], once more
+//! [`RESEND_AGAIN`] later, within [`RESEND_SHARE`] of the track's bytes;
+//! and each loss counted once for the ladder's choice (a probe's own put
+//! down to it).
+
+use super::{PacketOut, TrackOut, packet};
+use std::time::{Duration, Instant};
+
+/// A packet resent this recently is not resent again: a receiver that asks
+/// for every missing packet each time it finds a new gap (aiortc does)
+/// would otherwise have each loss resent many times over a congested link.
+const RESEND_GUARD: Duration = Duration::from_millis(100);
+
+/// Resends remembered for [`RESEND_GUARD`].
+const RESENDS_KEPT: usize = 256;
+
+/// Resends may add at most this share of what the track sends (a link
+/// that loses packets is often one that is full: resending all it lost,
+/// twice, would keep it full).
+pub(super) const RESEND_SHARE: f64 = 0.3;
+
+/// What unspent resend allowance is kept, in bytes.
+pub(super) const RESEND_ALLOWANCE_MAX: f64 = 64_000.0;
+
+/// Each resend goes once more this much later: a receiver that asks only
+/// once (aiortc asks again only when it finds a new gap) would otherwise
+/// hold every later frame behind a resend the link lost.
+const RESEND_AGAIN: Duration = Duration::from_millis(150);
+
+impl TrackOut {
+    /// Resends what the viewer says it lost, from the shared history (of
+    /// the rendition that sent it).
+    pub fn nack(&mut self, lost: &[u16], now: Instant, out: &mut impl PacketOut) {
+        self.count(|c| &c.nacks, lost.len() as u64);
+        while self
+            .resent
+            .front()
+            .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= RESEND_GUARD)
+        {
+            self.resent.pop_front();
+        }
+        let fresh: Vec<u16> = lost
+            .iter()
+            .copied()
+            .filter(|s| !self.resent.iter().any(|(r, _)| r == s))
+            .collect();
+        if self.ladder.is_some() {
+            // Each number counted once; those sent since the last probe
+            // began (a link drops what arrives at a full queue, so only
+            // those) are put down to it while it is judged.
+            let (mut new, mut probed) = (0, 0);
+            let next = self.numbers.next_seq();
+            for s in lost {
+                if self.nacked.contains(s) {
+                    continue;
+                }
+                if self.nacked.len() == RESENDS_KEPT {
+                    self.nacked.pop_front();
+                }
+                self.nacked.push_back(*s);
+                let since_probe = self
+                    .probe_from
+                    .is_some_and(|f| next.wrapping_sub(*s) <= next.wrapping_sub(f));
+                if since_probe { probed += 1 } else { new += 1 }
+            }
+            if let Some(l) = &mut self.ladder {
+                if probed > 0 && l.adapt.probe_pending(now) {
+                    l.adapt.nacked_in_probe(probed, now);
+                } else {
+                    new += probed;
+                }
+                if new > 0 {
+                    let step = l.adapt.nacked(new, now);
+                    self.steer(step, now);
+                }
+            }
+        }
+        for out_seq in fresh {
+            if self.resent.len() == RESENDS_KEPT {
+                self.resent.pop_front();
+            }
+            self.resent.push_back((out_seq, now));
+            if self.resend(out_seq, out) {
+                if self.again.len() == RESENDS_KEPT {
+                    self.again.pop_front();
+                }
+                self.again.push_back((out_seq, now + RESEND_AGAIN));
+            }
+        }
+    }
+
+    /// The resends due again by `now`.
+    pub(super) fn resend_again(&mut self, now: Instant, out: &mut impl PacketOut) {
+        while let Some(&(out_seq, due)) = self.again.front() {
+            if due > now {
+                break;
+            }
+            self.again.pop_front();
+            self.resend(out_seq, out);
+        }
+    }
+
+    /// Sends the packet sent as `out_seq` again, if it is still known.
+    pub(super) fn resend(&mut self, out_seq: u16, out: &mut impl PacketOut) -> bool {
+        let next = self.numbers.next_seq();
+        {
+            let Some((in_seq, out_ts)) = self.numbers.lookup(out_seq) else {
+                return false;
+            };
+            let source = match &self.ladder {
+                Some(l) => match l.rung_sent(out_seq, next) {
+                    Some(r) => &l.rungs[r].source,
+                    None => return false,
+                },
+                None => &self.source,
+            };
+            let Some(p) = source.history.get(in_seq) else {
+                return false;
+            };
+            let size = p.data.len() as f64;
+            if size > self.resend_allowance {
+                return false;
+            }
+            self.resend_allowance -= size;
+            out.write(packet(&p, self.pt, self.ssrc, out_seq, out_ts), None);
+            self.count(|c| &c.retransmitted, 1);
+            true
+        }
+    }
+}
