@@ -20,6 +20,9 @@ const HEADROOM: f64 = 0.85;
 /// queue that stays on the path, not a keyframe's passing one): one rung
 /// down, before the queue overflows into loss.
 const RTT_GROWTH: Duration = Duration::from_millis(300);
+/// A round trip this far above its floor makes one report's heavy loss
+/// the path's.
+const CORROBORATING_RTT: Duration = Duration::from_millis(100);
 /// Reports this soon after a switch still describe the rung before it
 /// (and the queue it left on the path).
 const SETTLE: Duration = Duration::from_millis(2000);
@@ -98,6 +101,8 @@ pub(crate) struct Adapt {
     rtt_floor_ms: Option<f64>,
     high_rtt: u32,
     mild_loss: u32,
+    /// The last report had loss.
+    lost_before: bool,
     /// Since when the link has shown no trouble.
     clean_since: Instant,
     last_switch: Instant,
@@ -125,6 +130,7 @@ impl Adapt {
             rtt_floor_ms: None,
             high_rtt: 0,
             mild_loss: 0,
+            lost_before: false,
             clean_since: now,
             last_switch: now,
             probe: None,
@@ -270,7 +276,15 @@ impl Adapt {
         if settling || self.after_probe(now) {
             return Step::Stay;
         }
-        if loss >= HEAVY_LOSS && send_bps > 0.0 {
+        // Heavy loss in one report, with no queue on the path and none in
+        // the report before, may be the viewer's own host (a starved
+        // receiver drops what its socket cannot hold): it takes a second
+        // report, or a round trip that grew, to move.
+        let queue_grew = rtt_ms
+            .zip(self.rtt_floor_ms)
+            .is_some_and(|(r, f)| r > f + CORROBORATING_RTT.as_secs_f64() * 1000.0);
+        let lost_before = std::mem::replace(&mut self.lost_before, loss >= MILD_LOSS);
+        if loss >= HEAVY_LOSS && send_bps > 0.0 && (queue_grew || lost_before) {
             self.estimate_bps = Some(send_bps * (1.0 - loss));
             return self.lossy(loss, now, "loss");
         }

@@ -31,9 +31,9 @@ fn heavy_loss_steps_down_to_the_rung_that_fits_what_got_through() {
     let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
     let t = send(&mut a, t0, 0, 2000, 2_500_000);
     assert_eq!(a.report(rep(0.0, Some(2.0)), at(t0, t)), Step::Stay);
-    // A 1 Mb/s link: 60 % of 2.5 Mb/s is lost.
+    // A 1 Mb/s link: 60 % of 2.5 Mb/s is lost, behind a queue that grew.
     let t = send(&mut a, t0, t, 1000, 2_500_000);
-    match a.report(rep(0.6, Some(2.0)), at(t0, t)) {
+    match a.report(rep(0.6, Some(250.0)), at(t0, t)) {
         Step::Switch { to, reason } => {
             assert_eq!(to, 1, "700k fits 1 Mb/s, 2.5M does not");
             assert!(reason.contains("loss 60%"), "{reason}");
@@ -54,6 +54,12 @@ fn reports_right_after_a_switch_are_not_held_against_the_new_rung() {
         a.report(rep(0.5, None), at(t0, t)),
         Step::Stay,
         "within the settling time"
+    );
+    let t = send(&mut a, t0, t, 1000, 700_000);
+    assert_eq!(
+        a.report(rep(0.5, None), at(t0, t)),
+        Step::Stay,
+        "one report"
     );
     let t = send(&mut a, t0, t, 1000, 700_000);
     assert!(matches!(
@@ -193,4 +199,27 @@ fn the_lowest_rung_is_the_floor() {
     let t = send(&mut a, t0, 2000, 1000, 200_000);
     assert_eq!(a.report(rep(0.7, None), at(t0, t)), Step::Stay);
     assert_eq!(a.overflowed(at(t0, t)), Step::Stay);
+}
+
+#[test]
+fn one_lossy_report_without_a_queue_is_not_enough() {
+    // A starved receiver drops what its socket cannot hold: loss in one
+    // report, with the round trip at its floor, moves nothing; a second
+    // lossy report does.
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
+    let mut t = 2000;
+    t = send(&mut a, t0, t, 1000, 2_500_000);
+    assert_eq!(a.report(rep(0.0, Some(2.0)), at(t0, t)), Step::Stay);
+    t = send(&mut a, t0, t, 1000, 2_500_000);
+    assert_eq!(a.report(rep(0.2, Some(2.5)), at(t0, t)), Step::Stay);
+    t = send(&mut a, t0, t, 1000, 2_500_000);
+    assert_eq!(a.report(rep(0.0, Some(2.0)), at(t0, t)), Step::Stay);
+    t = send(&mut a, t0, t, 1000, 2_500_000);
+    assert_eq!(a.report(rep(0.2, Some(2.0)), at(t0, t)), Step::Stay);
+    t = send(&mut a, t0, t, 1000, 2_500_000);
+    assert!(matches!(
+        a.report(rep(0.2, Some(2.0)), at(t0, t)),
+        Step::Switch { .. }
+    ));
 }
