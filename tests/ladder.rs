@@ -461,6 +461,31 @@ async fn a_capped_aiortc_viewer_follows_its_link_and_the_others_stay() {
         (rung.as_str(), mode.as_str(), up, down),
         ("160p", "pinned", 0, 0)
     );
+    // The same in /metrics: viewers per rendition (every rung listed),
+    // switches both ways.
+    let metrics = common::metrics(&ff, None).await;
+    let value = |series: &str| -> u64 {
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series} in:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        value(r#"ffwhep_viewers_by_rendition{rendition="160p",stream="ladder"}"#),
+        1
+    );
+    assert!(value(r#"ffwhep_viewers_by_rendition{rendition="240p",stream="ladder"}"#) >= 1);
+    assert_eq!(
+        value(r#"ffwhep_viewers_by_rendition{rendition="90p",stream="ladder"}"#),
+        0
+    );
+    for direction in ["down", "up"] {
+        let series = format!(
+            r#"ffwhep_viewer_rendition_switches_total{{direction="{direction}",stream="ladder"}}"#
+        );
+        assert!(value(&series) >= 1, "{series}");
+    }
     // The layer URL: the renditions and the viewer's own; a pin by POST.
     let http = reqwest::Client::new();
     let layer = format!("{}{}/layer", ff.base(), clean.location);

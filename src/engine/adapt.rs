@@ -209,8 +209,9 @@ impl Adapt {
         Step::Stay
     }
 
-    /// Whether loss now is the last probe's doing.
-    fn after_probe(&self, now: Instant) -> bool {
+    /// Whether loss now is the last probe's doing: one is under way or
+    /// waits for its verdict, or its loss may still be showing.
+    pub fn after_probe(&self, now: Instant) -> bool {
         self.probe.is_some() || self.probe_aftermath.is_some_and(|t| now < t)
     }
 
@@ -444,12 +445,6 @@ impl Adapt {
         if let Some(p) = &mut self.probe {
             p.sent_bytes += bytes as u64;
         }
-    }
-
-    /// Whether a probe is under way or waits for its verdict (or its loss
-    /// may still be showing).
-    pub fn probe_pending(&self, now: Instant) -> bool {
-        self.after_probe(now)
     }
 
     /// True once, when a probe has added its rate for its length: a sender

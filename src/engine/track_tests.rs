@@ -611,3 +611,30 @@ async fn a_switch_never_cuts_a_frame_short() {
         "the old rung's last packet ends its frame"
     );
 }
+
+#[tokio::test]
+async fn a_resend_goes_once_more_later_and_not_twice_at_once() {
+    let (mut feed, mut t, counters) = started(100, PATIENT).await;
+    let t0 = Instant::now();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    for p in feed.through(100..110).await {
+        t.live(&p, 0, t0, &mut out);
+    }
+    let lost = out.0[3].header.sequence_number;
+    let mut again = Sent::default();
+    t.nack(&[lost], t0, &mut again);
+    // Asked again at once (a receiver repeating its list): not resent.
+    t.nack(&[lost], t0 + Duration::from_millis(50), &mut again);
+    assert_eq!(again.0.len(), 1);
+    // The next packet after 150 ms takes the second copy along.
+    let next = feed.through(110..111).await;
+    t.live(&next[0], 0, t0 + Duration::from_millis(160), &mut again);
+    let copies = again
+        .0
+        .iter()
+        .filter(|p| p.header.sequence_number == lost)
+        .count();
+    assert_eq!(copies, 2, "resent once more, 150 ms later");
+    assert_eq!(counters.retransmitted.load(Relaxed), 2);
+}

@@ -65,7 +65,7 @@ impl TrackOut {
                 if since_probe { probed += 1 } else { new += 1 }
             }
             if let Some(l) = &mut self.ladder {
-                if probed > 0 && l.adapt.probe_pending(now) {
+                if probed > 0 && l.adapt.after_probe(now) {
                     l.adapt.nacked_in_probe(probed, now);
                 } else {
                     new += probed;

@@ -119,7 +119,7 @@ impl TrackOut {
         if budget > 0 && self.probe_from.is_none() {
             self.probe_from = Some(next);
         }
-        if !l.adapt.probe_pending(now) {
+        if !l.adapt.after_probe(now) {
             self.probe_from = None;
         }
         for _ in 0..PROBE_SPREAD {
