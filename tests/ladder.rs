@@ -96,13 +96,17 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
-/// Sets (or lifts) the cap on what leaves this side of the veth.
-fn cap(net: &Netns, bps: Option<u64>) {
+/// Sets (or lifts) the cap on what leaves this side of the veth. A cap
+/// already in place is changed, not replaced: a link that slows down still
+/// delivers what it holds (a replaced qdisc drops its whole queue, some
+/// 50 KB at 1 Mb/s, which no real link does).
+fn cap(net: &Netns, bps: Option<u64>, capped_before: bool) {
     match bps {
         Some(bps) => {
             let rate = format!("{}kbit", bps / 1000);
+            let verb = if capped_before { "change" } else { "replace" };
             root(&[
-                "tc", "qdisc", "replace", "dev", &net.veth, "root", "tbf", "rate", &rate, "burst",
+                "tc", "qdisc", verb, "dev", &net.veth, "root", "tbf", "rate", &rate, "burst",
                 "16kb", "latency", "400ms",
             ]);
         }
@@ -163,12 +167,13 @@ async fn phases(net: &Netns, status: &StatusReader, session: &str) -> Vec<Phase>
         ("300 kb/s", Some(300_000), SETTLE_CAPPED),
         ("open again", None, SETTLE_UNCAPPED),
     ];
-    let mut out = Vec::new();
+    let mut out: Vec<Phase> = Vec::new();
     for (name, bps, limit) in plan {
         if name != "open" {
-            cap(net, bps);
+            cap(net, bps, out.last().is_some_and(|p| p.cap.is_some()));
         }
         let start_ms = unix_ms();
+        eprintln!("PHASE {name} at {start_ms}");
         let mut sample = status.get().await;
         let start = stream_clock(&sample);
         // The last moment it was seen on a rung that does not fit.
@@ -405,7 +410,9 @@ fn serve(net: &Netns, server_ip: &str, client_ip: &str) -> (Ffwhep, std::path::P
 
 /// The switches ffwhep logged, for the test's output.
 fn print_switches(ff: &Ffwhep) {
-    for line in ff.log().lines().filter(|l| l.contains("viewer switched")) {
+    for line in ff.log().lines().filter(|l| {
+        l.contains("viewer switched") || l.contains("estimate fell") || l.contains("NACK burst")
+    }) {
         eprintln!("{line}");
     }
 }

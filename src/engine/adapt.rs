@@ -1,7 +1,8 @@
 //! Which rendition of a ladder one viewer's link can carry, from what the
 //! link shows: loss in the viewer's receiver reports, the share of packets
 //! it asks for again (NACK), its round trip growing past its floor, its
-//! send queue overflowing. Going up is tested first: a probe sends
+//! send queue overflowing, and the viewer's own estimate (REMB, from the
+//! send times on each packet) falling well under what it is sent. Going up is tested first: a probe sends
 //! duplicates of packets the viewer already has (which it drops), adding
 //! the next rung's extra rate for a second; a NACK during it, or a round
 //! trip grown by the queue it built (measured by a sender report at its
@@ -48,6 +49,19 @@ const PROBE_VERDICT_WAIT: Duration = Duration::from_millis(2500);
 /// heavy loss before any report says so.
 const NACK_WINDOW: Duration = Duration::from_millis(300);
 const NACK_BURST: u64 = 8;
+/// The viewer's estimate (REMB) under this share of what it was sent over
+/// the last second: its link delivers less than it is sent, and a queue
+/// builds before any loss. (A receiver that merely saw its delay jump
+/// estimates 0.85 of what it gets, on a clean link all that is sent.)
+const REMB_SHORTFALL: f64 = 0.75;
+/// ...in estimates this far apart, before it moves.
+const REMB_CONFIRM: Duration = Duration::from_millis(150);
+/// A link estimated under this share of the current rung's bitrate is
+/// overloaded: waiting for the target's keyframe, the rung stops sending.
+const OVERLOAD: f64 = 0.6;
+/// An estimate this much under the one before is the viewer seeing its
+/// delay grow: a probe under way fails.
+const REMB_FALL: f64 = 0.97;
 
 /// A receiver report's block on the track.
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,7 +96,8 @@ struct Probe {
     reported: bool,
     extra_bps: f64,
     sent_bytes: u64,
-    nacked: bool,
+    /// A NACK, or the viewer's estimate falling, said the link has no room.
+    refused: bool,
 }
 
 /// One viewer's controller for one laddered video track.
@@ -115,6 +130,12 @@ pub(crate) struct Adapt {
     estimate_bps: Option<f64>,
     /// Until when loss is put down to the last probe.
     probe_aftermath: Option<Instant>,
+    /// What went to the viewer over the last second.
+    send_rate: SendRate,
+    /// The viewer's last estimate (REMB), bits/s.
+    last_remb: Option<f64>,
+    /// Since when its estimates have been short of what it is sent.
+    remb_short_since: Option<Instant>,
 }
 
 impl Adapt {
@@ -138,6 +159,9 @@ impl Adapt {
             climbing: false,
             estimate_bps: None,
             probe_aftermath: None,
+            send_rate: SendRate::new(now),
+            last_remb: None,
+            remb_short_since: None,
         }
     }
 
@@ -151,6 +175,7 @@ impl Adapt {
             self.mild_loss = 0;
             self.high_rtt = 0;
             self.probe = None;
+            self.remb_short_since = None;
         }
     }
 
@@ -159,8 +184,16 @@ impl Adapt {
         self.estimate_bps
     }
 
+    /// Whether the link, as last estimated, carries well under the current
+    /// rung ([`OVERLOAD`]).
+    pub fn overloaded(&self) -> bool {
+        let rung = self.bitrates[self.rung] as f64;
+        self.estimate_bps.is_some_and(|e| e < rung * OVERLOAD)
+    }
+
     /// A media packet of `bytes` went to the viewer.
     pub fn sent(&mut self, bytes: usize, now: Instant) {
+        self.send_rate.add(bytes, now);
         self.sent_bytes += bytes as u64;
         self.sent_packets += 1;
         self.roll(now);
@@ -181,7 +214,7 @@ impl Adapt {
         self.clean_since = now;
         self.climbing = false;
         if let Some(p) = &mut self.probe {
-            p.nacked = true;
+            p.refused = true;
         }
     }
 
@@ -190,7 +223,7 @@ impl Adapt {
     pub fn nacked(&mut self, n: usize, now: Instant) -> Step {
         self.nacked += n as u64;
         if let Some(p) = &mut self.probe {
-            p.nacked = true;
+            p.refused = true;
         }
         self.roll(now);
         self.nack_window.2 += n as u64;
@@ -213,6 +246,75 @@ impl Adapt {
     /// waits for its verdict, or its loss may still be showing.
     pub fn after_probe(&self, now: Instant) -> bool {
         self.probe.is_some() || self.probe_aftermath.is_some_and(|t| now < t)
+    }
+
+    /// The viewer's estimate of what its link carries (REMB), bits/s. One
+    /// that fell to well under what it is sent, and stays there: down to
+    /// the rung that fits it, before the queue it speaks of overflows into
+    /// loss. A falling one fails a probe under way.
+    pub fn remb(&mut self, bps: f64, now: Instant) -> Step {
+        let falling = self.last_remb.is_some_and(|last| bps < last * REMB_FALL);
+        if falling {
+            tracing::debug!(
+                kbps = bps / 1000.0,
+                sent_kbps = self.send_rate.bps(now).map(|b| b / 1000.0),
+                "the viewer's estimate fell"
+            );
+        }
+        self.last_remb = Some(bps);
+        if let Some(p) = &mut self.probe
+            && falling
+        {
+            p.refused = true;
+        }
+        let short = self
+            .send_rate
+            .bps(now)
+            .filter(|sent| bps < sent * REMB_SHORTFALL);
+        let Some(sent) = short else {
+            self.remb_short_since = None;
+            return Step::Stay;
+        };
+        // A probe's queue makes the estimate fall to a share of what the
+        // viewer takes in: not of the probe's duplicates, which SRTP's
+        // replay check drops before any estimate (aiortc), so well under
+        // what is sent. It fails the probe (above) and moves no rung.
+        let settling = now.duration_since(self.last_switch) < SETTLE;
+        if settling || self.after_probe(now) {
+            self.remb_short_since = None;
+            return Step::Stay;
+        }
+        // A short estimate counts from one that fell: one that is only
+        // climbing after a step up (a receiver raises its estimate a few
+        // per cent a second from what it got) says nothing of the link.
+        if falling && self.remb_short_since.is_none() {
+            self.remb_short_since = Some(now);
+        }
+        let Some(since) = self.remb_short_since else {
+            return Step::Stay;
+        };
+        if now.duration_since(since) < REMB_CONFIRM {
+            return Step::Stay;
+        }
+        self.remb_short_since = None;
+        self.estimate_bps = Some(bps);
+        self.clean_since = now;
+        self.climbing = false;
+        let to = self
+            .fitting(bps)
+            .max(self.rung + 1)
+            .min(self.bitrates.len() - 1);
+        if to == self.rung {
+            return Step::Stay;
+        }
+        Step::Switch {
+            to,
+            reason: format!(
+                "its estimate of {:.0} kb/s is under the {:.0} kb/s sent",
+                bps / 1000.0,
+                sent / 1000.0
+            ),
+        }
     }
 
     /// The send queue toward the viewer overflowed (an ICE-TCP stream).
@@ -370,7 +472,7 @@ impl Adapt {
     /// while probing, and on each report).
     pub fn tick(&mut self, now: Instant) -> Step {
         if let Some(p) = self.probe {
-            if p.nacked {
+            if p.refused {
                 return self.verdict(false, now);
             }
             if now.duration_since(p.started) >= PROBE_LENGTH + PROBE_VERDICT_WAIT {
@@ -396,7 +498,7 @@ impl Adapt {
                 reported: false,
                 extra_bps: extra,
                 sent_bytes: 0,
-                nacked: false,
+                refused: false,
             });
         }
         Step::Stay
@@ -430,7 +532,7 @@ impl Adapt {
     pub fn probe_budget(&self, now: Instant) -> usize {
         let Some(p) = &self.probe else { return 0 };
         let elapsed = now.duration_since(p.started);
-        if elapsed >= PROBE_LENGTH || p.nacked {
+        if elapsed >= PROBE_LENGTH || p.refused {
             return 0;
         }
         // The full extra rate for the whole probe: a link's burst allowance
@@ -463,8 +565,63 @@ impl Adapt {
     /// ticks); it is judged later, by the next report.
     pub fn probing(&self, now: Instant) -> bool {
         self.probe.is_some_and(|p| {
-            !p.nacked && (now.duration_since(p.started) < PROBE_LENGTH || !p.reported)
+            !p.refused && (now.duration_since(p.started) < PROBE_LENGTH || !p.reported)
         })
+    }
+}
+
+/// What went to a viewer over the last second, in tenths of it.
+#[derive(Debug)]
+struct SendRate {
+    origin: Instant,
+    /// The tenth the last byte fell in, counted from `origin`.
+    tenth: u64,
+    bytes: [u64; SendRate::TENTHS as usize],
+}
+
+impl SendRate {
+    const TENTHS: u64 = 10;
+    const TENTH: Duration = Duration::from_millis(100);
+
+    fn new(now: Instant) -> Self {
+        Self {
+            origin: now,
+            tenth: 0,
+            bytes: [0; Self::TENTHS as usize],
+        }
+    }
+
+    /// Moves on to `now`'s tenth, emptying the tenths passed.
+    fn advance(&mut self, now: Instant) {
+        let tenth = (now.saturating_duration_since(self.origin).as_millis()
+            / Self::TENTH.as_millis()) as u64;
+        if tenth >= self.tenth + Self::TENTHS {
+            self.bytes = [0; Self::TENTHS as usize];
+        } else {
+            for t in self.tenth + 1..=tenth {
+                self.bytes[(t % Self::TENTHS) as usize] = 0;
+            }
+        }
+        self.tenth = self.tenth.max(tenth);
+    }
+
+    fn add(&mut self, bytes: usize, now: Instant) {
+        self.advance(now);
+        self.bytes[(self.tenth % Self::TENTHS) as usize] += bytes as u64;
+    }
+
+    /// Bits/s over the last second; None before a second has passed.
+    fn bps(&mut self, now: Instant) -> Option<f64> {
+        self.advance(now);
+        let elapsed = now.saturating_duration_since(self.origin);
+        if elapsed < Self::TENTH * Self::TENTHS as u32 {
+            return None;
+        }
+        // Nine whole tenths, and the part of this one gone by.
+        let into = elapsed.as_secs_f64() % Self::TENTH.as_secs_f64();
+        let span = Self::TENTH.as_secs_f64() * (Self::TENTHS - 1) as f64 + into;
+        let total: u64 = self.bytes.iter().sum();
+        Some(total as f64 * 8.0 / span.max(0.001))
     }
 }
 

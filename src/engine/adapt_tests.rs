@@ -223,3 +223,127 @@ fn one_lossy_report_without_a_queue_is_not_enough() {
         Step::Switch { .. }
     ));
 }
+
+#[test]
+fn an_estimate_that_falls_well_under_what_is_sent_steps_down_to_fit_it() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
+    let t = send(&mut a, t0, 0, 3000, 2_500_000);
+    // Climbing from what it got, the viewer's estimate says nothing yet.
+    assert_eq!(a.remb(2_600_000.0, at(t0, t)), Step::Stay);
+    // The link shrank to 1 Mb/s: its queue grows, its estimate falls to
+    // 0.85 of what gets through.
+    let t = send(&mut a, t0, t, 100, 2_500_000);
+    assert_eq!(
+        a.remb(850_000.0, at(t0, t)),
+        Step::Stay,
+        "once is not enough"
+    );
+    let t = send(&mut a, t0, t, 100, 2_500_000);
+    assert_eq!(a.remb(840_000.0, at(t0, t)), Step::Stay, "too soon after");
+    let t = send(&mut a, t0, t, 100, 2_500_000);
+    match a.remb(830_000.0, at(t0, t)) {
+        Step::Switch { to, reason } => {
+            assert_eq!(to, 1, "700k fits 830k with headroom... {reason}");
+            assert!(reason.contains("estimate of 830 kb/s"), "{reason}");
+        }
+        s => panic!("{s:?}"),
+    }
+    assert_eq!(a.estimate_bps(), Some(830_000.0));
+}
+
+#[test]
+fn an_estimate_near_what_is_sent_or_climbing_after_a_step_up_moves_nothing() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
+    let mut t = send(&mut a, t0, 0, 2000, 2_500_000);
+    // A receiver that saw its delay jump (a busy host) estimates 0.85 of
+    // what it gets: on a clean link, of all that is sent.
+    for est in [2_900_000.0, 2_125_000.0, 2_100_000.0, 2_050_000.0] {
+        t = send(&mut a, t0, t, 200, 2_500_000);
+        assert_eq!(a.remb(est, at(t0, t)), Step::Stay, "{est}");
+    }
+    // After a step up, its estimate climbs from the rung below's rate:
+    // under what is sent now, but never falling.
+    a.set_rung(2, at(t0, t));
+    t = send(&mut a, t0, t, 3000, 200_000);
+    assert_eq!(a.remb(290_000.0, at(t0, t)), Step::Stay);
+    a.set_rung(1, at(t0, t));
+    let mut est = 300_000.0;
+    for _ in 0..20 {
+        t = send(&mut a, t0, t, 200, 700_000);
+        est *= 1.02;
+        assert_eq!(a.remb(est, at(t0, t)), Step::Stay, "{est}");
+    }
+}
+
+#[test]
+fn a_falling_estimate_fails_a_probe() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 2, t0);
+    let mut t = 0;
+    while !a.probing(at(t0, t)) {
+        t = send(&mut a, t0, t, 500, 200_000);
+        a.remb(300_000.0, at(t0, t));
+        a.tick(at(t0, t));
+    }
+    assert_eq!(a.remb(310_000.0, at(t0, t + 100)), Step::Stay);
+    assert!(
+        a.probing(at(t0, t + 100)),
+        "a rising estimate is no trouble"
+    );
+    assert_eq!(a.remb(250_000.0, at(t0, t + 200)), Step::Stay);
+    assert!(!a.probing(at(t0, t + 200)), "a falling one fails it");
+    assert_eq!(a.probe_budget(at(t0, t + 300)), 0);
+}
+
+#[test]
+fn the_send_rate_is_that_of_the_last_second() {
+    let t0 = Instant::now();
+    let mut r = SendRate::new(t0);
+    r.add(1000, t0);
+    assert_eq!(r.bps(at(t0, 500)), None, "not a second yet");
+    for ms in (0..3000).step_by(10) {
+        r.add(1250, at(t0, ms)); // 1 Mb/s
+    }
+    let bps = r.bps(at(t0, 3000)).unwrap();
+    assert!((900_000.0..1_100_000.0).contains(&bps), "{bps}");
+    // Half a second of nothing: half the rate; two seconds: none.
+    let bps = r.bps(at(t0, 3500)).unwrap();
+    assert!((400_000.0..600_000.0).contains(&bps), "{bps}");
+    assert_eq!(r.bps(at(t0, 5000)), Some(0.0));
+}
+
+#[test]
+fn a_probe_that_makes_the_estimate_fall_fails_and_moves_nothing_but_a_lasting_fall_does() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 1, t0);
+    let mut t = 0;
+    while !a.probing(at(t0, t)) {
+        t = send(&mut a, t0, t, 500, 700_000);
+        a.remb(900_000.0, at(t0, t));
+        a.tick(at(t0, t));
+    }
+    // The probe's queue: the estimate falls to a share of the rung's own
+    // rate (the duplicates were never counted), again and again.
+    for est in [500_000.0, 450_000.0, 400_000.0] {
+        t = send(&mut a, t0, t, 100, 700_000);
+        assert_eq!(a.remb(est, at(t0, t)), Step::Stay, "{est}");
+    }
+    assert!(!a.probing(at(t0, t)), "the probe failed");
+    assert_eq!(a.tick(at(t0, t)), Step::Stay);
+    // Past its aftermath, an estimate that still falls is the link's.
+    t = send(
+        &mut a,
+        t0,
+        t,
+        PROBE_AFTERMATH.as_millis() as u64 + 100,
+        700_000,
+    );
+    assert_eq!(a.remb(300_000.0, at(t0, t)), Step::Stay);
+    t = send(&mut a, t0, t, 200, 700_000);
+    match a.remb(290_000.0, at(t0, t)) {
+        Step::Switch { to, .. } => assert_eq!(to, 2),
+        s => panic!("{s:?}"),
+    }
+}

@@ -1,5 +1,6 @@
-//! The codecs a viewer is offered (only what FFmpeg's legs carry), its local
-//! tracks, and the payload type it negotiated.
+//! The codecs a viewer is offered (only what FFmpeg's legs carry), the
+//! header extension and feedback its link estimate comes by (abs-send-time,
+//! REMB), its local tracks, and the payload type it negotiated.
 
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -7,7 +8,7 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYP
 use rtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 
 fn h264_fmtp(profile_level_id: &str) -> String {
@@ -24,7 +25,14 @@ fn video_codec(profile_level_id: &str) -> RTCRtpCodec {
         clock_rate: 90000,
         channels: 0,
         sdp_fmtp_line: h264_fmtp(profile_level_id),
-        rtcp_feedback: vec![fb("nack", ""), fb("nack", "pli"), fb("ccm", "fir")],
+        // `goog-remb`: the viewer estimates its link from the abs-send-time
+        // of each packet, and tells us (a ladder's fastest signal).
+        rtcp_feedback: vec![
+            fb("nack", ""),
+            fb("nack", "pli"),
+            fb("ccm", "fir"),
+            fb("goog-remb", ""),
+        ],
     }
 }
 
@@ -39,8 +47,15 @@ fn audio_codec() -> RTCRtpCodec {
 }
 
 /// Only what FFmpeg's legs carry: constrained baseline (or baseline) H.264
-/// in packetization mode 1, and Opus.
+/// in packetization mode 1, and Opus; abs-send-time on video.
 pub(super) fn register_codecs(engine: &mut MediaEngine) -> rtc::shared::error::Result<()> {
+    engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: crate::sdp::extmap::ABS_SEND_TIME.to_owned(),
+        },
+        RtpCodecKind::Video,
+        None,
+    )?;
     for (pt, plid) in [(102, "42e01f"), (104, "42001f")] {
         engine.register_codec(
             RTCRtpCodecParameters {

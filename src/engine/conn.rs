@@ -13,6 +13,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp_transceiver::RTCRtpSenderId;
@@ -124,6 +125,7 @@ pub(crate) struct Conn {
 /// the datagram it becomes (timed when sent, in the batch).
 struct CoreOut<'a> {
     core: &'a mut Transport,
+    now: Instant,
     sampled: &'a mut Option<Instant>,
 }
 
@@ -131,10 +133,10 @@ impl<'a> CoreOut<'a> {
     fn new(
         core: &'a mut Transport,
         _sender: RTCRtpSenderId,
-        _now: Instant,
+        now: Instant,
         sampled: &'a mut Option<Instant>,
     ) -> Self {
-        Self { core, sampled }
+        Self { core, now, sampled }
     }
 }
 
@@ -143,7 +145,8 @@ impl PacketOut for CoreOut<'_> {
         self.core.report_now(ssrc);
     }
 
-    fn write(&mut self, packet: rtc::rtp::Packet, live_since: Option<Instant>) {
+    fn write(&mut self, mut packet: rtc::rtp::Packet, live_since: Option<Instant>) {
+        self.core.with_send_time(&mut packet, self.now);
         if !self.core.write_rtp(&packet) {
             tracing::trace!("write_rtp: no keys yet");
         }
@@ -319,8 +322,8 @@ impl Conn {
         }
     }
 
-    /// Receiver reports, NACK, PLI and FIR, each to the track of the SSRC
-    /// it names.
+    /// Receiver reports, NACK, REMB, PLI and FIR, each to the track of the
+    /// SSRC it names.
     fn feedback(&mut self, packets: &[Box<dyn rtc::rtcp::Packet>], now: Instant) {
         for p in packets {
             let any = p.as_any();
@@ -345,6 +348,12 @@ impl Conn {
                     let t = &mut self.tracks[t];
                     let mut out = CoreOut::new(&mut self.core, t.sender, now, &mut self.sampled);
                     t.out.nack(&lost, now, &mut out);
+                }
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                for ssrc in &remb.ssrcs {
+                    if let Some(t) = self.track_of(*ssrc) {
+                        self.tracks[t].out.remb(f64::from(remb.bitrate), now);
+                    }
                 }
             } else if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                 if let Some(t) = self.track_of(pli.media_ssrc) {

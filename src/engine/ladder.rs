@@ -40,9 +40,14 @@ pub(crate) struct Pending {
     pub to: usize,
     pub reason: String,
     pub since: Instant,
-    /// The current rung reached its own keyframe first: it is not sent any
-    /// more (with aligned GOPs the target's comes with the same frame).
+    /// The current rung reached its own keyframe first, or the end of a
+    /// frame when `stop_current`: it is not sent any more (with aligned
+    /// GOPs the target's keyframe comes with the same frame).
     pub held: bool,
+    /// The link carries well under the current rung: it stops at the end
+    /// of the frame being sent rather than fill the link's queue (and
+    /// overflow it into loss) while the target's keyframe is awaited.
+    pub stop_current: bool,
     /// Made from the target's cached GOP rather than its next keyframe.
     pub from_cache: bool,
     /// The target's packets from its keyframe on, while the frame being
@@ -137,7 +142,14 @@ impl TrackLadder {
 
     /// Asks for a switch to `to`, to be made at its keyframe (or from its
     /// cache) at the end of a frame.
-    pub fn request(&mut self, to: usize, reason: String, from_cache: bool, now: Instant) {
+    pub fn request(
+        &mut self,
+        to: usize,
+        reason: String,
+        from_cache: bool,
+        stop_current: bool,
+        now: Instant,
+    ) {
         if self.pending.as_ref().is_some_and(|p| p.to == to) {
             return;
         }
@@ -152,6 +164,7 @@ impl TrackLadder {
             reason,
             since: now,
             held: false,
+            stop_current,
             from_cache,
             buffer: Vec::new(),
         });

@@ -319,6 +319,16 @@ impl Launch {
             };
             core.add_track(*ssrc, rate);
         }
+        // A laddered video track carries its send times: the viewer's
+        // estimate of its link (REMB) comes from them.
+        let send_time_id =
+            crate::sdp::extmap::extension_id(&self.sdp, "video", crate::sdp::extmap::ABS_SEND_TIME);
+        if let (Some(id), Some(_)) = (send_time_id, laddered) {
+            let video = self.tracks.iter().find(|t| t.0 == RtpCodecKind::Video);
+            if let Some((_, _, _, ssrc)) = video {
+                core.stamp_send_time(*ssrc, id);
+            }
+        }
         let tracks = self
             .tracks
             .iter()

@@ -63,6 +63,18 @@ pub(crate) struct Transport {
     clocks: Vec<(u32, SenderClock)>,
     /// The round trip the peer's last receiver report gave.
     report_rtt: Option<Duration>,
+    /// Tracks whose packets carry abs-send-time: SSRC, extension id.
+    send_time_ids: Vec<(u32, u8)>,
+    /// What abs-send-time counts from.
+    epoch: Instant,
+}
+
+/// abs-send-time's value for `t` on the sender's clock: seconds in 6.18
+/// fixed point, 24 bits (it wraps every 64 s).
+pub(crate) fn abs_send_time(t: Duration) -> [u8; 3] {
+    let fixed = ((t.as_nanos() << 18) / 1_000_000_000) as u32;
+    let [_, a, b, c] = fixed.to_be_bytes();
+    [a, b, c]
 }
 
 impl Transport {
@@ -129,6 +141,8 @@ impl Transport {
             now,
             clocks: Vec::new(),
             report_rtt: None,
+            send_time_ids: Vec::new(),
+            epoch: now,
         })
     }
 
@@ -253,6 +267,22 @@ impl Transport {
     /// reports.
     pub fn add_track(&mut self, ssrc: u32, clock_rate: u32) {
         self.clocks.push((ssrc, SenderClock::new(ssrc, clock_rate)));
+    }
+
+    /// Track `ssrc`'s packets carry abs-send-time, as extension `id`.
+    pub fn stamp_send_time(&mut self, ssrc: u32, id: u8) {
+        self.send_time_ids.push((ssrc, id));
+    }
+
+    /// Puts the send time (`now`) on `packet` if its track carries it: the
+    /// 24-bit abs-send-time, seconds in 6.18 fixed point.
+    pub fn with_send_time(&self, packet: &mut rtc::rtp::Packet, now: Instant) {
+        let h = &mut packet.header;
+        let Some((_, id)) = self.send_time_ids.iter().find(|(s, _)| *s == h.ssrc) else {
+            return;
+        };
+        let t = abs_send_time(now.saturating_duration_since(self.epoch));
+        let _ = h.set_extension(*id, bytes::Bytes::copy_from_slice(&t));
     }
 
     /// RTCP of ours (sender reports, BYE), protected and queued.

@@ -42,6 +42,15 @@ fn arrived(d: TaggedBytesMut, now: Instant) -> TaggedBytesMut {
 
 #[test]
 fn an_rtc_viewer_gets_media_from_the_short_path() {
+    assert_eq!(
+        super::abs_send_time(Duration::from_millis(1500)),
+        [0x06, 0x00, 0x00]
+    );
+    assert_eq!(
+        super::abs_send_time(Duration::from_secs(64) + Duration::from_millis(250)),
+        [0x01, 0x00, 0x00],
+        "6.18 fixed point, wrapping every 64 s"
+    );
     let now = Instant::now();
     let (viewer_addr, our_addr): (SocketAddr, SocketAddr) = (
         "127.0.0.1:40001".parse().unwrap(),
@@ -101,6 +110,16 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
     };
     let mut ours = Transport::new(now, local, &remote).unwrap();
     ours.add_track(ssrc, 90_000);
+    // Its packets carry their send time, as the answer maps it.
+    let ext = crate::sdp::extmap::extension_id(
+        &answered.answer,
+        "video",
+        crate::sdp::extmap::ABS_SEND_TIME,
+    )
+    .expect("abs-send-time agreed on");
+    ours.stamp_send_time(ssrc, ext);
+    let t0 = now;
+    let mut stamped = 0;
 
     let mut received = 0;
     let mut reports = 0;
@@ -123,7 +142,7 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
         }
         if ours.state() == rtc::peer_connection::state::RTCPeerConnectionState::Connected {
             seq = seq.wrapping_add(1);
-            let packet = rtc::rtp::Packet {
+            let mut packet = rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {
                     version: 2,
                     payload_type: pt,
@@ -135,6 +154,7 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
                 },
                 payload: bytes::Bytes::from_static(&[0x65, 0x88, 0x84, 0x00, 0x33]),
             };
+            ours.with_send_time(&mut packet, now);
             assert!(ours.write_rtp(&packet));
         }
         while let Some(m) = viewer.poll_read() {
@@ -142,6 +162,12 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
                 RTCMessage::RtpPacket(_, p) => {
                     assert_eq!(p.header.ssrc, ssrc);
                     received += 1;
+                    // Sent in the round before the one it arrives in.
+                    let sent_at = now.duration_since(t0) - Duration::from_millis(5);
+                    let sent = super::abs_send_time(sent_at);
+                    if p.header.get_extension(ext).as_deref() == Some(&sent[..]) {
+                        stamped += 1;
+                    }
                 }
                 RTCMessage::RtcpPacket(_, packets) => {
                     for p in packets {
@@ -161,6 +187,7 @@ fn an_rtc_viewer_gets_media_from_the_short_path() {
         while viewer.poll_event().is_some() {}
         // A second of media brings a sender report.
         if received >= 10 && reports >= 1 {
+            assert_eq!(stamped, received, "every packet bears its send time");
             // Hung up: a DTLS alert (close_notify) goes out.
             ours.close(now);
             let mut alert = false;

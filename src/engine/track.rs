@@ -128,8 +128,9 @@ pub(crate) struct TrackOut {
     probe_logged: bool,
     /// Recent resends: sent sequence number, when.
     resent: VecDeque<(u16, Instant)>,
-    /// Resends to make once more: sent sequence number, when.
-    again: VecDeque<(u16, Instant)>,
+    /// Resends to make again, one queue per copy of
+    /// [`resend::RESEND_AGAIN`]: sent sequence number, when.
+    again: [VecDeque<(u16, Instant)>; resend::RESEND_AGAIN.len()],
     /// Bytes that resends may still take ([`resend::RESEND_SHARE`]).
     resend_allowance: f64,
     /// The last numbers NACKed, each counted once as a loss for the ladder
@@ -173,7 +174,7 @@ impl TrackOut {
             probe_from: None,
             probe_logged: false,
             resent: VecDeque::new(),
-            again: VecDeque::new(),
+            again: Default::default(),
             resend_allowance: resend::RESEND_ALLOWANCE_MAX,
             nacked: VecDeque::new(),
         }
@@ -226,7 +227,7 @@ impl TrackOut {
         if !self.started {
             return Verdict::Fine;
         }
-        if self.again.front().is_some_and(|(_, t)| *t <= now) {
+        if self.resend_due(now) {
             self.resend_again(now, out);
         }
         if !self.ladder_takes(p, key, now, out) {

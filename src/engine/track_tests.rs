@@ -613,7 +613,7 @@ async fn a_switch_never_cuts_a_frame_short() {
 }
 
 #[tokio::test]
-async fn a_resend_goes_once_more_later_and_not_twice_at_once() {
+async fn a_resend_goes_again_on_its_schedule_and_not_twice_at_once() {
     let (mut feed, mut t, counters) = started(100, PATIENT).await;
     let t0 = Instant::now();
     let mut out = Sent::default();
@@ -627,14 +627,64 @@ async fn a_resend_goes_once_more_later_and_not_twice_at_once() {
     // Asked again at once (a receiver repeating its list): not resent.
     t.nack(&[lost], t0 + Duration::from_millis(50), &mut again);
     assert_eq!(again.0.len(), 1);
-    // The next packet after 150 ms takes the second copy along.
-    let next = feed.through(110..111).await;
-    t.live(&next[0], 0, t0 + Duration::from_millis(160), &mut again);
-    let copies = again
-        .0
-        .iter()
-        .filter(|p| p.header.sequence_number == lost)
-        .count();
-    assert_eq!(copies, 2, "resent once more, 150 ms later");
-    assert_eq!(counters.retransmitted.load(Relaxed), 2);
+    // Live packets take the later copies along: 150 ms after the first,
+    // 350 ms after that, 700 ms after that, and no more.
+    let copies_by = |t: &mut TrackOut, at_ms: u64, p: &crate::rtp::RtpPacket, again: &mut Sent| {
+        t.live(p, 0, t0 + Duration::from_millis(at_ms), again);
+        again
+            .0
+            .iter()
+            .filter(|p| p.header.sequence_number == lost)
+            .count()
+    };
+    let next = feed.through(110..116).await;
+    assert_eq!(copies_by(&mut t, 140, &next[0], &mut again), 1);
+    assert_eq!(copies_by(&mut t, 160, &next[1], &mut again), 2);
+    assert_eq!(copies_by(&mut t, 500, &next[2], &mut again), 2);
+    assert_eq!(copies_by(&mut t, 520, &next[3], &mut again), 3);
+    assert_eq!(copies_by(&mut t, 1230, &next[4], &mut again), 4);
+    assert_eq!(copies_by(&mut t, 5000, &next[5], &mut again), 4);
+    assert_eq!(counters.retransmitted.load(Relaxed), 4);
+}
+
+#[tokio::test]
+async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
+    let (mut best, mut lean, rungs) = two_rungs_as(152, h264_in_frames).await;
+    let (mut t, _) = laddered(&best, rungs, PATIENT);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    // Past the settling time of the start, a second of the best rung; the
+    // last packet sent (185) is inside its frame.
+    let t0 = Instant::now() + Duration::from_secs(3);
+    let a = best.through_as(152..186, h264_in_frames).await;
+    for (i, p) in a.iter().enumerate() {
+        t.live(p, 1, t0 + Duration::from_millis(30 * i as u64), &mut out);
+    }
+    // The viewer's estimate falls to a fraction of what it is sent.
+    let t1 = t0 + Duration::from_millis(1020);
+    t.remb(5_000.0, t1);
+    t.remb(1_000.0, t1 + Duration::from_millis(10));
+    t.remb(900.0, t1 + Duration::from_millis(200));
+    let l = t.ladder.as_ref().unwrap();
+    let pending = l.pending.as_ref().expect("a switch down");
+    assert_eq!((pending.to, pending.stop_current), (1, true));
+    // The best rung ends its frame (186, 187) and stops; the lean one
+    // starts at its keyframe (1200).
+    let now = t1 + Duration::from_millis(250);
+    let a = best.through_as(186..204, h264_in_frames).await;
+    let b = lean.through_as(1152..1210, h264_in_frames).await;
+    for p in &a {
+        t.live(p, 1, now, &mut out);
+    }
+    for p in &b {
+        t.live(p, 2, now, &mut out);
+    }
+    let want: Vec<u8> = (100..188u16)
+        .chain(1200..1210)
+        .map(|s| (s & 0xff) as u8)
+        .collect();
+    assert_eq!(out.sources(), want);
+    assert_contiguous(&out.0);
+    assert_eq!(t.ladder.as_ref().unwrap().current, 1);
 }

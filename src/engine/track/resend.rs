@@ -1,6 +1,6 @@
 //! Resending what a viewer lost: from the shared history of the rendition
-//! that sent each packet, at most once per [`RESEND_GUARD`], once more
-//! [`RESEND_AGAIN`] later, within [`RESEND_SHARE`] of the track's bytes;
+//! that sent each packet, at most once per [`RESEND_GUARD`], again on the
+//! [`RESEND_AGAIN`] schedule, within [`RESEND_SHARE`] of the track's bytes;
 //! and each loss counted once for the ladder's choice (a probe's own put
 //! down to it).
 
@@ -23,10 +23,16 @@ pub(super) const RESEND_SHARE: f64 = 0.3;
 /// What unspent resend allowance is kept, in bytes.
 pub(super) const RESEND_ALLOWANCE_MAX: f64 = 64_000.0;
 
-/// Each resend goes once more this much later: a receiver that asks only
-/// once (aiortc asks again only when it finds a new gap) would otherwise
-/// hold every later frame behind a resend the link lost.
-const RESEND_AGAIN: Duration = Duration::from_millis(150);
+/// Each resend goes again this long after the copy before it: a receiver
+/// that asks only once (aiortc asks again only when it finds a new gap)
+/// would otherwise hold every later frame behind a resend the link lost.
+/// The later copies outlast a link that is full when it loses packets:
+/// they go once a switch down has let its queue drain.
+pub(super) const RESEND_AGAIN: [Duration; 3] = [
+    Duration::from_millis(150),
+    Duration::from_millis(350),
+    Duration::from_millis(700),
+];
 
 impl TrackOut {
     /// Resends what the viewer says it lost, from the shared history (of
@@ -82,22 +88,42 @@ impl TrackOut {
             }
             self.resent.push_back((out_seq, now));
             if self.resend(out_seq, out) {
-                if self.again.len() == RESENDS_KEPT {
-                    self.again.pop_front();
-                }
-                self.again.push_back((out_seq, now + RESEND_AGAIN));
+                self.resend_later(0, out_seq, now);
             }
         }
     }
 
-    /// The resends due again by `now`.
+    /// Puts `out_seq` on the `k`th queue of resends to make again.
+    fn resend_later(&mut self, k: usize, out_seq: u16, now: Instant) {
+        let Some(delay) = RESEND_AGAIN.get(k) else {
+            return;
+        };
+        let queue = &mut self.again[k];
+        if queue.len() == RESENDS_KEPT {
+            queue.pop_front();
+        }
+        queue.push_back((out_seq, now + *delay));
+    }
+
+    /// Whether a resend is due again by `now`.
+    pub(super) fn resend_due(&self, now: Instant) -> bool {
+        self.again
+            .iter()
+            .any(|q| q.front().is_some_and(|(_, t)| *t <= now))
+    }
+
+    /// The resends due again by `now` (each queue is in the order due).
     pub(super) fn resend_again(&mut self, now: Instant, out: &mut impl PacketOut) {
-        while let Some(&(out_seq, due)) = self.again.front() {
-            if due > now {
-                break;
+        for k in 0..RESEND_AGAIN.len() {
+            while let Some(&(out_seq, due)) = self.again[k].front() {
+                if due > now {
+                    break;
+                }
+                self.again[k].pop_front();
+                if self.resend(out_seq, out) {
+                    self.resend_later(k + 1, out_seq, now);
+                }
             }
-            self.again.pop_front();
-            self.resend(out_seq, out);
         }
     }
 

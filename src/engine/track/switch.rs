@@ -67,8 +67,10 @@ impl TrackOut {
         if key != current {
             return false;
         }
-        if !pd.from_cache && (pd.held || (p.keyframe_start && !self.mid_frame)) {
-            // The current rung's keyframe: not worth sending now.
+        if !pd.from_cache && (pd.held || (!self.mid_frame && (p.keyframe_start || pd.stop_current)))
+        {
+            // The current rung's keyframe (not worth sending now), or the
+            // next frame of a rung the link cannot carry.
             pd.held = true;
             return false;
         }
@@ -175,6 +177,15 @@ impl TrackOut {
         }
     }
 
+    /// The viewer's estimate of its link (REMB), bits/s.
+    pub fn remb(&mut self, bps: f64, now: Instant) {
+        let Some(l) = self.ladder.as_mut().filter(|l| l.choice == Choice::Auto) else {
+            return;
+        };
+        let step = l.adapt.remb(bps, now);
+        self.steer(step, now);
+    }
+
     /// The viewer's own choice of rendition (a pinned rung, or automatic).
     pub fn choose(&mut self, choice: Choice, now: Instant) -> Result<(), String> {
         let Some(l) = &mut self.ladder else {
@@ -211,7 +222,10 @@ impl TrackOut {
             return;
         }
         let from_cache = self.policy.switch_at == SwitchAt::Cache;
-        l.request(to, reason, from_cache, now);
+        // Down, by the controller, on a link that carries well under the
+        // current rung: that rung stops at the end of its frame.
+        let stop_current = to > l.current && l.choice == Choice::Auto && l.adapt.overloaded();
+        l.request(to, reason, from_cache, stop_current, now);
         // From the cache at once when no frame is half sent; else at the
         // end of it (`after_take`).
         if from_cache && !self.mid_frame && l.pending.is_some() {
