@@ -2,9 +2,9 @@
 //! network namespace whose link is capped with `tc` (tbf) at 1 Mb/s, then
 //! 300 kb/s, then uncapped (aiortc; and Chromium on the player page): it
 //! settles on a rung that fits after each change and is back on the best
-//! rung once the cap is lifted, and once it shows the rung it settled on
-//! its picture does not freeze for more than 500 ms (aiortc's own stalls
-//! under a cap, and its decode errors, are measured and printed). Beside
+//! rung once the cap is lifted, once it shows the rung it settled on its
+//! picture does not freeze (500 ms on an open link; [`CAPPED_FREEZE`]
+//! under a cap), and what aiortc decoded has no decode error. Beside
 //! the aiortc viewer, a viewer on a clean link stays on the best rung, and
 //! a pinned one never switches. Needs root (CI runs as root; scripts/setup
 //! installs iproute2, Chromium and node).
@@ -173,7 +173,6 @@ async fn phases(net: &Netns, status: &StatusReader, session: &str) -> Vec<Phase>
             cap(net, bps, out.last().is_some_and(|p| p.cap.is_some()));
         }
         let start_ms = unix_ms();
-        eprintln!("PHASE {name} at {start_ms}");
         let mut sample = status.get().await;
         let start = stream_clock(&sample);
         // The last moment it was seen on a rung that does not fit.
@@ -242,9 +241,9 @@ fn first_shown(frames: &[(u64, u64)], rung: &str, from: u64) -> Option<u64> {
 }
 
 /// Checks the phases: settled in time; once the viewer shows the rung it
-/// settled on, no freeze over 500 ms on an open link and, when
-/// `capped_too`, none over [`CAPPED_FREEZE`] under a cap.
-fn judge(phases: &[Phase], frames: &[(u64, u64)], who: &str, capped_too: bool) {
+/// settled on, no freeze over 500 ms on an open link, and none over
+/// [`CAPPED_FREEZE`] under a cap.
+fn judge(phases: &[Phase], frames: &[(u64, u64)], who: &str) {
     for p in phases {
         eprintln!(
             "{who}: {}: settled in {:?} (limit {:?}), rungs {:?}",
@@ -293,22 +292,19 @@ fn judge(phases: &[Phase], frames: &[(u64, u64)], who: &str, capped_too: bool) {
             p.name,
             shown.map(|t| t.saturating_sub(p.start_ms))
         );
-        // Once it shows the rung it settled on, the picture never stalls:
-        // in Chromium, always; in aiortc, on an open link (under a cap its
-        // own jitter buffer decides: it asks for a lost packet only when it
-        // finds a new gap, and holds every later frame until 128 packets
-        // have passed a gap no resend filled; those stalls are measured
-        // above, not judged).
-        if p.cap.is_none() || capped_too {
-            let once_shown =
-                once_shown.unwrap_or_else(|| panic!("{who}: {}: no {rung} picture shown", p.name));
-            let limit = if p.cap.is_some() { CAPPED_FREEZE } else { 500 };
-            assert!(
-                once_shown <= limit,
-                "{who}: {}: a freeze of {once_shown} ms once it showed {rung}",
-                p.name
-            );
-        }
+        // Once it shows the rung it settled on, the picture never stalls.
+        // (aiortc holds every frame behind a gap no resend filled until 512
+        // packets have passed it, and restarts behind a packet 100 or more
+        // older than what it holds: what this catches in ffwhep is loss the
+        // link was driven into, and late copies of resends.)
+        let once_shown =
+            once_shown.unwrap_or_else(|| panic!("{who}: {}: no {rung} picture shown", p.name));
+        let limit = if p.cap.is_some() { CAPPED_FREEZE } else { 500 };
+        assert!(
+            once_shown <= limit,
+            "{who}: {}: a freeze of {once_shown} ms once it showed {rung}",
+            p.name
+        );
     }
 }
 
@@ -410,9 +406,7 @@ fn serve(net: &Netns, server_ip: &str, client_ip: &str) -> (Ffwhep, std::path::P
 
 /// The switches ffwhep logged, for the test's output.
 fn print_switches(ff: &Ffwhep) {
-    for line in ff.log().lines().filter(|l| {
-        l.contains("viewer switched") || l.contains("estimate fell") || l.contains("NACK burst")
-    }) {
+    for line in ff.log().lines().filter(|l| l.contains("viewer switched")) {
         eprintln!("{line}");
     }
 }
@@ -450,13 +444,17 @@ async fn a_capped_aiortc_viewer_follows_its_link_and_the_others_stay() {
     let phases = phases(&net, &status, &session).await;
     let (_, frames) = capped.finish();
     print_switches(&ff);
-    judge(&phases, &frames, "aiortc", false);
+    judge(&phases, &frames, "aiortc");
     let (errors, decoded) = ffprobe_errors(&capture);
     eprintln!(
         "aiortc capture: {decoded} frames; ffprobe: {} error lines",
         errors.lines().count()
     );
     assert!(decoded > 600, "{decoded} frames in the capture");
+    assert!(
+        errors.trim().is_empty(),
+        "ffprobe found decode errors in what aiortc decoded:\n{errors}"
+    );
 
     let (rung, mode, up, down) = rendition(&status, &clean.location).await.unwrap();
     assert_eq!(
@@ -560,5 +558,5 @@ async fn a_capped_chromium_viewer_follows_its_link() {
         "chromium: getStats: {} freezes, {:.2} s frozen in all",
         report["freezeCount"], report["totalFreezesDuration"]
     );
-    judge(&phases, &frames, "chromium", true);
+    judge(&phases, &frames, "chromium");
 }

@@ -621,7 +621,7 @@ async fn a_resend_goes_again_on_its_schedule_and_not_twice_at_once() {
     for p in feed.through(100..110).await {
         t.live(&p, 0, t0, &mut out);
     }
-    let lost = out.0[3].header.sequence_number;
+    let lost = out.0[out.0.len() - 5].header.sequence_number;
     let mut again = Sent::default();
     t.nack(&[lost], t0, &mut again);
     // Asked again at once (a receiver repeating its list): not resent.
@@ -687,4 +687,34 @@ async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
     assert_eq!(out.sources(), want);
     assert_contiguous(&out.0);
     assert_eq!(t.ladder.as_ref().unwrap().current, 1);
+}
+
+#[tokio::test]
+async fn a_later_copy_of_a_resend_is_not_sent_once_far_behind() {
+    let (mut feed, mut t, counters) = started(100, PATIENT).await;
+    let t0 = Instant::now();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    for p in feed.through(100..110).await {
+        t.live(&p, 0, t0, &mut out);
+    }
+    let lost = out.0[out.0.len() - 5].header.sequence_number;
+    let mut again = Sent::default();
+    t.nack(&[lost], t0, &mut again);
+    assert_eq!(again.0.len(), 1);
+    // 60 packets later (a receiver that got the first copy may have moved
+    // 100 past it by the time a late one lands), the copy due is dropped.
+    for p in feed.through(110..170).await {
+        t.live(&p, 0, t0 + Duration::from_millis(100), &mut again);
+    }
+    for p in feed.through(170..172).await {
+        t.live(&p, 0, t0 + Duration::from_millis(200), &mut again);
+    }
+    let copies = again
+        .0
+        .iter()
+        .filter(|p| p.header.sequence_number == lost)
+        .count();
+    assert_eq!(copies, 1);
+    assert_eq!(counters.retransmitted.load(Relaxed), 1);
 }

@@ -1,6 +1,7 @@
 //! Resending what a viewer lost: from the shared history of the rendition
 //! that sent each packet, at most once per [`RESEND_GUARD`], again on the
-//! [`RESEND_AGAIN`] schedule, within [`RESEND_SHARE`] of the track's bytes;
+//! [`RESEND_AGAIN`] schedule while it is recent ([`AGAIN_WITHIN`]), within
+//! [`RESEND_SHARE`] of the track's bytes;
 //! and each loss counted once for the ladder's choice (a probe's own put
 //! down to it).
 
@@ -22,6 +23,12 @@ pub(super) const RESEND_SHARE: f64 = 0.3;
 
 /// What unspent resend allowance is kept, in bytes.
 pub(super) const RESEND_ALLOWANCE_MAX: f64 = 64_000.0;
+
+/// A later copy goes only while its packet is at most this many numbers
+/// behind the next one: a receiver that already has it (an earlier copy
+/// came through) takes a packet 100 or more behind what it holds for a
+/// restart of the stream, and stalls (aiortc's jitter buffer does).
+const AGAIN_WITHIN: u16 = 48;
 
 /// Each resend goes again this long after the copy before it: a receiver
 /// that asks only once (aiortc asks again only when it finds a new gap)
@@ -120,7 +127,8 @@ impl TrackOut {
                     break;
                 }
                 self.again[k].pop_front();
-                if self.resend(out_seq, out) {
+                let behind = self.numbers.next_seq().wrapping_sub(out_seq);
+                if behind <= AGAIN_WITHIN && self.resend(out_seq, out) {
                     self.resend_later(k + 1, out_seq, now);
                 }
             }
