@@ -131,6 +131,8 @@ pub(crate) struct TrackOut {
     /// Resends to make again, one queue per copy of
     /// [`resend::RESEND_AGAIN`]: sent sequence number, when.
     again: [VecDeque<(u16, Instant)>; resend::RESEND_AGAIN.len()],
+    /// The round trip the viewer's last receiver report gave.
+    link_rtt: Option<Duration>,
     /// Bytes that resends may still take ([`resend::RESEND_SHARE`]).
     resend_allowance: f64,
     /// The last numbers NACKed, each counted once as a loss for the ladder
@@ -175,6 +177,7 @@ impl TrackOut {
             probe_logged: false,
             resent: VecDeque::new(),
             again: Default::default(),
+            link_rtt: None,
             resend_allowance: resend::RESEND_ALLOWANCE_MAX,
             nacked: VecDeque::new(),
         }

@@ -718,3 +718,32 @@ async fn a_later_copy_of_a_resend_is_not_sent_once_far_behind() {
     assert_eq!(copies, 1);
     assert_eq!(counters.retransmitted.load(Relaxed), 1);
 }
+
+#[tokio::test]
+async fn a_resend_is_not_repeated_within_the_viewers_round_trip() {
+    let (mut feed, mut t, counters) = started(100, PATIENT).await;
+    let t0 = Instant::now();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    for p in feed.through(100..110).await {
+        t.live(&p, 0, t0, &mut out);
+    }
+    // A queue on the path: a round trip of 500 ms.
+    t.report(
+        crate::engine::adapt::Report {
+            lost: 0.0,
+            rtt: Some(Duration::from_millis(500)),
+            sr_age: None,
+        },
+        t0,
+    );
+    let lost = out.0[out.0.len() - 2].header.sequence_number;
+    let mut again = Sent::default();
+    t.nack(&[lost], t0, &mut again);
+    // Asked again as the viewer finds new gaps: its resend is on its way.
+    t.nack(&[lost], t0 + Duration::from_millis(300), &mut again);
+    assert_eq!(counters.retransmitted.load(Relaxed), 1);
+    // Past the round trip (and a fifth), asked again: resent.
+    t.nack(&[lost], t0 + Duration::from_millis(650), &mut again);
+    assert_eq!(counters.retransmitted.load(Relaxed), 2);
+}

@@ -8,10 +8,14 @@
 use super::{PacketOut, TrackOut, packet};
 use std::time::{Duration, Instant};
 
-/// A packet resent this recently is not resent again: a receiver that asks
-/// for every missing packet each time it finds a new gap (aiortc does)
-/// would otherwise have each loss resent many times over a congested link.
+/// A packet resent this recently (or within the viewer's last round trip,
+/// a queue on its path included, up to [`RESEND_GUARD_MAX`]) is not resent
+/// again: a receiver that asks for every missing packet each time it finds
+/// a new gap (aiortc does) would otherwise have each loss resent many times
+/// over a congested link, spending the allowance that must carry them once
+/// the link has room again.
 const RESEND_GUARD: Duration = Duration::from_millis(100);
+const RESEND_GUARD_MAX: Duration = Duration::from_millis(1000);
 
 /// Resends remembered for [`RESEND_GUARD`].
 const RESENDS_KEPT: usize = 256;
@@ -46,10 +50,14 @@ impl TrackOut {
     /// the rendition that sent it).
     pub fn nack(&mut self, lost: &[u16], now: Instant, out: &mut impl PacketOut) {
         self.count(|c| &c.nacks, lost.len() as u64);
+        let guard = self
+            .link_rtt
+            .map_or(RESEND_GUARD, |rtt| rtt.mul_f64(1.2))
+            .clamp(RESEND_GUARD, RESEND_GUARD_MAX);
         while self
             .resent
             .front()
-            .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= RESEND_GUARD)
+            .is_some_and(|(_, t)| now.saturating_duration_since(*t) >= guard)
         {
             self.resent.pop_front();
         }

@@ -164,8 +164,9 @@ impl TrackOut {
     }
 
     /// A receiver report on this track: the share it lost and the round
-    /// trip, for the ladder's choice.
+    /// trip, for the ladder's choice (and the round trip for the resends').
     pub fn report(&mut self, report: Report, now: Instant) {
+        self.link_rtt = report.rtt.or(self.link_rtt);
         let Some(l) = self.ladder.as_mut().filter(|l| l.choice == Choice::Auto) else {
             return;
         };
