@@ -22,7 +22,7 @@ const HEADROOM: f64 = 0.85;
 /// down, before the queue overflows into loss.
 const RTT_GROWTH: Duration = Duration::from_millis(300);
 /// A round trip this far above its floor makes one report's heavy loss
-/// the path's.
+/// the path's, and holds back the next probe.
 const CORROBORATING_RTT: Duration = Duration::from_millis(100);
 /// Reports this soon after a switch still describe the rung before it
 /// (and the queue it left on the path).
@@ -58,7 +58,7 @@ const REMB_SHORTFALL: f64 = 0.75;
 const REMB_CONFIRM: Duration = Duration::from_millis(150);
 /// A link estimated under this share of the current rung's bitrate is
 /// overloaded: waiting for the target's keyframe, the rung stops sending.
-const OVERLOAD: f64 = 0.6;
+const OVERLOAD: f64 = 0.8;
 /// An estimate this much under the one before is the viewer seeing its
 /// delay grow: a probe under way fails.
 const REMB_FALL: f64 = 0.97;
@@ -421,6 +421,11 @@ impl Adapt {
                 }
             } else {
                 self.high_rtt = 0;
+            }
+            if rtt > floor + CORROBORATING_RTT.as_secs_f64() * 1000.0 {
+                // A queue still on the path (a switch down drains it):
+                // no probe adds to it yet.
+                self.clean_since = now;
             }
         }
         if loss < MILD_LOSS && self.probe.is_none() {

@@ -347,3 +347,27 @@ fn a_probe_that_makes_the_estimate_fall_fails_and_moves_nothing_but_a_lasting_fa
         s => panic!("{s:?}"),
     }
 }
+
+#[test]
+fn no_probe_while_a_queue_is_still_on_the_path() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 1, t0);
+    let mut t = send(&mut a, t0, 0, 2500, 700_000);
+    a.report(rep(0.0, Some(5.0)), at(t0, t));
+    // Down a rung; the queue the switch left drains slowly: 150 ms over
+    // the floor, report after report, and no loss.
+    a.set_rung(2, at(t0, t));
+    for _ in 0..8 {
+        t = send(&mut a, t0, t, 500, 200_000);
+        a.report(rep(0.0, Some(155.0)), at(t0, t));
+        a.tick(at(t0, t));
+        assert!(!a.probing(at(t0, t)), "a probe at {t} ms into a queue");
+    }
+    // Drained: a clean hold, then the probe.
+    while !a.probing(at(t0, t)) {
+        t = send(&mut a, t0, t, 500, 200_000);
+        a.report(rep(0.0, Some(6.0)), at(t0, t));
+        a.tick(at(t0, t));
+        assert!(t <= 2500 + 4000 + 2500, "no probe once drained");
+    }
+}

@@ -747,3 +747,33 @@ async fn a_resend_is_not_repeated_within_the_viewers_round_trip() {
     t.nack(&[lost], t0 + Duration::from_millis(650), &mut again);
     assert_eq!(counters.retransmitted.load(Relaxed), 2);
 }
+
+#[tokio::test]
+async fn a_resend_with_no_room_in_the_allowance_goes_once_there_is() {
+    let (mut feed, mut t, counters) = started(100, PATIENT).await;
+    let t0 = Instant::now();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    for p in feed.through(100..110).await {
+        t.live(&p, 0, t0, &mut out);
+    }
+    let lost = out.0[out.0.len() - 2].header.sequence_number;
+    // A burst of resends spent the allowance.
+    t.resend_allowance = 0.0;
+    let mut again = Sent::default();
+    t.nack(&[lost], t0, &mut again);
+    assert_eq!(counters.retransmitted.load(Relaxed), 0);
+    // What the track sends refills it; the resend goes when next due.
+    for p in feed.through(110..115).await {
+        t.live(&p, 0, t0 + Duration::from_millis(100), &mut again);
+    }
+    assert_eq!(counters.retransmitted.load(Relaxed), 0, "not due yet");
+    for p in feed.through(115..116).await {
+        t.live(&p, 0, t0 + Duration::from_millis(160), &mut again);
+    }
+    assert_eq!(counters.retransmitted.load(Relaxed), 1);
+    assert!(
+        again.0.iter().any(|p| p.header.sequence_number == lost),
+        "the packet asked for went"
+    );
+}

@@ -25,8 +25,10 @@ const RESENDS_KEPT: usize = 256;
 /// twice, would keep it full).
 pub(super) const RESEND_SHARE: f64 = 0.3;
 
-/// What unspent resend allowance is kept, in bytes.
-pub(super) const RESEND_ALLOWANCE_MAX: f64 = 64_000.0;
+/// What unspent resend allowance is kept, in bytes: the largest burst of
+/// resends, kept under what a shallow link's queue holds (a burst that
+/// overflows it is lost whole). What does not fit waits for the next copy.
+pub(super) const RESEND_ALLOWANCE_MAX: f64 = 24_000.0;
 
 /// A later copy goes only while its packet is at most this many numbers
 /// behind the next one: a receiver that already has it (an earlier copy
@@ -102,8 +104,11 @@ impl TrackOut {
                 self.resent.pop_front();
             }
             self.resent.push_back((out_seq, now));
-            if self.resend(out_seq, out) {
-                self.resend_later(0, out_seq, now);
+            match self.resend(out_seq, out) {
+                // Sent: once more later; no room in the allowance yet:
+                // tried again then.
+                Resend::Sent | Resend::NoRoom => self.resend_later(0, out_seq, now),
+                Resend::Gone => {}
             }
         }
     }
@@ -136,38 +141,51 @@ impl TrackOut {
                 }
                 self.again[k].pop_front();
                 let behind = self.numbers.next_seq().wrapping_sub(out_seq);
-                if behind <= AGAIN_WITHIN && self.resend(out_seq, out) {
-                    self.resend_later(k + 1, out_seq, now);
+                if behind > AGAIN_WITHIN {
+                    continue;
+                }
+                match self.resend(out_seq, out) {
+                    Resend::Sent => self.resend_later(k + 1, out_seq, now),
+                    Resend::NoRoom => self.resend_later(k, out_seq, now),
+                    Resend::Gone => {}
                 }
             }
         }
     }
 
     /// Sends the packet sent as `out_seq` again, if it is still known.
-    pub(super) fn resend(&mut self, out_seq: u16, out: &mut impl PacketOut) -> bool {
+    pub(super) fn resend(&mut self, out_seq: u16, out: &mut impl PacketOut) -> Resend {
         let next = self.numbers.next_seq();
-        {
-            let Some((in_seq, out_ts)) = self.numbers.lookup(out_seq) else {
-                return false;
-            };
-            let source = match &self.ladder {
-                Some(l) => match l.rung_sent(out_seq, next) {
-                    Some(r) => &l.rungs[r].source,
-                    None => return false,
-                },
-                None => &self.source,
-            };
-            let Some(p) = source.history.get(in_seq) else {
-                return false;
-            };
-            let size = p.data.len() as f64;
-            if size > self.resend_allowance {
-                return false;
-            }
-            self.resend_allowance -= size;
-            out.write(packet(&p, self.pt, self.ssrc, out_seq, out_ts), None);
-            self.count(|c| &c.retransmitted, 1);
-            true
+        let Some((in_seq, out_ts)) = self.numbers.lookup(out_seq) else {
+            return Resend::Gone;
+        };
+        let source = match &self.ladder {
+            Some(l) => match l.rung_sent(out_seq, next) {
+                Some(r) => &l.rungs[r].source,
+                None => return Resend::Gone,
+            },
+            None => &self.source,
+        };
+        let Some(p) = source.history.get(in_seq) else {
+            return Resend::Gone;
+        };
+        let size = p.data.len() as f64;
+        if size > self.resend_allowance {
+            return Resend::NoRoom;
         }
+        self.resend_allowance -= size;
+        out.write(packet(&p, self.pt, self.ssrc, out_seq, out_ts), None);
+        self.count(|c| &c.retransmitted, 1);
+        Resend::Sent
     }
+}
+
+/// What came of a resend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Resend {
+    Sent,
+    /// The allowance has no room for it yet.
+    NoRoom,
+    /// No longer in the history (or never sent).
+    Gone,
 }
