@@ -11,11 +11,17 @@ use crate::rtp::RtpPacket;
 use std::time::{Duration, Instant};
 
 /// A switch waiting for the target's keyframe longer than this (or, once
-/// the current rung stopped at its own keyframe, [`HELD_WAIT`]) is made
-/// from the target's cached GOP instead.
+/// the current rung stopped at its own keyframe, [`HELD_WAIT`]; at a frame
+/// end on an overloaded link, [`STOPPED_WAIT`]) is made from the target's
+/// cached GOP instead.
 const KEYFRAME_WAIT: Duration = Duration::from_secs(3);
 
 const HELD_WAIT: Duration = Duration::from_millis(500);
+
+/// A rung stopped at a frame end because the link could not carry it
+/// waits this long for the target's keyframe before the cache is used:
+/// the cached GOP's burst would land in the queue the stop is draining.
+const STOPPED_WAIT: Duration = Duration::from_millis(1500);
 
 /// Packets of a switch's target kept while the frame being sent ends.
 const SWITCH_BUFFER: usize = 512;
@@ -147,14 +153,19 @@ impl TrackOut {
     }
 
     /// A switch still waiting for its keyframe after [`KEYFRAME_WAIT`] (or
-    /// [`HELD_WAIT`] once the current rung stopped) is made from the
-    /// target's cached GOP instead.
+    /// [`HELD_WAIT`] / [`STOPPED_WAIT`] once the current rung stopped) is
+    /// made from the target's cached GOP instead.
     pub(super) fn overdue_switch(&mut self, now: Instant, out: &mut impl PacketOut) {
         let Some(pd) = self.ladder.as_mut().and_then(|l| l.pending.as_mut()) else {
             return;
         };
         let waited = now.saturating_duration_since(pd.since);
-        if waited >= KEYFRAME_WAIT || (pd.held && waited >= HELD_WAIT) {
+        let held_wait = if pd.stop_current {
+            STOPPED_WAIT
+        } else {
+            HELD_WAIT
+        };
+        if waited >= KEYFRAME_WAIT || (pd.held && waited >= held_wait) {
             pd.from_cache = true;
             pd.buffer.clear();
             if !self.mid_frame {
