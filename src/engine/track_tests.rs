@@ -628,7 +628,7 @@ async fn a_resend_goes_again_on_its_schedule_and_not_twice_at_once() {
     t.nack(&[lost], t0 + Duration::from_millis(50), &mut again);
     assert_eq!(again.0.len(), 1);
     // Live packets take the later copies along: 150 ms after the first,
-    // 350 ms after that, 700 ms after that, and no more.
+    // then 350, 700, 1000 and 1300 ms after the copy before, and no more.
     let copies_by = |t: &mut TrackOut, at_ms: u64, p: &crate::rtp::RtpPacket, again: &mut Sent| {
         t.live(p, 0, t0 + Duration::from_millis(at_ms), again);
         again
@@ -637,14 +637,16 @@ async fn a_resend_goes_again_on_its_schedule_and_not_twice_at_once() {
             .filter(|p| p.header.sequence_number == lost)
             .count()
     };
-    let next = feed.through(110..116).await;
+    let next = feed.through(110..118).await;
     assert_eq!(copies_by(&mut t, 140, &next[0], &mut again), 1);
     assert_eq!(copies_by(&mut t, 160, &next[1], &mut again), 2);
     assert_eq!(copies_by(&mut t, 500, &next[2], &mut again), 2);
     assert_eq!(copies_by(&mut t, 520, &next[3], &mut again), 3);
     assert_eq!(copies_by(&mut t, 1230, &next[4], &mut again), 4);
-    assert_eq!(copies_by(&mut t, 5000, &next[5], &mut again), 4);
-    assert_eq!(counters.retransmitted.load(Relaxed), 4);
+    assert_eq!(copies_by(&mut t, 2240, &next[5], &mut again), 5);
+    assert_eq!(copies_by(&mut t, 3550, &next[6], &mut again), 6);
+    assert_eq!(copies_by(&mut t, 9000, &next[7], &mut again), 6);
+    assert_eq!(counters.retransmitted.load(Relaxed), 6);
 }
 
 #[tokio::test]
@@ -704,12 +706,12 @@ async fn a_later_copy_of_a_resend_is_not_sent_once_far_behind() {
     let mut again = Sent::default();
     t.nack(&[lost], t0, &mut again);
     assert_eq!(again.0.len(), 1);
-    // 60 packets later (a receiver that got the first copy may have moved
+    // 90 packets later (a receiver that got the first copy may have moved
     // 100 past it by the time a late one lands), the copy due is dropped.
-    for p in feed.through(110..170).await {
+    for p in feed.through(110..200).await {
         t.live(&p, 0, t0 + Duration::from_millis(100), &mut again);
     }
-    for p in feed.through(170..172).await {
+    for p in feed.through(200..202).await {
         t.live(&p, 0, t0 + Duration::from_millis(200), &mut again);
     }
     let copies = again

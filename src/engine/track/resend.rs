@@ -33,18 +33,21 @@ pub(super) const RESEND_ALLOWANCE_MAX: f64 = 24_000.0;
 /// A later copy goes only while its packet is at most this many numbers
 /// behind the next one: a receiver that already has it (an earlier copy
 /// came through) takes a packet 100 or more behind what it holds for a
-/// restart of the stream, and stalls (aiortc's jitter buffer does).
-const AGAIN_WITHIN: u16 = 48;
+/// restart of the stream, and stalls (aiortc's jitter buffer does). What
+/// it holds is at most what was sent before the copy, which arrives first.
+const AGAIN_WITHIN: u16 = 80;
 
 /// Each resend goes again this long after the copy before it: a receiver
 /// that asks only once (aiortc asks again only when it finds a new gap)
 /// would otherwise hold every later frame behind a resend the link lost.
 /// The later copies outlast a link that is full when it loses packets:
 /// they go once a switch down has let its queue drain.
-pub(super) const RESEND_AGAIN: [Duration; 3] = [
+pub(super) const RESEND_AGAIN: [Duration; 5] = [
     Duration::from_millis(150),
     Duration::from_millis(350),
     Duration::from_millis(700),
+    Duration::from_millis(1000),
+    Duration::from_millis(1300),
 ];
 
 impl TrackOut {
