@@ -135,6 +135,8 @@ pub(crate) struct TrackOut {
     link_rtt: Option<Duration>,
     /// Bytes that resends may still take ([`resend::RESEND_SHARE`]).
     resend_allowance: f64,
+    /// When a laddered track's allowance last grew with time.
+    accrued_at: Option<Instant>,
     /// The last numbers NACKed, each counted once as a loss for the ladder
     /// however often the viewer asks for it.
     nacked: VecDeque<u16>,
@@ -179,6 +181,7 @@ impl TrackOut {
             again: Default::default(),
             link_rtt: None,
             resend_allowance: resend::RESEND_ALLOWANCE_MAX,
+            accrued_at: None,
             nacked: VecDeque::new(),
         }
     }

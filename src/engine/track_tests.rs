@@ -671,6 +671,7 @@ async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
     let l = t.ladder.as_ref().unwrap();
     let pending = l.pending.as_ref().expect("a switch down");
     assert_eq!((pending.to, pending.stop_current), (1, true));
+    t.resend_allowance = 0.0; // spent on resends into the full queue
     // The best rung ends its frame (186, 187) and stops; the lean one
     // starts at its keyframe (1200), not from its cache, though it came
     // later than a rung stopped at its own keyframe waits (the cached
@@ -691,6 +692,29 @@ async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
     assert_eq!(out.sources(), want);
     assert_contiguous(&out.0);
     assert_eq!(t.ladder.as_ref().unwrap().current, 1);
+    assert_eq!(
+        t.resend_allowance,
+        super::resend::RESEND_ALLOWANCE_MAX,
+        "the stop drained the link: what was lost may go at once"
+    );
+}
+
+#[tokio::test]
+async fn a_laddered_tracks_resend_allowance_grows_with_time() {
+    let (best, _lean, rungs) = two_rungs(150).await;
+    let (mut t, _) = laddered(&best, rungs, PATIENT);
+    let t0 = Instant::now();
+    t.resend_allowance = 0.0;
+    t.accrued_at = Some(t0);
+    // A tenth of a second of 30 % of its rung's 2.5 Mb/s (no estimate yet).
+    t.accrue(t0 + Duration::from_millis(100));
+    assert!(
+        (t.resend_allowance - 9375.0).abs() < 1.0,
+        "{}",
+        t.resend_allowance
+    );
+    t.accrue(t0 + Duration::from_secs(10));
+    assert_eq!(t.resend_allowance, super::resend::RESEND_ALLOWANCE_MAX);
 }
 
 #[tokio::test]

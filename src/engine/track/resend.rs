@@ -54,6 +54,7 @@ impl TrackOut {
     /// Resends what the viewer says it lost, from the shared history (of
     /// the rendition that sent it).
     pub fn nack(&mut self, lost: &[u16], now: Instant, out: &mut impl PacketOut) {
+        self.accrue(now);
         self.count(|c| &c.nacks, lost.len() as u64);
         let guard = self
             .link_rtt
@@ -116,6 +117,21 @@ impl TrackOut {
         }
     }
 
+    /// A laddered track's allowance also grows with time, by its share of
+    /// the link's estimate: while a rung stopped on an overloaded link
+    /// sends nothing, what was lost must still go.
+    pub(super) fn accrue(&mut self, now: Instant) {
+        let Some(l) = &self.ladder else { return };
+        let since = self.accrued_at.replace(now).unwrap_or(now);
+        let rate = l
+            .adapt
+            .estimate_bps()
+            .unwrap_or(l.rungs[l.current].bitrate as f64);
+        let bytes = now.saturating_duration_since(since).as_secs_f64() * rate / 8.0;
+        self.resend_allowance =
+            (self.resend_allowance + bytes * RESEND_SHARE).min(RESEND_ALLOWANCE_MAX);
+    }
+
     /// Puts `out_seq` on the `k`th queue of resends to make again.
     fn resend_later(&mut self, k: usize, out_seq: u16, now: Instant) {
         let Some(delay) = RESEND_AGAIN.get(k) else {
@@ -137,6 +153,7 @@ impl TrackOut {
 
     /// The resends due again by `now` (each queue is in the order due).
     pub(super) fn resend_again(&mut self, now: Instant, out: &mut impl PacketOut) {
+        self.accrue(now);
         for k in 0..RESEND_AGAIN.len() {
             while let Some(&(out_seq, due)) = self.again[k].front() {
                 if due > now {

@@ -254,6 +254,10 @@ impl TrackOut {
         let Some(l) = &mut self.ladder else { return };
         let Some(pd) = l.pending.take() else { return };
         l.commit(pd.to, &pd.reason, pd.since, self.numbers.next_seq(), now);
+        if pd.stop_current {
+            // The stop drained the link's queue: what it lost goes now.
+            self.resend_allowance = super::resend::RESEND_ALLOWANCE_MAX;
+        }
         self.source = l.source().clone();
         self.skip_through = None;
         if pd.from_cache || pd.buffer.is_empty() {
