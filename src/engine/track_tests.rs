@@ -612,8 +612,9 @@ async fn a_switch_never_cuts_a_frame_short() {
     );
 }
 
-#[tokio::test]
-async fn a_resend_goes_again_on_its_schedule_and_not_twice_at_once() {
+/// A started track that sent packets 100..110 live at `t0`; the number
+/// it sent `back` packets from the last, for a viewer to ask for.
+async fn sent_live(back: usize) -> (Feed, TrackOut, Arc<ViewerCounters>, Instant, u16) {
     let (mut feed, mut t, counters) = started(100, PATIENT).await;
     let t0 = Instant::now();
     let mut out = Sent::default();
@@ -621,7 +622,13 @@ async fn a_resend_goes_again_on_its_schedule_and_not_twice_at_once() {
     for p in feed.through(100..110).await {
         t.live(&p, 0, t0, &mut out);
     }
-    let lost = out.0[out.0.len() - 5].header.sequence_number;
+    let lost = out.0[out.0.len() - back].header.sequence_number;
+    (feed, t, counters, t0, lost)
+}
+
+#[tokio::test]
+async fn a_resend_goes_again_on_its_schedule_and_not_twice_at_once() {
+    let (mut feed, mut t, counters, t0, lost) = sent_live(5).await;
     let mut again = Sent::default();
     t.nack(&[lost], t0, &mut again);
     // Asked again at once (a receiver repeating its list): not resent.
@@ -719,14 +726,7 @@ async fn a_laddered_tracks_resend_allowance_grows_with_time() {
 
 #[tokio::test]
 async fn a_later_copy_of_a_resend_is_not_sent_once_far_behind() {
-    let (mut feed, mut t, counters) = started(100, PATIENT).await;
-    let t0 = Instant::now();
-    let mut out = Sent::default();
-    drain(&mut t, &mut out);
-    for p in feed.through(100..110).await {
-        t.live(&p, 0, t0, &mut out);
-    }
-    let lost = out.0[out.0.len() - 5].header.sequence_number;
+    let (mut feed, mut t, counters, t0, lost) = sent_live(5).await;
     let mut again = Sent::default();
     t.nack(&[lost], t0, &mut again);
     assert_eq!(again.0.len(), 1);
@@ -749,13 +749,7 @@ async fn a_later_copy_of_a_resend_is_not_sent_once_far_behind() {
 
 #[tokio::test]
 async fn a_resend_is_not_repeated_within_the_viewers_round_trip() {
-    let (mut feed, mut t, counters) = started(100, PATIENT).await;
-    let t0 = Instant::now();
-    let mut out = Sent::default();
-    drain(&mut t, &mut out);
-    for p in feed.through(100..110).await {
-        t.live(&p, 0, t0, &mut out);
-    }
+    let (_feed, mut t, counters, t0, lost) = sent_live(2).await;
     // A queue on the path: a round trip of 500 ms.
     t.report(
         crate::engine::adapt::Report {
@@ -765,7 +759,6 @@ async fn a_resend_is_not_repeated_within_the_viewers_round_trip() {
         },
         t0,
     );
-    let lost = out.0[out.0.len() - 2].header.sequence_number;
     let mut again = Sent::default();
     t.nack(&[lost], t0, &mut again);
     // Asked again as the viewer finds new gaps: its resend is on its way.
@@ -778,14 +771,7 @@ async fn a_resend_is_not_repeated_within_the_viewers_round_trip() {
 
 #[tokio::test]
 async fn a_resend_with_no_room_in_the_allowance_goes_once_there_is() {
-    let (mut feed, mut t, counters) = started(100, PATIENT).await;
-    let t0 = Instant::now();
-    let mut out = Sent::default();
-    drain(&mut t, &mut out);
-    for p in feed.through(100..110).await {
-        t.live(&p, 0, t0, &mut out);
-    }
-    let lost = out.0[out.0.len() - 2].header.sequence_number;
+    let (mut feed, mut t, counters, t0, lost) = sent_live(2).await;
     // A burst of resends spent the allowance.
     t.resend_allowance = 0.0;
     let mut again = Sent::default();
