@@ -410,6 +410,26 @@ fn serve(net: &Netns, server_ip: &str, client_ip: &str) -> (Ffwhep, std::path::P
     (ff, profile)
 }
 
+/// One capped run (the others wait): a namespace named `tag`, ffwhep
+/// serving the ladder in it, and its status.
+async fn capped_stream(
+    tag: &str,
+    server_ip: &str,
+    client_ip: &str,
+) -> (
+    tokio::sync::MutexGuard<'static, ()>,
+    Netns,
+    Ffwhep,
+    std::path::PathBuf,
+    StatusReader,
+) {
+    let one = ONE_AT_A_TIME.lock().await;
+    let net = Netns::new(tag);
+    let (ff, profile) = serve(&net, server_ip, client_ip);
+    let status = StatusReader::new(&ff);
+    (one, net, ff, profile, status)
+}
+
 /// The switches ffwhep logged, for the test's output.
 fn print_switches(ff: &Ffwhep) {
     for line in ff.log().lines().filter(|l| l.contains("viewer switched")) {
@@ -437,10 +457,7 @@ fn ffprobe_errors(capture: &std::path::Path) -> (String, usize) {
 
 #[tokio::test]
 async fn a_capped_aiortc_viewer_follows_its_link_and_the_others_stay() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let net = Netns::new("lad");
-    let (ff, profile) = serve(&net, "10.205.0.1", "10.205.0.2");
-    let status = StatusReader::new(&ff);
+    let (_one, net, ff, profile, status) = capped_stream("lad", "10.205.0.1", "10.205.0.2").await;
     // On a clean link (this namespace's own), automatic and pinned.
     let clean = common::connect(&ff.url).await;
     let pinned = common::connect(&format!("{}?quality=160p", ff.url)).await;
@@ -546,10 +563,7 @@ async fn a_capped_aiortc_viewer_follows_its_link_and_the_others_stay() {
 
 #[tokio::test]
 async fn a_capped_chromium_viewer_follows_its_link() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    let net = Netns::new("lac");
-    let (ff, _) = serve(&net, "10.206.0.1", "10.206.0.2");
-    let status = StatusReader::new(&ff);
+    let (_one, net, ff, _, status) = capped_stream("lac", "10.206.0.1", "10.206.0.2").await;
     let player = ff.url.replace("/whep/", "/play/");
     let mut capped = Watcher::chromium(&net, &player);
     let session = capped.playing();

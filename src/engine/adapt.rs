@@ -255,7 +255,9 @@ impl Adapt {
     pub fn remb(&mut self, bps: f64, now: Instant) -> Step {
         let falling = self.last_remb.is_some_and(|last| bps < last * REMB_FALL);
         if falling {
-            tracing::debug!(
+            // While it sees its delay grow a viewer estimates on every
+            // packet: trace, not one line per event.
+            tracing::trace!(
                 kbps = bps / 1000.0,
                 sent_kbps = self.send_rate.bps(now).map(|b| b / 1000.0),
                 "the viewer's estimate fell"

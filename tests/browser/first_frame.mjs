@@ -10,18 +10,10 @@
 // (PLAYER_FILE=path serves that file as the page instead: for trying a
 // change to the player without rebuilding ffwhep. WAIT_PATH=1 also waits for
 // the page to name the path its media takes, e.g. "relay (udp)".)
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [url, n = "20", gop = "4"] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--no-first-run", "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-  ],
-});
+const browser = await launchChromium();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const pick = (xs, q) => xs.length ? xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] : null;
 const frames = [], failures = [];

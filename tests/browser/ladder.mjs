@@ -4,18 +4,10 @@
 // presented ([Unix ms, height], from requestVideoFrameCallback) and the
 // browser's own freeze counts (getStats).
 // usage: node ladder.mjs PLAYER_URL
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [url] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--no-first-run", "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-  ],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   page.on("console", (m) => console.error("page:", m.text()));

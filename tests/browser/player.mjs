@@ -6,19 +6,10 @@
 //   {"event":"hidden",...}   hidden while muted, it has hung up
 //   {"event":"shown",...}    shown again, it plays again
 // usage: node player.mjs PLAYER_URL SCREENSHOT_PATH
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [url, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: [
-    "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-quic", "--no-first-run",
-    // Real host candidates instead of mDNS names, so ICE works without mDNS.
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-  ],
-});
+const browser = await launchChromium();
 const say = async (event, page) => {
   const s = await page.evaluate(() => ({ ...window.ffwhep, stateText: document.getElementById("state").textContent }));
   console.log(JSON.stringify({ event, ...s }));

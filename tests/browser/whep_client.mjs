@@ -4,7 +4,7 @@
 // usage: node whep_client.mjs WHEP_URL TOKEN
 import http from "node:http";
 import fs from "node:fs";
-import { chromium } from "playwright-core";
+import { launchChromium } from "./chromium.mjs";
 
 const [url, token] = process.argv.slice(2);
 const whepJs = fs.readFileSync(new URL("./node_modules/whip-whep/whep.js", import.meta.url));
@@ -34,12 +34,7 @@ const server = http.createServer((req, res) => {
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 const origin = `http://127.0.0.1:${server.address().port}`;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
-    "--no-first-run", "--disable-features=WebRtcHideLocalIpsWithMdns"],
-});
+const browser = await launchChromium();
 const out = {};
 try {
   const p = await browser.newPage();
