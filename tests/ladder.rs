@@ -149,6 +149,35 @@ fn stream_clock(s: &serde_json::Value) -> Duration {
     Duration::from_millis(packets * 20)
 }
 
+/// With `LADDER_TRACE` set: one line per sample of the viewer's counters
+/// (Unix ms, phase, packets and bytes sent, NACKs, resends, keyframe
+/// requests, rung, round trip), to read beside the browser's own
+/// (`LADDER_STATS`, tests/browser/ladder.mjs) and ffwhep's log, which is
+/// then written to /tmp/ladder_ffwhep.log.
+fn trace_sample(phase: &str, sample: &serde_json::Value, session: &str) {
+    if std::env::var_os("LADDER_TRACE").is_none() {
+        return;
+    }
+    let id = &session[session.rfind('/').map_or(0, |i| i + 1)..];
+    let Some(v) = sample["streams"][0]["viewers"].as_array().and_then(|a| {
+        a.iter()
+            .find(|v| v["id"].as_str().is_some_and(|v| id.starts_with(v)))
+    }) else {
+        return;
+    };
+    eprintln!(
+        "TRACE {} {phase} {} {} {} {} {} {} {}",
+        unix_ms(),
+        v["packets_sent"],
+        v["bytes_sent"],
+        v["nacks"],
+        v["retransmitted"],
+        v["keyframe_requests"],
+        v["rendition"]["current"],
+        v["rtt_ms"]
+    );
+}
+
 /// Waits until the stream's clock has moved on 100 ms from `after`; its
 /// status then.
 async fn next_sample(status: &StatusReader, after: Duration) -> serde_json::Value {
@@ -182,6 +211,7 @@ async fn phases(net: &Netns, status: &StatusReader, session: &str) -> Vec<Phase>
         let mut rungs_seen: Vec<String> = Vec::new();
         loop {
             let now = stream_clock(&sample).saturating_sub(start);
+            trace_sample(name, &sample, session);
             if let Some(c) = rendition_in(&sample, session).map(|r| r.0) {
                 if rungs_seen.last() != Some(&c) {
                     rungs_seen.push(c.clone());
@@ -432,6 +462,9 @@ async fn capped_stream(
 
 /// The switches ffwhep logged, for the test's output.
 fn print_switches(ff: &Ffwhep) {
+    if std::env::var("LADDER_TRACE").is_ok() {
+        let _ = std::fs::write("/tmp/ladder_ffwhep.log", ff.log());
+    }
     for line in ff.log().lines().filter(|l| l.contains("viewer switched")) {
         eprintln!("{line}");
     }

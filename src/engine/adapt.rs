@@ -96,8 +96,6 @@ struct Probe {
     reported: bool,
     extra_bps: f64,
     sent_bytes: u64,
-    /// A NACK, or the viewer's estimate falling, said the link has no room.
-    refused: bool,
 }
 
 /// One viewer's controller for one laddered video track.
@@ -114,6 +112,8 @@ pub(crate) struct Adapt {
     /// The last short window of NACKs: its start, what was sent and NACKed.
     nack_window: (Instant, u64, u64),
     rtt_floor_ms: Option<f64>,
+    /// The round trip the last report gave.
+    last_rtt_ms: Option<f64>,
     high_rtt: u32,
     mild_loss: u32,
     /// The last report had loss.
@@ -134,6 +134,8 @@ pub(crate) struct Adapt {
     send_rate: SendRate,
     /// The viewer's last estimate (REMB), bits/s.
     last_remb: Option<f64>,
+    /// A step down was asked for and not made yet.
+    stepping_down: bool,
     /// Since when its estimates have been short of what it is sent.
     remb_short_since: Option<Instant>,
 }
@@ -149,6 +151,7 @@ impl Adapt {
             nacked: 0,
             nack_window: (now, 0, 0),
             rtt_floor_ms: None,
+            last_rtt_ms: None,
             high_rtt: 0,
             mild_loss: 0,
             lost_before: false,
@@ -161,12 +164,14 @@ impl Adapt {
             probe_aftermath: None,
             send_rate: SendRate::new(now),
             last_remb: None,
+            stepping_down: false,
             remb_short_since: None,
         }
     }
 
     /// The rung the viewer is on now (after a switch it asked for is made).
     pub fn set_rung(&mut self, rung: usize, now: Instant) {
+        self.stepping_down = false;
         if rung != self.rung {
             self.climbing = rung < self.rung && self.failed_probes == 0;
             self.rung = rung;
@@ -191,6 +196,16 @@ impl Adapt {
         self.estimate_bps.is_some_and(|e| e < rung * OVERLOAD)
     }
 
+    /// How long the link's queue holds a packet, as the last report's
+    /// round trip over its floor shows.
+    pub fn queue_delay(&self) -> Duration {
+        let over = self
+            .last_rtt_ms
+            .zip(self.rtt_floor_ms)
+            .map_or(0.0, |(r, f)| (r - f).max(0.0));
+        Duration::from_secs_f64(over / 1000.0)
+    }
+
     /// A media packet of `bytes` went to the viewer.
     pub fn sent(&mut self, bytes: usize, now: Instant) {
         self.send_rate.add(bytes, now);
@@ -213,18 +228,14 @@ impl Adapt {
         self.nacked += n as u64;
         self.clean_since = now;
         self.climbing = false;
-        if let Some(p) = &mut self.probe {
-            p.refused = true;
-        }
+        self.refuse_probe(now);
     }
 
     /// The viewer asked for `n` packets again (not counting those it asks
     /// for again while their resend may still be on its way).
     pub fn nacked(&mut self, n: usize, now: Instant) -> Step {
         self.nacked += n as u64;
-        if let Some(p) = &mut self.probe {
-            p.refused = true;
-        }
+        self.refuse_probe(now);
         self.roll(now);
         self.nack_window.2 += n as u64;
         let (_, sent, lost) = self.nack_window;
@@ -237,9 +248,24 @@ impl Adapt {
             self.nack_window = (now, 0, 0);
             tracing::debug!(sent, lost, "NACK burst");
             let share = (lost as f64 / (sent + lost).max(1) as f64).min(0.9);
+            // What got through is what the link carries now: the rung it
+            // fits, and whether the current one stops at once.
+            if let Some(sent_bps) = self.send_rate.bps(now) {
+                self.estimate_bps = Some(sent_bps * (1.0 - share));
+            }
             return self.lossy(share, now, "NACK burst");
         }
         Step::Stay
+    }
+
+    /// The link has no room for the probe under way: it fails now, and
+    /// its aftermath (the loss and delay it caused) starts now, so that
+    /// what the link shows after it counts again soon (a link that shrank
+    /// during a probe must not hide behind it until the next report).
+    fn refuse_probe(&mut self, now: Instant) {
+        if self.probe.is_some() {
+            let _ = self.verdict(false, now);
+        }
     }
 
     /// Whether loss now is the last probe's doing: one is under way or
@@ -264,10 +290,8 @@ impl Adapt {
             );
         }
         self.last_remb = Some(bps);
-        if let Some(p) = &mut self.probe
-            && falling
-        {
-            p.refused = true;
+        if falling {
+            self.refuse_probe(now);
         }
         let short = self
             .send_rate
@@ -309,14 +333,14 @@ impl Adapt {
         if to == self.rung {
             return Step::Stay;
         }
-        Step::Switch {
+        self.down(
             to,
-            reason: format!(
+            format!(
                 "its estimate of {:.0} kb/s is under the {:.0} kb/s sent",
                 bps / 1000.0,
                 sent / 1000.0
             ),
-        }
+        )
     }
 
     /// The send queue toward the viewer overflowed (an ICE-TCP stream).
@@ -331,6 +355,7 @@ impl Adapt {
         // When the sender report it answers went out.
         let sr_sent = r.sr_age.and_then(|age| now.checked_sub(age));
         let rtt_ms = r.rtt.map(|d| d.as_secs_f64() * 1000.0);
+        self.last_rtt_ms = rtt_ms.or(self.last_rtt_ms);
         let secs = now.duration_since(self.window_start).as_secs_f64();
         let send_bps = if secs > 0.05 {
             self.sent_bytes as f64 * 8.0 / secs
@@ -430,8 +455,9 @@ impl Adapt {
                 self.clean_since = now;
             }
         }
-        if loss < MILD_LOSS && self.probe.is_none() {
-            // What the link carried cleanly is a floor of its capacity.
+        if loss < MILD_LOSS && self.probe.is_none() && !self.stepping_down {
+            // What the link carried cleanly is a floor of its capacity
+            // (not while a step down waits: the link shrank).
             let carried = send_bps.max(self.estimate_bps.unwrap_or(0.0));
             self.estimate_bps = Some(carried.max(self.bitrates[self.rung] as f64));
         }
@@ -452,10 +478,7 @@ impl Adapt {
         if to == self.rung {
             return Step::Stay;
         }
-        Step::Switch {
-            to,
-            reason: format!("{what} {:.0}%", loss * 100.0),
-        }
+        self.down(to, format!("{what} {:.0}%", loss * 100.0))
     }
 
     fn down_one(&mut self, now: Instant, reason: String) -> Step {
@@ -464,6 +487,13 @@ impl Adapt {
         if to == self.rung {
             return Step::Stay;
         }
+        self.down(to, reason)
+    }
+
+    /// Down to rung `to`. Until it is made, the rung being left is no
+    /// floor of the link's estimate.
+    fn down(&mut self, to: usize, reason: String) -> Step {
+        self.stepping_down = true;
         Step::Switch { to, reason }
     }
 
@@ -479,9 +509,6 @@ impl Adapt {
     /// while probing, and on each report).
     pub fn tick(&mut self, now: Instant) -> Step {
         if let Some(p) = self.probe {
-            if p.refused {
-                return self.verdict(false, now);
-            }
             if now.duration_since(p.started) >= PROBE_LENGTH + PROBE_VERDICT_WAIT {
                 return self.verdict(true, now);
             }
@@ -505,7 +532,6 @@ impl Adapt {
                 reported: false,
                 extra_bps: extra,
                 sent_bytes: 0,
-                refused: false,
             });
         }
         Step::Stay
@@ -539,7 +565,7 @@ impl Adapt {
     pub fn probe_budget(&self, now: Instant) -> usize {
         let Some(p) = &self.probe else { return 0 };
         let elapsed = now.duration_since(p.started);
-        if elapsed >= PROBE_LENGTH || p.refused {
+        if elapsed >= PROBE_LENGTH {
             return 0;
         }
         // The full extra rate for the whole probe: a link's burst allowance
@@ -571,9 +597,8 @@ impl Adapt {
     /// Whether a probe is adding its rate now (the track needs pacing
     /// ticks); it is judged later, by the next report.
     pub fn probing(&self, now: Instant) -> bool {
-        self.probe.is_some_and(|p| {
-            !p.refused && (now.duration_since(p.started) < PROBE_LENGTH || !p.reported)
-        })
+        self.probe
+            .is_some_and(|p| now.duration_since(p.started) < PROBE_LENGTH || !p.reported)
     }
 }
 

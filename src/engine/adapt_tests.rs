@@ -156,7 +156,7 @@ fn a_clean_probe_steps_up_and_one_that_draws_a_nack_does_not() {
 fn a_burst_of_nacks_steps_down_before_any_report() {
     let t0 = Instant::now();
     let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
-    let t = send(&mut a, t0, 2000, 200, 2_500_000);
+    let t = send(&mut a, t0, 0, 2200, 2_500_000);
     let mut step = Step::Stay;
     for i in 0..20 {
         step = a.nacked(1, at(t0, t + i));
@@ -370,4 +370,91 @@ fn no_probe_while_a_queue_is_still_on_the_path() {
         a.tick(at(t0, t));
         assert!(t <= 2500 + 4000 + 2500, "no probe once drained");
     }
+}
+
+#[test]
+fn a_burst_of_nacks_estimates_the_link_from_what_got_through() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 1, t0);
+    // Clean reports: the link carried the rung.
+    let mut t = 0;
+    for _ in 0..3 {
+        t = send(&mut a, t0, t, 1000, 700_000);
+        assert_eq!(a.report(rep(0.0, Some(40.0)), at(t0, t)), Step::Stay);
+    }
+    assert!(!a.overloaded());
+    // The link shrank to half: as many NACKs as packets got through.
+    t = send(&mut a, t0, t, 200, 700_000);
+    let mut step = Step::Stay;
+    for i in 0..40 {
+        step = a.nacked(1, at(t0, t + i));
+        if step != Step::Stay {
+            break;
+        }
+    }
+    assert!(matches!(step, Step::Switch { to: 2, .. }), "{step:?}");
+    let estimate = a.estimate_bps().unwrap();
+    assert!((200_000.0..500_000.0).contains(&estimate), "{estimate}");
+    assert!(a.overloaded(), "the rung it leaves stops at once");
+}
+
+#[test]
+fn a_link_that_shrinks_during_a_probe_is_not_hidden_by_it() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 1, t0);
+    let mut t = 0;
+    while !a.probing(at(t0, t)) {
+        t = send(&mut a, t0, t, 500, 700_000);
+        a.remb(900_000.0, at(t0, t));
+        a.tick(at(t0, t));
+    }
+    // The estimate falls: the probe fails at once, and moves nothing.
+    t = send(&mut a, t0, t, 100, 700_000);
+    assert_eq!(a.remb(500_000.0, at(t0, t)), Step::Stay);
+    assert!(!a.probing(at(t0, t)));
+    let failed = t;
+    // It goes on falling past the probe's aftermath, with no report or
+    // tick in between: the link's own, and down.
+    let mut step = Step::Stay;
+    for est in [300_000.0, 200_000.0, 150_000.0, 120_000.0] {
+        t = send(&mut a, t0, t, 200, 700_000);
+        step = a.remb(est, at(t0, t));
+        if step != Step::Stay {
+            break;
+        }
+    }
+    assert!(matches!(step, Step::Switch { to: 2, .. }), "{step:?}");
+    let after = t - failed;
+    assert!(
+        after <= PROBE_AFTERMATH.as_millis() as u64 + 400,
+        "{after} ms after the probe failed"
+    );
+}
+
+#[test]
+fn a_clean_report_before_a_step_down_is_made_does_not_undo_the_estimate() {
+    let t0 = Instant::now();
+    let mut a = Adapt::new(LADDER.to_vec(), 1, t0);
+    let mut t = 0;
+    while t < 3000 {
+        t = send(&mut a, t0, t, 500, 700_000);
+        a.remb(900_000.0, at(t0, t));
+    }
+    let mut step = Step::Stay;
+    for est in [300_000.0, 250_000.0, 240_000.0] {
+        t = send(&mut a, t0, t, 100, 700_000);
+        step = a.remb(est, at(t0, t));
+    }
+    assert!(matches!(step, Step::Switch { to: 2, .. }), "{step:?}");
+    assert!(a.overloaded());
+    // The switch waits for its keyframe; a report with little loss comes
+    // (resends filled the gaps): the rung being left is no floor.
+    t = send(&mut a, t0, t, 300, 700_000);
+    assert_eq!(a.report(rep(0.0, Some(40.0)), at(t0, t)), Step::Stay);
+    assert!(a.overloaded(), "{:?}", a.estimate_bps());
+    // Made: clean reports count again.
+    a.set_rung(2, at(t0, t));
+    t = send(&mut a, t0, t, 2500, 200_000);
+    a.report(rep(0.0, Some(40.0)), at(t0, t));
+    assert!(a.estimate_bps().unwrap() >= 200_000.0);
 }

@@ -10,7 +10,7 @@ use crate::source::SourceHandle;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Switches remembered for answering NACKs across them.
 const SEGMENTS: usize = 8;
@@ -50,6 +50,9 @@ pub(crate) struct Pending {
     pub stop_current: bool,
     /// Made from the target's cached GOP rather than its next keyframe.
     pub from_cache: bool,
+    /// Not made before this: a stopped rung's queue on the link drains
+    /// first, so that the target's keyframe is not lost at its tail.
+    pub drain_until: Instant,
     /// The target's packets from its keyframe on, while the frame being
     /// sent ends.
     pub buffer: Vec<crate::rtp::RtpPacket>,
@@ -148,6 +151,7 @@ impl TrackLadder {
         reason: String,
         from_cache: bool,
         stop_current: bool,
+        drain: Duration,
         now: Instant,
     ) {
         if self.pending.as_ref().is_some_and(|p| p.to == to) {
@@ -157,6 +161,7 @@ impl TrackLadder {
             if self.pending.take().is_some() {
                 self.feeds_changed = true;
             }
+            self.adapt.set_rung(to, now);
             return;
         }
         self.pending = Some(Pending {
@@ -166,6 +171,7 @@ impl TrackLadder {
             held: false,
             stop_current,
             from_cache,
+            drain_until: now + drain,
             buffer: Vec::new(),
         });
         self.feeds_changed = true;

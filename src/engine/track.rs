@@ -133,6 +133,8 @@ pub(crate) struct TrackOut {
     again: [VecDeque<(u16, Instant)>; resend::RESEND_AGAIN.len()],
     /// The round trip the viewer's last receiver report gave.
     link_rtt: Option<Duration>,
+    /// When the viewer last asked for anything again (NACK).
+    last_nack: Option<Instant>,
     /// Bytes that resends may still take ([`resend::RESEND_SHARE`]).
     resend_allowance: f64,
     /// When a laddered track's allowance last grew with time.
@@ -180,6 +182,7 @@ impl TrackOut {
             resent: VecDeque::new(),
             again: Default::default(),
             link_rtt: None,
+            last_nack: None,
             resend_allowance: resend::RESEND_ALLOWANCE_MAX,
             accrued_at: None,
             nacked: VecDeque::new(),
@@ -352,7 +355,7 @@ impl TrackOut {
         self.count(|c| &c.bytes_sent, p.data.len() as u64);
         self.resend_allowance = (self.resend_allowance
             + p.data.len() as f64 * resend::RESEND_SHARE)
-            .min(resend::RESEND_ALLOWANCE_MAX);
+            .min(self.resend_cap());
         if let Some(l) = &mut self.ladder {
             l.adapt.sent(p.data.len(), now);
         }

@@ -701,8 +701,13 @@ async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
     assert_eq!(t.ladder.as_ref().unwrap().current, 1);
     assert_eq!(
         t.resend_allowance,
-        super::resend::RESEND_ALLOWANCE_MAX,
+        t.resend_cap(),
         "the stop drained the link: what was lost may go at once"
+    );
+    assert!(
+        t.resend_cap() < super::resend::RESEND_ALLOWANCE_MAX / 2.0,
+        "in a burst no bigger than a narrow link carries: {}",
+        t.resend_cap()
     );
 }
 
@@ -790,4 +795,139 @@ async fn a_resend_with_no_room_in_the_allowance_goes_once_there_is() {
         again.0.iter().any(|p| p.header.sequence_number == lost),
         "the packet asked for went"
     );
+}
+
+#[tokio::test]
+async fn no_copy_of_a_resend_once_the_viewer_asked_again_without_it() {
+    let (mut feed, mut t, counters, t0, lost) = sent_live(5).await;
+    let other = lost.wrapping_add(2);
+    let mut again = Sent::default();
+    t.nack(&[lost], t0, &mut again);
+    assert_eq!(counters.retransmitted.load(Relaxed), 1);
+    // Past its round trip, the viewer asks for another packet, not this
+    // one: it got the resend, and no copy of it goes.
+    t.nack(&[other], t0 + Duration::from_millis(120), &mut again);
+    let next = feed.through(110..114).await;
+    for (p, ms) in next.iter().zip([160, 600, 1300, 2300]) {
+        t.live(p, 0, t0 + Duration::from_millis(ms), &mut again);
+    }
+    let copies = |seq| {
+        again
+            .0
+            .iter()
+            .filter(|p| p.header.sequence_number == seq)
+            .count()
+    };
+    assert_eq!(copies(lost), 1, "the first resend only");
+    // The other one's copy went: the viewer has been silent since.
+    assert!(copies(other) >= 2, "{}", copies(other));
+}
+
+#[tokio::test]
+async fn a_stop_shorter_than_the_round_trip_leaves_the_allowance_as_it_was() {
+    let (mut best, mut lean, rungs) = two_rungs_as(152, h264_in_frames).await;
+    let (mut t, _) = laddered(&best, rungs, PATIENT);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    let t0 = Instant::now() + Duration::from_secs(3);
+    // A full queue on the path: a round trip of 2 s.
+    t.link_rtt = Some(Duration::from_secs(2));
+    let a = best.through_as(152..186, h264_in_frames).await;
+    for (i, p) in a.iter().enumerate() {
+        t.live(p, 1, t0 + Duration::from_millis(30 * i as u64), &mut out);
+    }
+    let t1 = t0 + Duration::from_millis(1020);
+    t.remb(5_000.0, t1);
+    t.remb(1_000.0, t1 + Duration::from_millis(10));
+    t.remb(900.0, t1 + Duration::from_millis(200));
+    assert!(
+        t.ladder
+            .as_ref()
+            .unwrap()
+            .pending
+            .as_ref()
+            .unwrap()
+            .stop_current
+    );
+    t.resend_allowance = 0.0;
+    let now = t1 + Duration::from_millis(900);
+    for p in &best.through_as(186..204, h264_in_frames).await {
+        t.live(p, 1, now, &mut out);
+    }
+    for p in &lean.through_as(1152..1210, h264_in_frames).await {
+        t.live(p, 2, now, &mut out);
+    }
+    assert_eq!(t.ladder.as_ref().unwrap().current, 1);
+    assert!(
+        t.resend_allowance < super::resend::RESEND_ALLOWANCE_MAX / 2.0,
+        "the queue is still full: {}",
+        t.resend_allowance
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_rungs_switch_waits_for_the_links_queue_to_drain() {
+    stopped_rung_drains(false).await;
+}
+
+#[tokio::test]
+async fn a_queue_a_report_shows_after_the_stop_is_waited_for_too() {
+    stopped_rung_drains(true).await;
+}
+
+/// A rung stopped on a link whose queue adds 600 ms to the round trip
+/// (shown by a report before the stop, or `report_after` it): its switch
+/// waits for the queue to drain, though the target's keyframe came sooner.
+async fn stopped_rung_drains(report_after: bool) {
+    let (mut best, mut lean, rungs) = two_rungs_as(152, h264_in_frames).await;
+    let (mut t, _) = laddered(&best, rungs, PATIENT);
+    t.start();
+    let mut out = Sent::default();
+    drain(&mut t, &mut out);
+    let t0 = Instant::now() + Duration::from_secs(3);
+    let a = best.through_as(152..186, h264_in_frames).await;
+    for (i, p) in a.iter().enumerate() {
+        t.live(p, 1, t0 + Duration::from_millis(30 * i as u64), &mut out);
+    }
+    let report = |ms| crate::engine::adapt::Report {
+        lost: 0.0,
+        rtt: Some(Duration::from_millis(ms)),
+        sr_age: None,
+    };
+    t.report(report(2), t0 + Duration::from_millis(500));
+    if !report_after {
+        t.report(report(602), t0 + Duration::from_millis(1000));
+    }
+    let t1 = t0 + Duration::from_millis(1020);
+    t.remb(5_000.0, t1);
+    t.remb(1_000.0, t1 + Duration::from_millis(10));
+    t.remb(900.0, t1 + Duration::from_millis(200));
+    let pending = t.ladder.as_ref().unwrap().pending.as_ref().unwrap();
+    assert!(pending.stop_current);
+    if report_after {
+        t.report(report(602), t1 + Duration::from_millis(300));
+    }
+    // The target's keyframe comes 600 ms after the stop: held.
+    let soon = t1 + Duration::from_millis(800);
+    for p in &best.through_as(186..204, h264_in_frames).await {
+        t.live(p, 1, soon, &mut out);
+    }
+    for p in &lean.through_as(1152..1205, h264_in_frames).await {
+        t.live(p, 2, soon, &mut out);
+    }
+    assert_eq!(t.ladder.as_ref().unwrap().current, 0, "still draining");
+    // Drained (600 ms, half as much again for what else goes meanwhile,
+    // and a margin): the switch goes, from that keyframe on.
+    let later = t1 + Duration::from_millis(200 + 1000);
+    for p in &lean.through_as(1205..1210, h264_in_frames).await {
+        t.live(p, 2, later, &mut out);
+    }
+    assert_eq!(t.ladder.as_ref().unwrap().current, 1);
+    let want: Vec<u8> = (100..188u16)
+        .chain(1200..1210)
+        .map(|s| (s & 0xff) as u8)
+        .collect();
+    assert_eq!(out.sources(), want);
+    assert_contiguous(&out.0);
 }

@@ -70,7 +70,11 @@ impl Ffwhep {
 
     fn launch(cmd: &mut Command) -> Ffwhep {
         let mut child = cmd
-            .env("RUST_LOG", "info,ffwhep=debug")
+            // FFWHEP_TEST_LOG overrides the filter (e.g. to trace one module).
+            .env(
+                "RUST_LOG",
+                std::env::var("FFWHEP_TEST_LOG").unwrap_or_else(|_| "info,ffwhep=debug".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -30,6 +30,13 @@ pub(super) const RESEND_SHARE: f64 = 0.3;
 /// overflows it is lost whole). What does not fit waits for the next copy.
 pub(super) const RESEND_ALLOWANCE_MAX: f64 = 24_000.0;
 
+/// On a ladder, with the link estimated, the burst is kept to what the
+/// link carries in this long (within a floor of a few packets): on a
+/// narrow link that loses packets because its queue is full, a full-size
+/// burst of resends keeps it full, and the picture waits behind it.
+const RESEND_BURST: Duration = Duration::from_millis(250);
+const RESEND_ALLOWANCE_MIN: f64 = 4_000.0;
+
 /// A later copy goes only while its packet is at most this many numbers
 /// behind the next one: a receiver that already has it (an earlier copy
 /// came through) takes a packet 100 or more behind what it holds for a
@@ -56,10 +63,8 @@ impl TrackOut {
     pub fn nack(&mut self, lost: &[u16], now: Instant, out: &mut impl PacketOut) {
         self.accrue(now);
         self.count(|c| &c.nacks, lost.len() as u64);
-        let guard = self
-            .link_rtt
-            .map_or(RESEND_GUARD, |rtt| rtt.mul_f64(1.2))
-            .clamp(RESEND_GUARD, RESEND_GUARD_MAX);
+        self.last_nack = Some(now);
+        let guard = self.resend_guard();
         while self
             .resent
             .front()
@@ -117,6 +122,14 @@ impl TrackOut {
         }
     }
 
+    /// How long a resend is on its way: the viewer's round trip (a queue
+    /// on its path included) and a fifth, within bounds.
+    fn resend_guard(&self) -> Duration {
+        self.link_rtt
+            .map_or(RESEND_GUARD, |rtt| rtt.mul_f64(1.2))
+            .clamp(RESEND_GUARD, RESEND_GUARD_MAX)
+    }
+
     /// A laddered track's allowance also grows with time, by its share of
     /// the link's estimate: while a rung stopped on an overloaded link
     /// sends nothing, what was lost must still go.
@@ -129,7 +142,17 @@ impl TrackOut {
             .unwrap_or(l.rungs[l.current].bitrate as f64);
         let bytes = now.saturating_duration_since(since).as_secs_f64() * rate / 8.0;
         self.resend_allowance =
-            (self.resend_allowance + bytes * RESEND_SHARE).min(RESEND_ALLOWANCE_MAX);
+            (self.resend_allowance + bytes * RESEND_SHARE).min(self.resend_cap());
+    }
+
+    /// The most resend allowance kept: [`RESEND_ALLOWANCE_MAX`], or on a
+    /// ladder what the link is estimated to carry in [`RESEND_BURST`].
+    pub(super) fn resend_cap(&self) -> f64 {
+        let estimate = self.ladder.as_ref().and_then(|l| l.adapt.estimate_bps());
+        estimate.map_or(RESEND_ALLOWANCE_MAX, |bps| {
+            (bps / 8.0 * RESEND_BURST.as_secs_f64())
+                .clamp(RESEND_ALLOWANCE_MIN, RESEND_ALLOWANCE_MAX)
+        })
     }
 
     /// Puts `out_seq` on the `k`th queue of resends to make again.
@@ -152,9 +175,16 @@ impl TrackOut {
     }
 
     /// The resends due again by `now` (each queue is in the order due).
+    /// A copy goes only while the viewer has been silent since its last
+    /// one could have been missed: a viewer that asked again for anything
+    /// after that (it asks again, each round trip or at each new gap, for
+    /// all it still misses) did not ask for this one, so it has it; one
+    /// that still misses it asked, and the NACK resent it. Copies are for
+    /// the viewer that has gone quiet, not more load on a full link.
     pub(super) fn resend_again(&mut self, now: Instant, out: &mut impl PacketOut) {
         self.accrue(now);
-        for k in 0..RESEND_AGAIN.len() {
+        let guard = self.resend_guard();
+        for (k, delay) in RESEND_AGAIN.iter().enumerate() {
             while let Some(&(out_seq, due)) = self.again[k].front() {
                 if due > now {
                     break;
@@ -162,6 +192,10 @@ impl TrackOut {
                 self.again[k].pop_front();
                 let behind = self.numbers.next_seq().wrapping_sub(out_seq);
                 if behind > AGAIN_WITHIN {
+                    continue;
+                }
+                let last_sent = due.checked_sub(*delay).unwrap_or(due);
+                if self.last_nack.is_some_and(|t| t > last_sent + guard) {
                     continue;
                 }
                 match self.resend(out_seq, out) {

@@ -23,6 +23,13 @@ const HELD_WAIT: Duration = Duration::from_millis(500);
 /// the cached GOP's burst would land in the queue the stop is draining.
 const STOPPED_WAIT: Duration = Duration::from_millis(1500);
 
+/// A stopped rung's switch waits (within [`STOPPED_WAIT`]) for the link's
+/// queue to drain: the delay it adds to the round trip, times
+/// [`DRAIN_FACTOR`] (what else goes meanwhile, audio and resends, slows the
+/// drain), and [`DRAIN_MARGIN`] for the age of the report that showed it.
+const DRAIN_FACTOR: f64 = 1.5;
+const DRAIN_MARGIN: Duration = Duration::from_millis(100);
+
 /// Packets of a switch's target kept while the frame being sent ends.
 const SWITCH_BUFFER: usize = 512;
 
@@ -62,7 +69,7 @@ impl TrackOut {
                 } else {
                     pd.buffer.push(p.clone());
                 }
-                if !self.mid_frame {
+                if !self.mid_frame && now >= pd.drain_until {
                     self.make_switch(now, out);
                 }
             } else {
@@ -93,7 +100,7 @@ impl TrackOut {
             .ladder
             .as_ref()
             .and_then(|l| l.pending.as_ref())
-            .is_some_and(|pd| pd.from_cache || !pd.buffer.is_empty());
+            .is_some_and(|pd| (pd.from_cache || !pd.buffer.is_empty()) && now >= pd.drain_until);
         if ready {
             self.make_switch(now, out);
         }
@@ -165,7 +172,8 @@ impl TrackOut {
         } else {
             HELD_WAIT
         };
-        if waited >= KEYFRAME_WAIT || (pd.held && waited >= held_wait) {
+        let due = pd.from_cache || waited >= KEYFRAME_WAIT || (pd.held && waited >= held_wait);
+        if due && now >= pd.drain_until {
             pd.from_cache = true;
             pd.buffer.clear();
             if !self.mid_frame {
@@ -182,6 +190,12 @@ impl TrackOut {
             return;
         };
         let step = l.adapt.report(report, now);
+        // A stopped rung's switch waits longer if the report shows more of
+        // a queue than was known when it stopped.
+        let queued = l.adapt.queue_delay();
+        if let Some(pd) = l.pending.as_mut().filter(|pd| pd.stop_current) {
+            pd.drain_until = pd.drain_until.max(pd.since + drain_for(queued));
+        }
         self.steer(step, now);
         if let Some(l) = &mut self.ladder {
             let step = l.adapt.tick(now);
@@ -237,10 +251,15 @@ impl TrackOut {
         // Down, by the controller, on a link that carries well under the
         // current rung: that rung stops at the end of its frame.
         let stop_current = to > l.current && l.choice == Choice::Auto && l.adapt.overloaded();
-        l.request(to, reason, from_cache, stop_current, now);
-        // From the cache at once when no frame is half sent; else at the
-        // end of it (`after_take`).
-        if from_cache && !self.mid_frame && l.pending.is_some() {
+        let drain = if stop_current {
+            drain_for(l.adapt.queue_delay())
+        } else {
+            Duration::ZERO
+        };
+        l.request(to, reason, from_cache, stop_current, drain, now);
+        // From the cache at once when no frame is half sent (and no queue
+        // drains); else at the end of it (`after_take`).
+        if from_cache && !self.mid_frame && l.pending.is_some() && !stop_current {
             self.make_switch(now, &mut Discard);
         }
     }
@@ -254,11 +273,15 @@ impl TrackOut {
         let Some(l) = &mut self.ladder else { return };
         let Some(pd) = l.pending.take() else { return };
         l.commit(pd.to, &pd.reason, pd.since, self.numbers.next_seq(), now);
-        if pd.stop_current {
-            // The stop drained the link's queue: what it lost goes now.
-            self.resend_allowance = super::resend::RESEND_ALLOWANCE_MAX;
-        }
+        let drained = self
+            .link_rtt
+            .is_none_or(|rtt| now.saturating_duration_since(pd.since) >= rtt);
         self.source = l.source().clone();
+        if pd.stop_current && drained {
+            // A stop as long as the viewer's round trip drained the link's
+            // queue: what it lost goes now. (A shorter one left it full.)
+            self.resend_allowance = self.resend_cap();
+        }
         self.skip_through = None;
         if pd.from_cache || pd.buffer.is_empty() {
             self.new_timeline = Some(REPLAY_STEP);
@@ -277,6 +300,15 @@ impl TrackOut {
             self.take(p, true, now, out);
         }
     }
+}
+
+/// How long a stopped rung's switch waits for a queue that adds `queued`
+/// to the round trip to drain (none when no queue is known).
+fn drain_for(queued: Duration) -> Duration {
+    if queued.is_zero() {
+        return Duration::ZERO;
+    }
+    (queued.mul_f64(DRAIN_FACTOR) + DRAIN_MARGIN).min(STOPPED_WAIT)
 }
 
 /// Writes nothing: for a switch made outside the packet path, which only
