@@ -25,6 +25,31 @@ fn send(a: &mut Adapt, t0: Instant, from: u64, ms: u64, bps: u64) -> u64 {
     from + ms
 }
 
+/// A controller on `rung` sent `bps` with the viewer estimating `remb`,
+/// until its probe starts; it, and the time then (ms).
+fn probing_on(rung: usize, bps: u64, remb: f64, t0: Instant) -> (Adapt, u64) {
+    let mut a = Adapt::new(LADDER.to_vec(), rung, t0);
+    let mut t = 0;
+    while !a.probing(at(t0, t)) {
+        t = send(&mut a, t0, t, 500, bps);
+        a.remb(remb, at(t0, t));
+        a.tick(at(t0, t));
+    }
+    (a, t)
+}
+
+/// One NACK a millisecond from `t` (ms), up to `n`, until the controller
+/// steps; its step.
+fn nack_until_a_step(a: &mut Adapt, t0: Instant, t: u64, n: u64) -> Step {
+    for i in 0..n {
+        let step = a.nacked(1, at(t0, t + i));
+        if step != Step::Stay {
+            return step;
+        }
+    }
+    Step::Stay
+}
+
 #[test]
 fn heavy_loss_steps_down_to_the_rung_that_fits_what_got_through() {
     let t0 = Instant::now();
@@ -157,13 +182,7 @@ fn a_burst_of_nacks_steps_down_before_any_report() {
     let t0 = Instant::now();
     let mut a = Adapt::new(LADDER.to_vec(), 0, t0);
     let t = send(&mut a, t0, 0, 2200, 2_500_000);
-    let mut step = Step::Stay;
-    for i in 0..20 {
-        step = a.nacked(1, at(t0, t + i));
-        if step != Step::Stay {
-            break;
-        }
-    }
+    let step = nack_until_a_step(&mut a, t0, t, 20);
     assert!(matches!(step, Step::Switch { to: 1, .. }), "{step:?}");
     // A NACK now and then is not a burst.
     let mut b = Adapt::new(LADDER.to_vec(), 0, t0);
@@ -280,13 +299,7 @@ fn an_estimate_near_what_is_sent_or_climbing_after_a_step_up_moves_nothing() {
 #[test]
 fn a_falling_estimate_fails_a_probe() {
     let t0 = Instant::now();
-    let mut a = Adapt::new(LADDER.to_vec(), 2, t0);
-    let mut t = 0;
-    while !a.probing(at(t0, t)) {
-        t = send(&mut a, t0, t, 500, 200_000);
-        a.remb(300_000.0, at(t0, t));
-        a.tick(at(t0, t));
-    }
+    let (mut a, t) = probing_on(2, 200_000, 300_000.0, t0);
     assert_eq!(a.remb(310_000.0, at(t0, t + 100)), Step::Stay);
     assert!(
         a.probing(at(t0, t + 100)),
@@ -317,13 +330,7 @@ fn the_send_rate_is_that_of_the_last_second() {
 #[test]
 fn a_probe_that_makes_the_estimate_fall_fails_and_moves_nothing_but_a_lasting_fall_does() {
     let t0 = Instant::now();
-    let mut a = Adapt::new(LADDER.to_vec(), 1, t0);
-    let mut t = 0;
-    while !a.probing(at(t0, t)) {
-        t = send(&mut a, t0, t, 500, 700_000);
-        a.remb(900_000.0, at(t0, t));
-        a.tick(at(t0, t));
-    }
+    let (mut a, mut t) = probing_on(1, 700_000, 900_000.0, t0);
     // The probe's queue: the estimate falls to a share of the rung's own
     // rate (the duplicates were never counted), again and again.
     for est in [500_000.0, 450_000.0, 400_000.0] {
@@ -385,13 +392,7 @@ fn a_burst_of_nacks_estimates_the_link_from_what_got_through() {
     assert!(!a.overloaded());
     // The link shrank to half: as many NACKs as packets got through.
     t = send(&mut a, t0, t, 200, 700_000);
-    let mut step = Step::Stay;
-    for i in 0..40 {
-        step = a.nacked(1, at(t0, t + i));
-        if step != Step::Stay {
-            break;
-        }
-    }
+    let step = nack_until_a_step(&mut a, t0, t, 40);
     assert!(matches!(step, Step::Switch { to: 2, .. }), "{step:?}");
     let estimate = a.estimate_bps().unwrap();
     assert!((200_000.0..500_000.0).contains(&estimate), "{estimate}");
@@ -401,13 +402,7 @@ fn a_burst_of_nacks_estimates_the_link_from_what_got_through() {
 #[test]
 fn a_link_that_shrinks_during_a_probe_is_not_hidden_by_it() {
     let t0 = Instant::now();
-    let mut a = Adapt::new(LADDER.to_vec(), 1, t0);
-    let mut t = 0;
-    while !a.probing(at(t0, t)) {
-        t = send(&mut a, t0, t, 500, 700_000);
-        a.remb(900_000.0, at(t0, t));
-        a.tick(at(t0, t));
-    }
+    let (mut a, mut t) = probing_on(1, 700_000, 900_000.0, t0);
     // The estimate falls: the probe fails at once, and moves nothing.
     t = send(&mut a, t0, t, 100, 700_000);
     assert_eq!(a.remb(500_000.0, at(t0, t)), Step::Stay);

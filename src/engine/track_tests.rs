@@ -475,12 +475,7 @@ async fn a_switch_waits_for_the_target_keyframe_and_numbering_runs_on() {
     }
     // Rung 0 up to its keyframe at 200 (not sent: the lean rung's comes
     // with the same frame), then only rung 1 from its keyframe at 1200.
-    let want: Vec<u8> = (100..200u16)
-        .chain(1200..1250)
-        .map(|s| (s & 0xff) as u8)
-        .collect();
-    assert_eq!(out.sources(), want);
-    assert_contiguous(&out.0);
+    assert_sent(&out, 100..200, 1200..1250);
     let at = out.0.len() - 50;
     let step = out.0[at]
         .header
@@ -531,12 +526,7 @@ async fn a_switch_from_the_cache_starts_at_once_from_the_target_gop() {
         t.live(pb, 2, now, &mut out);
     }
     drain(&mut t, &mut out);
-    let want: Vec<u8> = (100..150u16)
-        .chain(1100..1160)
-        .map(|s| (s & 0xff) as u8)
-        .collect();
-    assert_eq!(out.sources(), want);
-    assert_contiguous(&out.0);
+    assert_sent(&out, 100..150, 1100..1160);
     assert_eq!(counters.switches_down.load(Relaxed), 1);
 }
 
@@ -612,6 +602,14 @@ async fn a_switch_never_cuts_a_frame_short() {
     );
 }
 
+/// What `out` sent came from the first rung's packets `first` (by their
+/// low byte), then the second's `then`, numbered without a gap.
+fn assert_sent(out: &Sent, first: std::ops::Range<u16>, then: std::ops::Range<u16>) {
+    let want: Vec<u8> = first.chain(then).map(|s| (s & 0xff) as u8).collect();
+    assert_eq!(out.sources(), want);
+    assert_contiguous(&out.0);
+}
+
 /// A started track that sent packets 100..110 live at `t0`; the number
 /// it sent `back` packets from the last, for a viewer to ask for.
 async fn sent_live(back: usize) -> (Feed, TrackOut, Arc<ViewerCounters>, Instant, u16) {
@@ -656,21 +654,25 @@ async fn a_resend_goes_again_on_its_schedule_and_not_twice_at_once() {
     assert_eq!(counters.retransmitted.load(Relaxed), 6);
 }
 
-#[tokio::test]
-async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
-    let (mut best, mut lean, rungs) = two_rungs_as(152, h264_in_frames).await;
+/// A laddered track on the best of two rungs (frames of several
+/// packets): past the settling time of its start (`t0`), a second of the
+/// best rung, its last packet (185) inside a frame; then `before_stop`;
+/// then the viewer's estimate falling to a fraction of what it is sent,
+/// by `t1` (returned): a switch down that stops the best rung is pending.
+async fn stopped_on_overload(
+    before_stop: impl FnOnce(&mut TrackOut, Instant),
+) -> (Feed, Feed, TrackOut, Sent, Instant) {
+    let (mut best, lean, rungs) = two_rungs_as(152, h264_in_frames).await;
     let (mut t, _) = laddered(&best, rungs, PATIENT);
     t.start();
     let mut out = Sent::default();
     drain(&mut t, &mut out);
-    // Past the settling time of the start, a second of the best rung; the
-    // last packet sent (185) is inside its frame.
     let t0 = Instant::now() + Duration::from_secs(3);
     let a = best.through_as(152..186, h264_in_frames).await;
     for (i, p) in a.iter().enumerate() {
         t.live(p, 1, t0 + Duration::from_millis(30 * i as u64), &mut out);
     }
-    // The viewer's estimate falls to a fraction of what it is sent.
+    before_stop(&mut t, t0);
     let t1 = t0 + Duration::from_millis(1020);
     t.remb(5_000.0, t1);
     t.remb(1_000.0, t1 + Duration::from_millis(10));
@@ -678,6 +680,12 @@ async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
     let l = t.ladder.as_ref().unwrap();
     let pending = l.pending.as_ref().expect("a switch down");
     assert_eq!((pending.to, pending.stop_current), (1, true));
+    (best, lean, t, out, t1)
+}
+
+#[tokio::test]
+async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
+    let (mut best, mut lean, mut t, mut out, t1) = stopped_on_overload(|_, _| {}).await;
     t.resend_allowance = 0.0; // spent on resends into the full queue
     // The best rung ends its frame (186, 187) and stops; the lean one
     // starts at its keyframe (1200), not from its cache, though it came
@@ -692,12 +700,7 @@ async fn on_an_overloaded_link_the_current_rung_stops_at_its_frame_end() {
     for p in &b {
         t.live(p, 2, now, &mut out);
     }
-    let want: Vec<u8> = (100..188u16)
-        .chain(1200..1210)
-        .map(|s| (s & 0xff) as u8)
-        .collect();
-    assert_eq!(out.sources(), want);
-    assert_contiguous(&out.0);
+    assert_sent(&out, 100..188, 1200..1210);
     assert_eq!(t.ladder.as_ref().unwrap().current, 1);
     assert_eq!(
         t.resend_allowance,
@@ -825,31 +828,11 @@ async fn no_copy_of_a_resend_once_the_viewer_asked_again_without_it() {
 
 #[tokio::test]
 async fn a_stop_shorter_than_the_round_trip_leaves_the_allowance_as_it_was() {
-    let (mut best, mut lean, rungs) = two_rungs_as(152, h264_in_frames).await;
-    let (mut t, _) = laddered(&best, rungs, PATIENT);
-    t.start();
-    let mut out = Sent::default();
-    drain(&mut t, &mut out);
-    let t0 = Instant::now() + Duration::from_secs(3);
     // A full queue on the path: a round trip of 2 s.
-    t.link_rtt = Some(Duration::from_secs(2));
-    let a = best.through_as(152..186, h264_in_frames).await;
-    for (i, p) in a.iter().enumerate() {
-        t.live(p, 1, t0 + Duration::from_millis(30 * i as u64), &mut out);
-    }
-    let t1 = t0 + Duration::from_millis(1020);
-    t.remb(5_000.0, t1);
-    t.remb(1_000.0, t1 + Duration::from_millis(10));
-    t.remb(900.0, t1 + Duration::from_millis(200));
-    assert!(
-        t.ladder
-            .as_ref()
-            .unwrap()
-            .pending
-            .as_ref()
-            .unwrap()
-            .stop_current
-    );
+    let (mut best, mut lean, mut t, mut out, t1) = stopped_on_overload(|t, _| {
+        t.link_rtt = Some(Duration::from_secs(2));
+    })
+    .await;
     t.resend_allowance = 0.0;
     let now = t1 + Duration::from_millis(900);
     for p in &best.through_as(186..204, h264_in_frames).await {
@@ -880,31 +863,18 @@ async fn a_queue_a_report_shows_after_the_stop_is_waited_for_too() {
 /// (shown by a report before the stop, or `report_after` it): its switch
 /// waits for the queue to drain, though the target's keyframe came sooner.
 async fn stopped_rung_drains(report_after: bool) {
-    let (mut best, mut lean, rungs) = two_rungs_as(152, h264_in_frames).await;
-    let (mut t, _) = laddered(&best, rungs, PATIENT);
-    t.start();
-    let mut out = Sent::default();
-    drain(&mut t, &mut out);
-    let t0 = Instant::now() + Duration::from_secs(3);
-    let a = best.through_as(152..186, h264_in_frames).await;
-    for (i, p) in a.iter().enumerate() {
-        t.live(p, 1, t0 + Duration::from_millis(30 * i as u64), &mut out);
-    }
     let report = |ms| crate::engine::adapt::Report {
         lost: 0.0,
         rtt: Some(Duration::from_millis(ms)),
         sr_age: None,
     };
-    t.report(report(2), t0 + Duration::from_millis(500));
-    if !report_after {
-        t.report(report(602), t0 + Duration::from_millis(1000));
-    }
-    let t1 = t0 + Duration::from_millis(1020);
-    t.remb(5_000.0, t1);
-    t.remb(1_000.0, t1 + Duration::from_millis(10));
-    t.remb(900.0, t1 + Duration::from_millis(200));
-    let pending = t.ladder.as_ref().unwrap().pending.as_ref().unwrap();
-    assert!(pending.stop_current);
+    let (mut best, mut lean, mut t, mut out, t1) = stopped_on_overload(|t, t0| {
+        t.report(report(2), t0 + Duration::from_millis(500));
+        if !report_after {
+            t.report(report(602), t0 + Duration::from_millis(1000));
+        }
+    })
+    .await;
     if report_after {
         t.report(report(602), t1 + Duration::from_millis(300));
     }
@@ -924,10 +894,5 @@ async fn stopped_rung_drains(report_after: bool) {
         t.live(p, 2, later, &mut out);
     }
     assert_eq!(t.ladder.as_ref().unwrap().current, 1);
-    let want: Vec<u8> = (100..188u16)
-        .chain(1200..1210)
-        .map(|s| (s & 0xff) as u8)
-        .collect();
-    assert_eq!(out.sources(), want);
-    assert_contiguous(&out.0);
+    assert_sent(&out, 100..188, 1200..1210);
 }
