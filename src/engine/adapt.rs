@@ -112,8 +112,6 @@ pub(crate) struct Adapt {
     /// The last short window of NACKs: its start, what was sent and NACKed.
     nack_window: (Instant, u64, u64),
     rtt_floor_ms: Option<f64>,
-    /// The round trip the last report gave.
-    last_rtt_ms: Option<f64>,
     high_rtt: u32,
     mild_loss: u32,
     /// The last report had loss.
@@ -151,7 +149,6 @@ impl Adapt {
             nacked: 0,
             nack_window: (now, 0, 0),
             rtt_floor_ms: None,
-            last_rtt_ms: None,
             high_rtt: 0,
             mild_loss: 0,
             lost_before: false,
@@ -196,13 +193,12 @@ impl Adapt {
         self.estimate_bps.is_some_and(|e| e < rung * OVERLOAD)
     }
 
-    /// How long the link's queue holds a packet, as the last report's
-    /// round trip over its floor shows.
-    pub fn queue_delay(&self) -> Duration {
-        let over = self
-            .last_rtt_ms
+    /// How long the link's queue holds a packet: what of the round trip
+    /// `rtt` (the last report's) is over its floor.
+    pub fn queue_delay(&self, rtt: Option<Duration>) -> Duration {
+        let over = rtt
             .zip(self.rtt_floor_ms)
-            .map_or(0.0, |(r, f)| (r - f).max(0.0));
+            .map_or(0.0, |(r, f)| (r.as_secs_f64() * 1000.0 - f).max(0.0));
         Duration::from_secs_f64(over / 1000.0)
     }
 
@@ -355,7 +351,6 @@ impl Adapt {
         // When the sender report it answers went out.
         let sr_sent = r.sr_age.and_then(|age| now.checked_sub(age));
         let rtt_ms = r.rtt.map(|d| d.as_secs_f64() * 1000.0);
-        self.last_rtt_ms = rtt_ms.or(self.last_rtt_ms);
         let secs = now.duration_since(self.window_start).as_secs_f64();
         let send_bps = if secs > 0.05 {
             self.sent_bytes as f64 * 8.0 / secs

@@ -192,7 +192,7 @@ impl TrackOut {
         let step = l.adapt.report(report, now);
         // A stopped rung's switch waits longer if the report shows more of
         // a queue than was known when it stopped.
-        let queued = l.adapt.queue_delay();
+        let queued = l.adapt.queue_delay(self.link_rtt);
         if let Some(pd) = l.pending.as_mut().filter(|pd| pd.stop_current) {
             pd.drain_until = pd.drain_until.max(pd.since + drain_for(queued));
         }
@@ -252,7 +252,7 @@ impl TrackOut {
         // current rung: that rung stops at the end of its frame.
         let stop_current = to > l.current && l.choice == Choice::Auto && l.adapt.overloaded();
         let drain = if stop_current {
-            drain_for(l.adapt.queue_delay())
+            drain_for(l.adapt.queue_delay(self.link_rtt))
         } else {
             Duration::ZERO
         };
