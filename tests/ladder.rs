@@ -74,7 +74,7 @@ const SETTLE_CAPPED: Duration = Duration::from_millis(4500);
 const SETTLE_UNCAPPED: Duration = Duration::from_secs(20);
 const HOLD: Duration = Duration::from_secs(8);
 /// Under a cap, the longest freeze allowed once the settled rung shows
-/// (Chromium). The target is 500 ms: met in 12 of 14 runs since
+/// (Chromium). The target is 500 ms: met in 9 of 11 runs since
 /// the switch waits for the queue to drain (100-150 ms), passed at 700 and
 /// 733 ms in two (one with no switch at all: the cap's own change drained
 /// the 1 Mb/s queue at 300 kb/s). Bounded here at 1 s, which every run
